@@ -1,0 +1,208 @@
+"""GPT-style decoder with elastic depth, width, heads and FFN. Imports only torch.
+
+One class, :class:`GPT`, is both the standalone model of one architecture and, built
+at the largest architecture of a space, the weight-sharing :class:`Supernet`. A
+sub-network takes *leading slices* of every shared weight (HAT, Once-for-All): the
+first ``d_model`` channels, the first ``n_head`` heads of q/k/v, the first ``d_ff``
+FFN units and the first ``n_layer`` layers. Because the standalone model and the
+supernet run the same code, a standalone model with copied weights gives the same
+logits as the supernet with that architecture active.
+
+The model is a stack of the blocks the latency tables time: :class:`Embedding`,
+``n_layer`` x (:class:`Attention`, :class:`FeedForward`), :class:`Head`.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _linear(mod: nn.Module, x: torch.Tensor, n_out: int) -> torch.Tensor:
+    """``mod(x)`` restricted to the first ``n_out`` outputs and ``x.shape[-1]`` inputs."""
+    if n_out == mod.out_features and x.shape[-1] == mod.in_features:
+        return mod(x)  # the full module: also works once quantised to int8
+    b = mod.bias[:n_out] if mod.bias is not None else None
+    return F.linear(x, mod.weight[:n_out, : x.shape[-1]], b)
+
+
+def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    C = x.shape[-1]
+    return F.layer_norm(x, (C,), ln.weight[:C], ln.bias[:C], ln.eps)
+
+
+class Embedding(nn.Module):
+    """Token + position embedding."""
+
+    def __init__(self, vocab_size: int, block_size: int, d_model: int, dropout: float = 0.0):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, d_model)
+        self.wpe = nn.Embedding(block_size, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, idx: torch.Tensor, d_model: int | None = None) -> torch.Tensor:
+        B, T = idx.shape
+        d = d_model or self.wte.embedding_dim
+        pos = torch.arange(T, device=idx.device)
+        x = self.wte.weight[:, :d][idx] + self.wpe.weight[:T, :d][pos]  # (B, T, d)
+        return self.drop(x)
+
+
+class Attention(nn.Module):
+    """Pre-norm causal self-attention with its residual: ``x + proj(attn(ln(x)))``."""
+
+    def __init__(self, d_model: int, n_head: int, head_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.n_head, self.head_dim, self.dropout = n_head, head_dim, dropout
+        inner = n_head * head_dim
+        self.ln = nn.LayerNorm(d_model)
+        # q, k and v as separate layers so the first h heads are a leading slice of each.
+        self.q = nn.Linear(d_model, inner)
+        self.k = nn.Linear(d_model, inner)
+        self.v = nn.Linear(d_model, inner)
+        self.proj = nn.Linear(inner, d_model)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, n_head: int | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        h = n_head or self.n_head
+        inner = h * self.head_dim
+        y = _layer_norm(self.ln, x)
+        q = _linear(self.q, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
+        k = _linear(self.k, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)
+        v = _linear(self.v, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, inner)  # (B, T, h*hd)
+        return x + self.resid_drop(_linear(self.proj, y, C))
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP with its residual: ``x + fc2(gelu(fc1(ln(x))))``."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+        super().__init__()
+        self.d_ff = d_ff
+        self.ln = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, d_ff: int | None = None) -> torch.Tensor:
+        C = x.shape[-1]
+        y = F.gelu(_linear(self.fc1, _layer_norm(self.ln, x), d_ff or self.d_ff))  # (B, T, d_ff)
+        return x + self.drop(_linear(self.fc2, y, C))
+
+
+class Head(nn.Module):
+    """Final LayerNorm and the output projection to the vocabulary."""
+
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__()
+        self.ln = nn.LayerNorm(d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear(self.lm_head, _layer_norm(self.ln, x), self.lm_head.out_features)
+
+
+class GPT(nn.Module):
+    """Decoder for one architecture ``arch`` (an ``ArchConfig``, duck-typed).
+
+    ``forward(idx, arch=None)`` runs the whole model, or, when ``arch`` is given, the
+    sub-network ``arch`` on leading slices of these weights.
+    """
+
+    def __init__(self, arch: Any, dropout: float = 0.0):
+        super().__init__()
+        self.arch = arch
+        self.embed = Embedding(arch.vocab_size, arch.block_size, arch.d_model, dropout)
+        self.layers = nn.ModuleList()
+        for h, f in zip(arch.n_head, arch.d_ff):
+            self.layers.append(Attention(arch.d_model, h, arch.head_dim, dropout))
+            self.layers.append(FeedForward(arch.d_model, f, dropout))
+        self.head = Head(arch.d_model, arch.vocab_size)
+        self.head.lm_head.weight = self.embed.wte.weight  # weight tying, as in nanoGPT
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith(("proj.weight", "fc2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * arch.n_layer) ** 0.5)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, arch: Any = None) -> torch.Tensor:
+        """Token ids ``(B, T)`` -> logits ``(B, T, vocab)``."""
+        if arch is None:
+            x = self.embed(idx)
+            for layer in self.layers:
+                x = layer(x)
+            return self.head(x)
+        if arch.n_layer > len(self.layers) // 2:
+            raise ValueError(f"arch has {arch.n_layer} layers; this model has {len(self.layers) // 2}")
+        x = self.embed(idx, arch.d_model)  # (B, T, d)
+        for i in range(arch.n_layer):
+            x = self.layers[2 * i](x, arch.n_head[i])
+            x = self.layers[2 * i + 1](x, arch.d_ff[i])
+        return self.head(x)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Supernet(GPT):
+    """Weight-sharing supernet: the GPT of ``space.largest()``; ``forward(idx, arch)``."""
+
+    def __init__(self, space: Any, dropout: float = 0.0):
+        super().__init__(space.largest(), dropout)
+        self.space = space
+
+
+def copy_slices(dst: nn.Module, src: nn.Module) -> None:
+    """Copy into every tensor of ``dst`` the leading slice of the same tensor of ``src``."""
+    src_state = src.state_dict()
+    with torch.no_grad():
+        for name, t in dst.state_dict().items():
+            s = src_state[name]
+            t.copy_(s[tuple(slice(0, n) for n in t.shape)])
+
+
+def apply_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Cast to fp32/bf16/fp16, or quantise Linear layers to int8 (dynamic, CPU only)."""
+    if precision == "int8":
+        from torch.ao.quantization import quantize_dynamic
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated but still the eager API
+            warnings.simplefilter("ignore")
+            return quantize_dynamic(model.float().cpu(), {nn.Linear}, dtype=torch.qint8)
+    if precision not in DTYPES:
+        raise ValueError(f"precision {precision!r}; allowed: {sorted(DTYPES) + ['int8']}")
+    return model.to(DTYPES[precision])
+
+
+def build_model(arch: Any, supernet: GPT | None = None, device: str | torch.device = "cpu",
+                dropout: float = 0.0) -> nn.Module:
+    """A standalone model of ``arch`` in ``arch.precision``, in eval mode.
+
+    Args:
+        arch: the architecture (``nas.space.ArchConfig``).
+        supernet: when given, weights are inherited from its leading slices.
+        device: where to put the model (int8 stays on the CPU).
+        dropout: dropout of the new model (for training it alone).
+    """
+    model = GPT(arch, dropout)
+    if supernet is not None:
+        copy_slices(model, supernet)
+    if arch.precision != "int8":
+        model = model.to(device)
+    return apply_precision(model, arch.precision).eval()

@@ -1,0 +1,415 @@
+"""Search spaces and architectures: pure Python, no torch.
+
+A search space (``search_spaces/<name>.yaml``) lists what may vary: the number of
+layers, the model width, the attention heads and FFN width of every layer, and the
+numeric precisions allowed on each device. An :class:`ArchConfig` is one point of it.
+
+``sample(space, rng)`` and ``suggest(trial, space)`` decode the same fixed-length
+genome (a value for every possible layer, the unused ones ignored), so Optuna's
+evolutionary samplers see every parameter in every trial.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from nas.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES_DIR = ROOT / "search_spaces"
+
+DEVICES = ("cpu", "cuda")
+# int8 means dynamically quantised Linear layers, which PyTorch runs on the CPU only;
+# fp16 matrix products on most CPUs fall back to slow reference kernels.
+PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "bf16", "fp16")}
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """One architecture: a GPT-style decoder.
+
+    ``n_head`` and ``d_ff`` hold one entry per active layer.
+    """
+
+    n_layer: int
+    d_model: int
+    n_head: tuple[int, ...]
+    d_ff: tuple[int, ...]
+    precision: str = "fp32"
+    head_dim: int = 64
+    vocab_size: int = 65
+    block_size: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_head", tuple(int(h) for h in self.n_head))
+        object.__setattr__(self, "d_ff", tuple(int(f) for f in self.d_ff))
+        if self.n_layer < 1:
+            raise ConfigError(f"n_layer: {self.n_layer} is not allowed; it must be at least 1")
+        for key in ("n_head", "d_ff"):
+            if len(getattr(self, key)) != self.n_layer:
+                raise ConfigError(
+                    f"{key}: {list(getattr(self, key))} has {len(getattr(self, key))} entries; "
+                    f"n_layer={self.n_layer} needs one per layer"
+                )
+        for i, h in enumerate(self.n_head):
+            if h < 1 or h * self.head_dim > self.d_model:
+                raise ConfigError(
+                    f"n_head[{i}]: {h} heads x head_dim {self.head_dim} does not fit d_model "
+                    f"{self.d_model}; allowed: 1..{self.d_model // self.head_dim}"
+                )
+        if self.precision not in PRECISIONS["cpu"] + PRECISIONS["cuda"]:
+            raise ConfigError(
+                f"precision: {self.precision!r} is unknown; allowed: fp32, bf16, fp16, int8"
+            )
+
+    @property
+    def arch_id(self) -> str:
+        """Stable id: a hash of the sorted JSON of the whole (active) config."""
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["n_head"], d["d_ff"] = list(self.n_head), list(self.d_ff)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ArchConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ConfigError(f"architecture: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in d and f.default is dataclasses.MISSING)
+        if missing:
+            raise ConfigError(f"architecture: missing key(s) {missing}")
+        return cls(**d)
+
+    def to_yaml(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+        """Write the architecture; ``extra`` (predicted latency, loss...) goes under ``meta``."""
+        doc: dict[str, Any] = {"arch": self.to_dict()}
+        if extra:
+            doc["meta"] = dict(extra)
+        Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ArchConfig":
+        """Read a file written by :meth:`to_yaml` (or a bare mapping of the fields)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: architecture file not found")
+        try:
+            doc = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{p}: expected a mapping with an 'arch' key")
+        return cls.from_dict(doc.get("arch", doc))
+
+    def describe(self) -> str:
+        """Short human-readable form, e.g. ``L4 d128 h[4,4,2,4] f[512,...] fp32``."""
+        h = ",".join(map(str, self.n_head))
+        f = ",".join(map(str, self.d_ff))
+        return f"L{self.n_layer} d{self.d_model} h[{h}] f[{f}] {self.precision}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What may vary. Built from YAML by :func:`load_space`; validated on construction."""
+
+    name: str
+    n_layer_min: int
+    n_layer_max: int
+    d_model: tuple[int, ...]
+    n_head: tuple[int, ...]
+    d_ff: tuple[int, ...]
+    precision: Mapping[str, tuple[str, ...]]
+    head_dim: int = 64
+    vocab_size: int = 65
+    block_size: int = 256
+    baseline: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], name: str | None = None) -> "SearchSpace":
+        d = dict(d)
+        where = name or d.get("name", "search space")
+        allowed = {"name", "n_layer", "d_model", "n_head", "d_ff", "precision",
+                   "head_dim", "vocab_size", "block_size", "baseline"}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        for key in ("n_layer", "d_model", "n_head", "d_ff", "precision"):
+            if key not in d:
+                raise ConfigError(f"{where}: missing required key '{key}'")
+        nl = d["n_layer"]
+        if not isinstance(nl, Mapping) or set(nl) != {"min", "max"}:
+            raise ConfigError(f"{where}: n_layer: {nl!r} must be a mapping {{min: int, max: int}}")
+        prec = d["precision"]
+        if not isinstance(prec, Mapping):
+            raise ConfigError(f"{where}: precision: {prec!r} must map a device ({', '.join(DEVICES)}) "
+                              "to a list of precisions")
+        return cls(
+            name=str(d.get("name", name or "custom")),
+            n_layer_min=_int(where, "n_layer.min", nl["min"]),
+            n_layer_max=_int(where, "n_layer.max", nl["max"]),
+            d_model=_choices(where, "d_model", d["d_model"]),
+            n_head=_choices(where, "n_head", d["n_head"]),
+            d_ff=_choices(where, "d_ff", d["d_ff"]),
+            precision={str(k): tuple(_str_list(where, f"precision.{k}", v)) for k, v in prec.items()},
+            head_dim=_int(where, "head_dim", d.get("head_dim", 64)),
+            vocab_size=_int(where, "vocab_size", d.get("vocab_size", 65)),
+            block_size=_int(where, "block_size", d.get("block_size", 256)),
+            baseline=dict(d["baseline"]) if d.get("baseline") else None,
+        )
+
+    def __post_init__(self) -> None:
+        w = self.name
+        if self.n_layer_min < 1:
+            raise ConfigError(f"{w}: n_layer.min: {self.n_layer_min} is not allowed; it must be >= 1")
+        if self.n_layer_min > self.n_layer_max:
+            raise ConfigError(f"{w}: n_layer: min {self.n_layer_min} > max {self.n_layer_max}; "
+                              "min must be <= max")
+        for key in ("head_dim", "vocab_size", "block_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{w}: {key}: {getattr(self, key)} must be a positive integer")
+        biggest = max(self.d_model) // self.head_dim
+        for h in self.n_head:
+            if h * self.head_dim > max(self.d_model):
+                raise ConfigError(
+                    f"{w}: n_head: {h} heads x head_dim {self.head_dim} = {h * self.head_dim} does not "
+                    f"fit the largest d_model {max(self.d_model)}; allowed: 1..{biggest}")
+        if min(self.n_head) * self.head_dim > min(self.d_model):
+            raise ConfigError(
+                f"{w}: d_model: {min(self.d_model)} fits no head choice {list(self.n_head)} "
+                f"(head_dim {self.head_dim}); allowed widths: >= {min(self.n_head) * self.head_dim}")
+        for dev, precs in self.precision.items():
+            if dev not in DEVICES:
+                raise ConfigError(f"{w}: precision: unknown device {dev!r}; allowed: {list(DEVICES)}")
+            if not precs:
+                raise ConfigError(f"{w}: precision.{dev}: empty list; allowed: {list(PRECISIONS[dev])}")
+            for p in precs:
+                if p not in PRECISIONS[dev]:
+                    raise ConfigError(f"{w}: precision.{dev}: {p!r} is not supported on {dev}; "
+                                      f"allowed: {list(PRECISIONS[dev])}")
+        if self.baseline is not None:
+            self.baseline_arch()  # validates
+
+    # --- views -----------------------------------------------------------------
+    def precisions(self, device: str) -> tuple[str, ...]:
+        """Precisions this space allows on ``device`` ('cpu' or 'cuda')."""
+        if device not in self.precision:
+            raise ConfigError(f"{self.name}: precision: no entry for device {device!r}; "
+                              f"this space has {sorted(self.precision)}")
+        return self.precision[device]
+
+    def make(self, n_layer: int, d_model: int, n_head: Sequence[int], d_ff: Sequence[int],
+             precision: str = "fp32") -> ArchConfig:
+        """An ArchConfig of this space (shared head_dim, vocab and context)."""
+        return ArchConfig(n_layer=n_layer, d_model=d_model, n_head=tuple(n_head), d_ff=tuple(d_ff),
+                          precision=precision, head_dim=self.head_dim,
+                          vocab_size=self.vocab_size, block_size=self.block_size)
+
+    def largest(self, precision: str = "fp32") -> ArchConfig:
+        L, d = self.n_layer_max, max(self.d_model)
+        return self.make(L, d, [max(self.n_head)] * L, [max(self.d_ff)] * L, precision)
+
+    def smallest(self, precision: str = "fp32") -> ArchConfig:
+        L, d = self.n_layer_min, min(self.d_model)
+        return self.make(L, d, [min(self.n_head)] * L, [min(self.d_ff)] * L, precision)
+
+    def baseline_arch(self, precision: str = "fp32") -> ArchConfig | None:
+        """The reference architecture named in the YAML (nanoGPT's, for ``shakespeare``)."""
+        if not self.baseline:
+            return None
+        b = self.baseline
+        L = int(b["n_layer"])
+        heads = b["n_head"] if isinstance(b["n_head"], Sequence) else [b["n_head"]] * L
+        ffs = b["d_ff"] if isinstance(b["d_ff"], Sequence) else [b["d_ff"]] * L
+        arch = self.make(L, int(b["d_model"]), heads, ffs, precision)
+        if not self.contains(arch):
+            raise ConfigError(f"{self.name}: baseline: {arch.describe()} is outside the space")
+        return arch
+
+    def contains(self, arch: ArchConfig, device: str | None = None) -> bool:
+        ok = (self.n_layer_min <= arch.n_layer <= self.n_layer_max
+              and arch.d_model in self.d_model
+              and all(h in self.n_head for h in arch.n_head)
+              and all(f in self.d_ff for f in arch.d_ff)
+              and arch.head_dim == self.head_dim
+              and arch.vocab_size == self.vocab_size
+              and arch.block_size == self.block_size)
+        if device is not None:
+            ok = ok and arch.precision in self.precisions(device)
+        return ok
+
+    def check(self, arch: ArchConfig, device: str | None = None) -> None:
+        """Raise a ConfigError naming what is outside the space."""
+        if self.contains(arch, device):
+            return
+        problems = []
+        if not self.n_layer_min <= arch.n_layer <= self.n_layer_max:
+            problems.append(f"n_layer {arch.n_layer} (allowed {self.n_layer_min}..{self.n_layer_max})")
+        if arch.d_model not in self.d_model:
+            problems.append(f"d_model {arch.d_model} (allowed {list(self.d_model)})")
+        bad_h = sorted({h for h in arch.n_head if h not in self.n_head})
+        if bad_h:
+            problems.append(f"n_head {bad_h} (allowed {list(self.n_head)})")
+        bad_f = sorted({f for f in arch.d_ff if f not in self.d_ff})
+        if bad_f:
+            problems.append(f"d_ff {bad_f} (allowed {list(self.d_ff)})")
+        for key in ("head_dim", "vocab_size", "block_size"):
+            if getattr(arch, key) != getattr(self, key):
+                problems.append(f"{key} {getattr(arch, key)} (space has {getattr(self, key)})")
+        if device is not None and arch.precision not in self.precisions(device):
+            problems.append(f"precision {arch.precision} (allowed on {device}: "
+                            f"{list(self.precisions(device))})")
+        raise ConfigError(f"architecture outside search space '{self.name}': " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_layer": {"min": self.n_layer_min, "max": self.n_layer_max},
+            "d_model": list(self.d_model), "n_head": list(self.n_head), "d_ff": list(self.d_ff),
+            "precision": {k: list(v) for k, v in self.precision.items()},
+            "head_dim": self.head_dim, "vocab_size": self.vocab_size,
+            "block_size": self.block_size,
+            "baseline": dict(self.baseline) if self.baseline else None,
+        }
+
+    def decode(self, genome: Mapping[str, Any]) -> ArchConfig:
+        """Turn a fixed-length genome into an architecture.
+
+        Heads that do not fit the chosen width are clamped to the widest choice that
+        fits, so every genome decodes to a valid architecture.
+        """
+        L, d = int(genome["n_layer"]), int(genome["d_model"])
+        fitting = [h for h in self.n_head if h * self.head_dim <= d]
+        heads = [max(h for h in fitting if h <= max(genome[f"n_head_{i}"], min(fitting)))
+                 for i in range(L)]
+        ffs = [int(genome[f"d_ff_{i}"]) for i in range(L)]
+        return self.make(L, d, heads, ffs, str(genome["precision"]))
+
+
+def _int(where: str, key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{where}: {key}: {v!r} must be an integer")
+    return v
+
+
+def _choices(where: str, key: str, v: Any) -> tuple[int, ...]:
+    if not isinstance(v, Sequence) or isinstance(v, str):
+        raise ConfigError(f"{where}: {key}: {v!r} must be a list of positive integers")
+    if len(v) == 0:
+        raise ConfigError(f"{where}: {key}: empty choice list; give at least one positive integer")
+    out = tuple(sorted({_int(where, key, x) for x in v}))
+    if out[0] < 1:
+        raise ConfigError(f"{where}: {key}: {out[0]} is not allowed; choices must be positive integers")
+    return out
+
+
+def _str_list(where: str, key: str, v: Any) -> list[str]:
+    if not isinstance(v, Sequence) or isinstance(v, str):
+        raise ConfigError(f"{where}: {key}: {v!r} must be a list")
+    return [str(x) for x in v]
+
+
+def available_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str | Path | Mapping[str, Any]) -> SearchSpace:
+    """Load a space by name (``search_spaces/<name>.yaml``), by path, or from a mapping.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones) or an invalid entry.
+    """
+    if isinstance(name_or_path, Mapping):
+        return SearchSpace.from_dict(name_or_path)
+    s = str(name_or_path)
+    path = Path(s)
+    if not (s.endswith((".yaml", ".yml")) or path.is_file()):
+        path = SPACES_DIR / f"{s}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"search_space: unknown space {s!r}; available: {available_spaces()} "
+                              "(or a path to a .yaml file)")
+    if not path.is_file():
+        raise ConfigError(f"search_space: file {s} not found")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path}: a search space must be a YAML mapping")
+    return SearchSpace.from_dict(doc, name=doc.get("name", path.stem))
+
+
+def _rng(rng: random.Random | int | None) -> random.Random:
+    return rng if isinstance(rng, random.Random) else random.Random(rng)
+
+
+def sample_genome(space: SearchSpace, rng: random.Random | int | None,
+                  device: str = "cpu") -> dict[str, Any]:
+    """A uniformly random genome (a value for every possible layer)."""
+    r = _rng(rng)
+    g: dict[str, Any] = {"n_layer": r.randint(space.n_layer_min, space.n_layer_max),
+                         "d_model": r.choice(space.d_model)}
+    for i in range(space.n_layer_max):
+        g[f"n_head_{i}"] = r.choice(space.n_head)
+        g[f"d_ff_{i}"] = r.choice(space.d_ff)
+    g["precision"] = r.choice(space.precisions(device))
+    return g
+
+
+def sample(space: SearchSpace, rng: random.Random | int | None = None,
+           device: str = "cpu", precision: str | None = None) -> ArchConfig:
+    """A random architecture, drawn with ``rng`` only (never the global RNG).
+
+    Args:
+        space: the search space.
+        rng: a ``random.Random`` or an integer seed.
+        device: which device's precision list to draw from.
+        precision: fix the precision instead of drawing it.
+    """
+    g = sample_genome(space, rng, device)
+    if precision is not None:
+        g["precision"] = precision
+    return space.decode(g)
+
+
+def suggest(trial: Any, space: SearchSpace, device: str = "cpu",
+            precisions: Sequence[str] | None = None) -> ArchConfig:
+    """Ask an Optuna trial for an architecture (fixed-length genome).
+
+    Args:
+        trial: an ``optuna.Trial``.
+        space: the search space.
+        device: picks the precision choices when ``precisions`` is not given.
+        precisions: restrict the precision choices.
+    """
+    g: dict[str, Any] = {
+        "n_layer": trial.suggest_int("n_layer", space.n_layer_min, space.n_layer_max),
+        "d_model": trial.suggest_categorical("d_model", list(space.d_model)),
+    }
+    for i in range(space.n_layer_max):
+        g[f"n_head_{i}"] = trial.suggest_categorical(f"n_head_{i}", list(space.n_head))
+        g[f"d_ff_{i}"] = trial.suggest_categorical(f"d_ff_{i}", list(space.d_ff))
+    g["precision"] = trial.suggest_categorical(
+        "precision", list(precisions or space.precisions(device)))
+    return space.decode(g)
+
+
+def genome_of(arch: ArchConfig, space: SearchSpace) -> dict[str, Any]:
+    """The genome that decodes to ``arch`` (unused layers padded), for ``enqueue_trial``."""
+    g: dict[str, Any] = {"n_layer": arch.n_layer, "d_model": arch.d_model,
+                         "precision": arch.precision}
+    for i in range(space.n_layer_max):
+        g[f"n_head_{i}"] = arch.n_head[i] if i < arch.n_layer else min(space.n_head)
+        g[f"d_ff_{i}"] = arch.d_ff[i] if i < arch.n_layer else min(space.d_ff)
+    return g
