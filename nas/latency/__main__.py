@@ -1,0 +1,180 @@
+"""``python -m nas.latency build|predict|validate`` (Hydra; see ``conf/latency.yaml``).
+
+The verb may be given bare (``python -m nas.latency validate``) or as ``verb=validate``.
+Hydra stops here: the config is turned into typed objects and nothing below sees it.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from nas.errors import ConfigError, exit_on_user_error
+from nas.latency.measure import CPU_CLOCKS, TimerSettings
+from nas.latency.spec import Workload
+from nas.space import ArchConfig, SearchSpace, load_space
+
+VERBS = ("build", "predict", "validate")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One invocation, typed."""
+
+    verb: str
+    space: SearchSpace
+    table: Path
+    workload: Workload
+    seq_len_given: bool
+    timer: TimerSettings
+    graph_calls: int
+    progress: bool
+    calibration_n: int
+    calibration_seed: int
+    validate_n: int
+    validate_seed: int
+    validate_precisions: tuple[str, ...] | None
+    validate_out: Path
+    noise_models: int
+    noise_repeats: int
+    predict_arch: Path | None
+    command: str
+
+
+def _int(cfg: DictConfig, key: str, minimum: int = 0) -> int:
+    v = OmegaConf.select(cfg, key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ConfigError(f"{key}: {v!r} must be an integer >= {minimum}")
+    return v
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
+    v = OmegaConf.select(cfg, key)
+    if v not in allowed:
+        raise ConfigError(f"{key}: {v!r} is not allowed; choose one of {list(allowed)}")
+    return str(v)
+
+
+def _precisions(cfg: DictConfig, key: str) -> tuple[str, ...] | None:
+    v = OmegaConf.select(cfg, key)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return (v,)
+    return tuple(str(p) for p in v)
+
+
+def parse(cfg: DictConfig, argv: list[str]) -> Command:
+    """Turn the Hydra config into a :class:`Command` (ConfigError names a bad key)."""
+    verb = _choice(cfg, "verb", VERBS)
+    space = load_space(OmegaConf.to_container(cfg.search_space, resolve=True))
+    device = _choice(cfg, "hardware.device", ("cpu", "cuda"))
+    mode = _choice(cfg, "latency.mode", ("eager", "graph"))
+    table = cfg.latency.table or cfg.hardware.get("table")
+    if not table:
+        raise ConfigError("latency.table: no table path (and hardware.table is empty)")
+    table = Path(str(table))
+    if mode == "graph" and not cfg.latency.table:
+        table = table.with_name(f"{table.stem}-graph{table.suffix}")
+    seq_given = cfg.latency.seq_len is not None
+    seq_len = _int(cfg, "latency.seq_len", 1) if seq_given else space.block_size
+    if seq_len > space.block_size:
+        raise ConfigError(f"latency.seq_len: {seq_len} exceeds the context of search space "
+                          f"'{space.name}' ({space.block_size})")
+    precisions = _precisions(cfg, "latency.precisions") or space.precisions(device)
+    for p in precisions:
+        if p not in space.precisions(device):
+            raise ConfigError(f"latency.precisions: {p!r} is not allowed by search space "
+                              f"'{space.name}' on {device}; allowed: {list(space.precisions(device))}")
+    workload = Workload(device, _int(cfg, "latency.batch_size", 1), seq_len, precisions, mode,
+                        _int(cfg, "latency.threads", 1))
+    clock = _choice(cfg, "latency.cpu_clock", CPU_CLOCKS)
+    if device == "cpu" and clock == "thread" and workload.threads != 1:
+        raise ConfigError(f"latency.cpu_clock: 'thread' times one thread, but latency.threads is "
+                          f"{workload.threads}; use latency.cpu_clock=wall or latency.threads=1")
+    window = OmegaConf.select(cfg, "latency.window_ms")
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
+        raise ConfigError(f"latency.window_ms: {window!r} must be a positive number")
+    timer = TimerSettings(repeats=_int(cfg, "latency.repeats", 1), warmup=_int(cfg, "latency.warmup"),
+                          window_ms=float(window), cpu_clock=clock)
+    cal_n = _int(cfg, "calibration.n")
+    if 0 < cal_n < 4:
+        raise ConfigError(f"calibration.n: {cal_n}; use 0 (no correction) or at least 4")
+    cal_seed, val_seed = _int(cfg, "calibration.seed"), _int(cfg, "validate.seed")
+    if verb == "validate" and cal_seed == val_seed:
+        raise ConfigError(f"validate.seed: {val_seed} equals calibration.seed; validation needs "
+                          "architectures no correction was fitted on")
+    out = cfg.validate.out or f"experiments/latency_{table.stem.replace('-', '_')}"
+    arch = cfg.predict.arch
+    return Command(
+        verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
+        timer=timer, graph_calls=_int(cfg, "latency.graph_calls", 1),
+        progress=bool(cfg.latency.progress), calibration_n=cal_n, calibration_seed=cal_seed,
+        validate_n=_int(cfg, "validate.n", 2), validate_seed=val_seed,
+        validate_precisions=_precisions(cfg, "validate.precisions"), validate_out=Path(str(out)),
+        noise_models=_int(cfg, "validate.noise_models"),
+        noise_repeats=_int(cfg, "validate.noise_repeats", 1),
+        predict_arch=Path(str(arch)) if arch else None,
+        command="python -m nas.latency " + " ".join(shlex.quote(a) for a in argv))
+
+
+def run(c: Command, cfg_yaml: str = "") -> Any:
+    """Carry out one command."""
+    from nas.latency.table import LatencyTable
+
+    w = c.workload
+    if c.verb == "build":
+        from nas.latency.build import build_table
+        table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
+                            calibration_seed=c.calibration_seed, command=c.command,
+                            graph_calls=c.graph_calls, progress=c.progress)
+        print(f"built {table.describe()}")
+        return table
+    if c.verb == "predict":
+        if c.predict_arch is None:
+            raise ConfigError("predict.arch: give the architecture YAML to predict, e.g. "
+                              "predict.arch=outputs/best.yaml")
+        arch = ArchConfig.from_yaml(c.predict_arch)
+        table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
+                                  seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode)
+        ms = table.predict_ms(arch)
+        how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
+        print(f"{ms:.4f} ms{how}  {arch.describe()}  [{table.describe()}]")
+        return ms
+    from nas.latency.validate import validate
+    table = LatencyTable.load(c.table, space=c.space, device=w.device, batch_size=w.batch_size,
+                              seq_len=w.seq_len, mode=w.mode)
+    precisions = c.validate_precisions or tuple(p for p in table.precisions
+                                                if p in c.space.precisions(w.device))
+    out = c.validate_out
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg_yaml:
+        (out / "config.yaml").write_text(cfg_yaml)
+    return validate(table, c.space, precisions, n=c.validate_n, seed=c.validate_seed,
+                    timer=c.timer, out_dir=out, command=c.command, noise_models=c.noise_models,
+                    noise_repeats=c.noise_repeats, progress=c.progress)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="latency")
+def main(cfg: DictConfig) -> None:
+    _main(cfg)
+
+
+@exit_on_user_error
+def _main(cfg: DictConfig) -> None:
+    run(parse(cfg, sys.argv[1:]), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _bare_verb(argv: list[str]) -> list[str]:
+    """``build`` -> ``verb=build``, so the verb can be given like a subcommand."""
+    return [f"verb={a}" if a in VERBS else a for a in argv]
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = _bare_verb(sys.argv[1:])
+    main()

@@ -1,0 +1,132 @@
+"""Build what a latency table times, from the real modules of ``nas.model``.
+
+A block is exactly a module an architecture is made of (``Embedding``, ``Attention``,
+``FeedForward``, ``Head``), cast by ``apply_precision`` and fed an input of the shape and
+dtype it gets inside the model; a model is ``build_model(arch)``, fed token ids. Which
+blocks exist is in ``spec.py``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from nas.latency.measure import TimerSettings, Timing, time_callable, time_graph
+from nas.latency.spec import KINDS, BlockKey, Workload
+from nas.model import DTYPES, Attention, Embedding, FeedForward, Head, apply_precision, build_model
+
+
+def make_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int,
+               batch_size: int, seq_len: int, device: str, seed: int = 0) -> Callable[[], Any]:
+    """The block ``key`` on ``device`` in its precision, bound to an input.
+
+    Args:
+        key: which block.
+        vocab_size, block_size, head_dim: the space's fixed sizes.
+        batch_size, seq_len: the workload (input is ``(batch_size, seq_len, d_model)``).
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: seeds the weights and the input.
+
+    Returns:
+        A no-argument callable that runs the block once.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: leave it be
+        torch.manual_seed(seed)
+        mod = _module(key, vocab_size, block_size, head_dim)
+    on = "cpu" if key.precision == "int8" else device  # dynamic int8 runs on the CPU only
+    mod = apply_precision(mod.to(on), key.precision).eval()
+    if key.kind == "embedding":
+        x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
+    else:
+        dtype = DTYPES.get(key.precision, torch.float32)  # int8 blocks take fp32 activations
+        x = torch.randn(batch_size, seq_len, key.d_model, generator=g).to(on, dtype)  # (B, T, C)
+
+    def run() -> Any:
+        return mod(x)
+
+    return run
+
+
+def _module(key: BlockKey, vocab_size: int, block_size: int, head_dim: int) -> torch.nn.Module:
+    d = key.d_model
+    if key.kind == "embedding":
+        mod: torch.nn.Module = Embedding(vocab_size, block_size, d)
+    elif key.kind == "attention":
+        mod = Attention(d, key.n_head, head_dim)
+    elif key.kind == "ffn":
+        mod = FeedForward(d, key.d_ff)
+    elif key.kind == "head":
+        mod = Head(d, vocab_size)
+    elif key.kind == "layernorm":
+        mod = torch.nn.LayerNorm(d)
+    else:
+        raise ValueError(f"unknown block kind {key.kind!r}; known: {KINDS}")
+    return mod
+
+
+def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
+               seed: int = 0) -> Callable[[], Any]:
+    """The standalone model of ``arch`` (``nas.model.build_model``), bound to token ids.
+
+    Args:
+        arch: the architecture, in its precision.
+        batch_size, seq_len: the workload (input is ``(batch_size, seq_len)`` token ids).
+        device: ``"cpu"`` or ``"cuda"`` (int8 stays on the CPU).
+        seed: seeds the weights and the input.
+
+    Returns:
+        A no-argument callable that runs one forward pass.
+    """
+    if seq_len > arch.block_size:
+        raise ValueError(f"seq_len {seq_len} exceeds the context {arch.block_size} of {arch.describe()}")
+    g = torch.Generator().manual_seed(seed)
+    on = "cpu" if arch.precision == "int8" else device
+    gpus = [torch.cuda.current_device()] if on == "cuda" else []
+    # Initialise the weights on the device itself: on the GPU that is much faster than
+    # a CPU init (with the one timing thread) plus a copy, for the same model.
+    with torch.random.fork_rng(devices=gpus), torch.device(on):
+        torch.manual_seed(seed)
+        model = build_model(arch, device=on)
+    idx = torch.randint(0, arch.vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
+
+    def run() -> Any:
+        return model(idx)
+
+    return run
+
+
+def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettings,
+               graph_calls: int = 10) -> Timing:
+    """Measure one block of ``space`` for ``workload``.
+
+    Args:
+        key: the block.
+        space: the search space (its head_dim, vocab_size, block_size).
+        workload: device, batch size, sequence length, mode.
+        timer: repeats, warm-up, window length.
+        graph_calls: in graph mode, back-to-back calls captured in one CUDA graph, so the
+            graph launch is shared as it is inside a whole-model graph.
+    """
+    fn = make_block(key, vocab_size=space.vocab_size, block_size=space.block_size,
+                    head_dim=space.head_dim, batch_size=workload.batch_size,
+                    seq_len=workload.seq_len, device=workload.device)
+    if workload.mode == "graph":
+        return time_graph(fn, timer, calls=graph_calls)
+    return time_callable(fn, "cpu" if key.precision == "int8" else workload.device, timer)
+
+
+def time_model(arch: Any, workload: Workload, timer: TimerSettings, seed: int = 0) -> Timing:
+    """Measure the end-to-end forward pass of ``arch`` as a standalone model.
+
+    Args:
+        arch: the architecture, in its precision.
+        workload: device, batch size, sequence length, mode (graph: one graph per forward).
+        timer: repeats, warm-up, window length.
+        seed: seeds the weights and the input.
+    """
+    fn = make_model(arch, batch_size=workload.batch_size, seq_len=workload.seq_len,
+                    device=workload.device, seed=seed)
+    if workload.mode == "graph":
+        return time_graph(fn, timer, calls=1)
+    return time_callable(fn, "cpu" if arch.precision == "int8" else workload.device, timer)

@@ -1,0 +1,311 @@
+"""Validate a latency table end to end: predicted vs measured on held-out architectures.
+
+Draws random architectures from the space with a seed that fitted no correction (the
+calibration set is excluded too), measures each one as a standalone model on the
+device, and writes a report: ``report.csv`` (every architecture: predicted, plain sum,
+measured, error), ``scatter.png`` and ``summary.json`` / ``summary.md`` (share within
++-5% and +-10%, RMSE, Spearman's rho, the goal and by how much it is missed, which
+architectures miss, the command). It also re-measures a few models several times, so
+the reader can tell predictor error from measurement noise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nas.errors import ConfigError
+from nas.latency import fingerprint
+from nas.latency.measure import TimerSettings, set_cpu_threads
+from nas.latency.spec import Workload, sample_archs
+from nas.latency.table import LatencyTable, calibration_path
+from nas.space import SearchSpace
+
+GOAL_WITHIN_10 = 0.95
+GOAL_RHO = 0.98
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's on average ranks; no scipy needed)."""
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """Accuracy of predictions against measurements.
+
+    Returns:
+        n, within_5 and within_10 (shares), rmse_ms, rmse_pct, mean_err_pct,
+        max_abs_err_pct, spearman.
+    """
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    rel = p / m - 1
+    return {"n": int(p.size),
+            "within_5": float(np.mean(np.abs(rel) <= 0.05)),
+            "within_10": float(np.mean(np.abs(rel) <= 0.10)),
+            "rmse_ms": float(np.sqrt(np.mean((p - m) ** 2))),
+            "rmse_pct": float(100 * np.sqrt(np.mean(rel**2))),
+            "mean_err_pct": float(100 * np.mean(rel)),
+            "max_abs_err_pct": float(100 * np.max(np.abs(rel))),
+            "spearman": spearman(p, m)}
+
+
+def _calibration_ids(table: LatencyTable) -> set[str]:
+    p = calibration_path(table.path)
+    if not p.exists():
+        return set()
+    return set(pd.read_csv(p, usecols=["arch_id"])["arch_id"].astype(str))
+
+
+def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str], *, n: int,
+             seed: int, timer: TimerSettings, out_dir: str | Path, command: str = "",
+             noise_models: int = 3, noise_repeats: int = 5, progress: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure ``n`` held-out architectures per precision and write the report.
+
+    Args:
+        table: the table under test (built on this machine).
+        space: the search space to draw architectures from.
+        precisions: the precisions to validate.
+        n: architectures per precision.
+        seed: their seed; must differ from every calibration seed of the table.
+        timer: repeats, warm-up, window length of each end-to-end measurement.
+        out_dir: where the report goes (created).
+        command: the command line, recorded in the report.
+        noise_models: models re-measured ``noise_repeats`` times per precision for the
+            noise estimate (0: skip).
+        noise_repeats: independent measurements of each of them.
+        progress: show a progress bar.
+        log: where to say what happens.
+
+    Returns:
+        The summary (also written as ``summary.json``).
+
+    Raises:
+        ConfigError: another machine than the table's, a seed that fitted a correction,
+            or a precision or space the table does not cover.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from nas.latency.blocks import time_model
+
+    here = fingerprint.collect(table.device, table.threads)
+    wrong = fingerprint.mismatches(table.fingerprint, here)
+    if wrong:
+        raise ConfigError(f"{table.path}: measured on another machine ({'; '.join(wrong)}); "
+                          "validate where it was built, or build a table on this machine")
+    for note in fingerprint.version_notes(table.fingerprint, here):
+        log(f"{table.path}: note: software differs from the build: {note}")
+    if table.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{table.path}: a cuda table, but torch sees no GPU here")
+    table.check_covers(space, precisions)
+    for p in precisions:
+        if table.calibration[p].seed == seed:
+            raise ConfigError(f"validate.seed: {seed} is the seed that fitted the {p} calibration "
+                              f"of {table.path.name}; pick another one")
+    threads = set_cpu_threads(table.threads)
+    timer = dataclasses.replace(timer, cpu_clock=table.cpu_clock)  # time models as blocks were
+    workload = Workload(table.device, table.batch_size, table.seq_len, tuple(precisions),
+                        table.mode, threads)
+    seen = _calibration_ids(table)
+    archs = {p: sample_archs(space, n, seed, table.device, p, exclude=seen) for p in precisions}
+    total = n * len(precisions) + noise_models * noise_repeats * len(precisions)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"validate: {n} architectures x {list(precisions)} (seed {seed}) against "
+        f"{table.describe()}")
+
+    rows: list[dict[str, Any]] = []
+    noise: list[dict[str, Any]] = []
+    with tqdm(total=total, desc="latency validate", unit="model", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for p in precisions:
+            for a in archs[p]:
+                bar.set_postfix_str(a.describe())
+                t = time_model(a, workload, timer)
+                pred, raw = table.predict_ms(a), table.raw_sum_ms(a)
+                rows.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
+                             "n_layer": a.n_layer, "d_model": a.d_model,
+                             "predicted_ms": pred, "plain_sum_ms": raw,
+                             "measured_ms": t.median_ms, "measured_p10_ms": t.p10_ms,
+                             "measured_p90_ms": t.p90_ms, "measured_wall_ms": t.wall_median_ms,
+                             "error_pct": 100 * (pred / t.median_ms - 1),
+                             "plain_sum_error_pct": 100 * (raw / t.median_ms - 1)})
+                bar.update()
+            # Noise: the smallest, a middle and the largest model (by prediction), re-measured.
+            by_pred = sorted(archs[p], key=table.predict_ms)
+            picks = [by_pred[i] for i in np.linspace(0, len(by_pred) - 1, noise_models).round()
+                     .astype(int)] if noise_models > 0 else []
+            for a in picks:
+                ts = []
+                for _ in range(noise_repeats):
+                    bar.set_postfix_str(f"noise {a.describe()}")
+                    ts.append(time_model(a, workload, timer))
+                    bar.update()
+                med = np.array([x.median_ms for x in ts])
+                noise.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
+                              "medians_ms": [round(float(x), 5) for x in med],
+                              "range_pct": float(100 * np.ptp(med) / np.median(med)),
+                              "cv_pct": float(100 * med.std(ddof=1) / med.mean())
+                              if med.size > 1 else 0.0,
+                              "window_spread_pct": float(100 * np.median(
+                                  [x.spread for x in ts]))})
+
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "report.csv", index=False, float_format="%.6g")
+    summary = _summary(df, noise, table, space, precisions, n, seed, timer, command, workload)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(_markdown(summary))
+    plot(df, out / "scatter.png", title=f"{table.path.name}: {space.name}, batch "
+         f"{table.batch_size}, seq {table.seq_len}, {table.mode}")
+    for p, s in summary["precisions"].items():
+        log(f"validate {p}: within 10% {100 * s['within_10']:.0f}%, within 5% "
+            f"{100 * s['within_5']:.0f}%, RMSE {s['rmse_ms']:.4f} ms ({s['rmse_pct']:.1f}%), "
+            f"rho {s['spearman']:.3f} -> goal {'met' if s['goal_met'] else 'MISSED'}")
+    log(f"validate: report in {out}")
+    return summary
+
+
+def _summary(df: pd.DataFrame, noise: list[dict[str, Any]], table: LatencyTable,
+             space: SearchSpace, precisions: Sequence[str], n: int, seed: int,
+             timer: TimerSettings, command: str, workload: Workload) -> dict[str, Any]:
+    per: dict[str, Any] = {}
+    for p in precisions:
+        d = df[df["precision"] == p]
+        m = metrics(d["predicted_ms"], d["measured_ms"])
+        plain = metrics(d["plain_sum_ms"], d["measured_ms"])
+        misses = d[d["error_pct"].abs() > 10].sort_values("error_pct", key=abs, ascending=False)
+        m["goal_met"] = bool(m["within_10"] >= GOAL_WITHIN_10 and m["spearman"] >= GOAL_RHO)
+        m["goal_shortfall"] = {
+            "within_10_points": round(max(0.0, 100 * (GOAL_WITHIN_10 - m["within_10"])), 2),
+            "spearman": round(max(0.0, GOAL_RHO - m["spearman"]), 4)}
+        m["misses_10pct"] = [{"arch_id": r["arch_id"], "arch": r["arch"],
+                              "error_pct": round(r["error_pct"], 2)}
+                             for r in misses.to_dict("records")]
+        m["plain_sum"] = {k: plain[k] for k in ("within_5", "within_10", "rmse_pct",
+                                                "mean_err_pct", "spearman")}
+        if d["measured_wall_ms"].notna().all() and workload.device == "cpu":
+            wall = metrics(d["predicted_ms"], d["measured_wall_ms"])
+            m["vs_wall_clock"] = {k: wall[k] for k in ("within_5", "within_10", "rmse_pct",
+                                                       "mean_err_pct", "spearman")}
+        m["calibration"] = table.calibration[p].to_dict()
+        m["measured_ms_range"] = [float(d["measured_ms"].min()), float(d["measured_ms"].max())]
+        m["median_window_spread_pct"] = float(100 * np.median(
+            (d["measured_p90_ms"] - d["measured_p10_ms"]) / d["measured_ms"]))
+        nz = [x for x in noise if x["precision"] == p]
+        if nz:
+            m["noise"] = {"models": nz,
+                          "median_range_pct": float(np.median([x["range_pct"] for x in nz])),
+                          "max_range_pct": float(max(x["range_pct"] for x in nz)),
+                          "median_cv_pct": float(np.median([x["cv_pct"] for x in nz]))}
+        per[p] = m
+    return {
+        "goal": {"within_10": GOAL_WITHIN_10, "spearman": GOAL_RHO},
+        "command": command,
+        "table": str(table.path.name),
+        "table_fingerprint": table.fingerprint,
+        "table_command": table.meta.get("command"),
+        "space": space.name,
+        "workload": workload.to_dict(),
+        "timer": timer.to_dict(),
+        "validation_seed": seed,
+        "calibration_seeds": {p: table.calibration[p].seed for p in precisions},
+        "n_per_precision": n,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "precisions": per,
+        "all_goals_met": all(v["goal_met"] for v in per.values()),
+    }
+
+
+def _markdown(s: dict[str, Any]) -> str:
+    w, fp = s["workload"], s["table_fingerprint"]
+    hw = fp.get("gpu_name") or f"{fp.get('cpu_model')} ({fp.get('cpu_count')} cores)"
+    lines = [f"# Latency predictor validation: {s['table']}", "",
+             f"- command: `{s['command']}`",
+             f"- table built by: `{s['table_command']}`",
+             f"- hardware: {hw}; torch {fp.get('torch')}; {w['device']}, {w['threads']} CPU "
+             f"thread(s), batch {w['batch_size']}, seq {w['seq_len']}, mode {w['mode']}"
+             + (f", clock: {s['timer']['cpu_clock']}" if w["device"] == "cpu" else ", clock: CUDA events"),
+             f"- timer: {s['timer']['repeats']} windows of ~{s['timer']['window_ms']} ms after "
+             f"{s['timer']['warmup']} warm-up calls; the median window is the measurement",
+             f"- space `{s['space']}`; {s['n_per_precision']} held-out architectures per precision, "
+             f"validation seed {s['validation_seed']}; calibration fitted on seed(s) "
+             f"{sorted(set(s['calibration_seeds'].values()))} (those architectures excluded)",
+             f"- goal: >= {100 * s['goal']['within_10']:.0f}% within +-10% and Spearman's rho >= "
+             f"{s['goal']['spearman']}", "",
+             "| precision | n | within 5% | within 10% | RMSE ms | RMSE % | mean err % | max err % "
+             "| rho | plain sum within 10% | plain sum rho | repeat spread (median range) | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p, m in s["precisions"].items():
+        nz = m.get("noise", {})
+        lines.append(
+            f"| {p} | {m['n']} | {100 * m['within_5']:.0f}% | {100 * m['within_10']:.0f}% | "
+            f"{m['rmse_ms']:.4f} | {m['rmse_pct']:.1f} | {m['mean_err_pct']:+.1f} | "
+            f"{m['max_abs_err_pct']:.1f} | {m['spearman']:.3f} | "
+            f"{100 * m['plain_sum']['within_10']:.0f}% | {m['plain_sum']['spearman']:.3f} | "
+            f"{nz.get('median_range_pct', float('nan')):.1f}% | "
+            f"{'met' if m['goal_met'] else 'MISSED'} |")
+    lines.append("")
+    for p, m in s["precisions"].items():
+        if not m["goal_met"]:
+            sf = m["goal_shortfall"]
+            lines.append(f"**{p}: goal missed** by {sf['within_10_points']} points of share "
+                         f"within 10% and {sf['spearman']} of rho.")
+        if m["misses_10pct"]:
+            lines.append(f"{p}: architectures outside +-10%: " + "; ".join(
+                f"{x['arch']} ({x['error_pct']:+.1f}%)" for x in m["misses_10pct"]))
+        vw = m.get("vs_wall_clock")
+        if vw and s["timer"]["cpu_clock"] != "wall":
+            lines.append(f"{p}: against wall-clock medians of the same windows (inflated by other "
+                         f"processes on a shared machine): {100 * vw['within_10']:.0f}% within 10%, "
+                         f"mean error {vw['mean_err_pct']:+.1f}%, rho {vw['spearman']:.3f}.")
+        nz = m.get("noise")
+        if nz:
+            lines.append(f"{p}: noise: {len(nz['models'])} models each measured "
+                         f"{len(nz['models'][0]['medians_ms'])} times: range of the medians "
+                         f"{nz['median_range_pct']:.1f}% (median), {nz['max_range_pct']:.1f}% (max); "
+                         f"CV {nz['median_cv_pct']:.1f}%; within one measurement the p10-p90 "
+                         f"spread of the windows is {m['median_window_spread_pct']:.1f}% (median).")
+        lines.append("")
+    lines += ["Files: `report.csv` (every architecture), `scatter.png`, `summary.json`.", ""]
+    return "\n".join(lines)
+
+
+def plot(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
+    """Predicted vs measured scatter, one panel per precision, with the +-10% band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precs = list(dict.fromkeys(df["precision"]))
+    fig, axes = plt.subplots(1, len(precs), figsize=(5 * len(precs), 4.8), squeeze=False)
+    for ax, p in zip(axes[0], precs):
+        d = df[df["precision"] == p]
+        lo = 0.8 * min(d["measured_ms"].min(), d["predicted_ms"].min(), d["plain_sum_ms"].min())
+        hi = 1.2 * max(d["measured_ms"].max(), d["predicted_ms"].max(), d["plain_sum_ms"].max())
+        xs = np.geomspace(lo, hi, 50)
+        ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="+-10%")
+        ax.plot(xs, xs, color="0.4", lw=1)
+        ax.scatter(d["measured_ms"], d["plain_sum_ms"], marker="x", s=18, color="0.6",
+                   label="plain sum of blocks")
+        sc = ax.scatter(d["measured_ms"], d["predicted_ms"], c=d["n_layer"], s=22, cmap="viridis",
+                        label="predicted (corrected)")
+        m = metrics(d["predicted_ms"], d["measured_ms"])
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
+               xlabel="measured end-to-end (ms)", ylabel="predicted (ms)",
+               title=f"{p}: {100 * m['within_10']:.0f}% within 10%, rho {m['spearman']:.3f}")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.colorbar(sc, ax=ax, label="n_layer")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
