@@ -1,0 +1,101 @@
+"""Supernet checkpoints: atomic writes and checked reads. Imports torch and nas.space only.
+
+A checkpoint is one ``torch.save`` dict, self-describing so that a later reader needs
+nothing else: the model and optimizer state, the step, every RNG state, the search
+space (``SearchSpace.to_dict()``), the training config and the corpus (vocabulary and
+path). It is written to a temporary file in the same folder and renamed over the old
+one, so an interrupted or failed save never damages an existing checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from nas.errors import ConfigError
+from nas.space import SearchSpace
+
+FORMAT = "nas-supernet/1"
+REQUIRED = ("format", "model", "step", "space", "train", "corpus")
+
+
+def save_atomic(obj: Mapping[str, Any], path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace``.
+
+    Args:
+        obj: what to save.
+        path: the destination; its folder is created if needed.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target, so os.replace is a rename on one filesystem (atomic);
+    # a unique name, so parallel writers never share a temporary file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(obj), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and sanity-check a checkpoint written by ``nas.train``.
+
+    Raises:
+        ConfigError: missing file, not a checkpoint, or a checkpoint of another format.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"checkpoint: {p} not found")
+    try:
+        # weights_only: a checkpoint holds only tensors and plain containers, so an
+        # untrusted file cannot run code while loading.
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ConfigError(f"checkpoint: {p} is not a supernet checkpoint "
+                          f"({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ConfigError(f"checkpoint: {p} is not a supernet checkpoint "
+                          f"(expected format {FORMAT!r})")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise ConfigError(f"checkpoint: {p} lacks {missing}; it was not written by nas.train")
+    return ckpt
+
+
+def space_of(ckpt: Mapping[str, Any]) -> SearchSpace:
+    """The search space a checkpoint was trained on."""
+    return SearchSpace.from_dict(ckpt["space"])
+
+
+def same_space(a: SearchSpace | Mapping[str, Any], b: SearchSpace | Mapping[str, Any]) -> bool:
+    """Whether two spaces share weights. Precision lists are ignored: they do not
+    change the supernet's shapes, only which sub-networks a search may pick."""
+    da = a.to_dict() if isinstance(a, SearchSpace) else dict(a)
+    db = b.to_dict() if isinstance(b, SearchSpace) else dict(b)
+    da.pop("precision", None)
+    db.pop("precision", None)
+    return da == db
+
+
+def check_space(ckpt: Mapping[str, Any], space: SearchSpace, path: str | Path) -> None:
+    """Raise a ConfigError naming both spaces when ``ckpt`` was trained on another one."""
+    if not same_space(ckpt["space"], space):
+        theirs = ckpt["space"].get("name", "?")
+        hint = "" if theirs != space.name else " (same name, different contents)"
+        raise ConfigError(
+            f"checkpoint: {path} was trained on search space '{theirs}' but search space "
+            f"'{space.name}' was asked for{hint}; use a checkpoint of '{space.name}' or "
+            f"search_space={theirs}")

@@ -1,0 +1,591 @@
+"""Supernet training: the sandwich rule with in-place distillation (BigNAS).
+
+Every step trains, on one batch, the largest sub-network, the smallest and
+``n_random`` random ones, accumulating their gradients into a single optimizer step.
+The largest learns from the true next characters; the others learn from the largest's
+detached predictions (in-place distillation). ``train_standalone`` runs the very same
+loop on a single architecture with a model of its own, which is what the supernet's
+inherited weights are compared against.
+
+``python -m nas.train search_space=tiny train=tiny`` is the command-line entry point.
+Hydra is imported inside ``main`` only, so the experiments can import this module on
+machines without Hydra or Optuna.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from nas.checkpoint import FORMAT, check_space, read_checkpoint, same_space, save_atomic, space_of
+from nas.data import CharCorpus, fixed_batches, get_batch, load_corpus
+from nas.errors import ConfigError, exit_on_user_error
+from nas.model import GPT, Supernet
+from nas.score import AccuracyScorer, evaluate
+from nas.space import ArchConfig, SearchSpace, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_BATCH_SIZE = 32  # the scorer's default, so periodic validation matches its numbers
+# Settings that may change between a run and its continuation without making it another run.
+RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. The defaults are the ``tiny`` CPU recipe (``conf/train/tiny.yaml``).
+
+    Attributes:
+        steps: optimizer steps in total (a resumed run continues up to this).
+        batch_size: windows per batch; every sub-network of a step sees the same batch.
+        lr: peak learning rate, reached after ``warmup`` steps.
+        min_lr: learning rate at the end of the cosine decay.
+        warmup: steps of linear warmup.
+        weight_decay: AdamW decay, applied to 2-D weights only.
+        grad_clip: clip the global gradient norm to this (0: no clipping).
+        dropout: dropout of the supernet while training.
+        n_random: random sub-networks per step, on top of the largest and smallest.
+        distill: sub-networks other than the largest learn from its predictions.
+        eval_every: validate and save a checkpoint every this many steps (0: at the end only).
+        eval_batches: validation batches of 32 windows each.
+        seed: seeds the initial weights, the batches and the sub-network draws.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        data: path of the training corpus (None: the shipped tiny-shakespeare).
+        log_every: update the progress bar and the log every this many steps.
+    """
+
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.0
+    n_random: int = 2
+    distill: bool = True
+    eval_every: int = 500
+    eval_batches: int = 4
+    seed: int = 1337
+    device: str = "auto"
+    data: str | None = None
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        def need(key: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"train.{key}: {getattr(self, key)!r} is not allowed; {allowed}")
+
+        need("steps", self.steps >= 1, "it must be >= 1")
+        need("batch_size", self.batch_size >= 1, "it must be >= 1")
+        need("lr", self.lr > 0, "it must be > 0")
+        need("min_lr", 0 <= self.min_lr <= self.lr, f"it must be in [0, lr={self.lr}]")
+        need("warmup", self.warmup >= 0, "it must be >= 0")
+        need("weight_decay", self.weight_decay >= 0, "it must be >= 0")
+        need("grad_clip", self.grad_clip >= 0, "it must be >= 0 (0 turns clipping off)")
+        need("dropout", 0 <= self.dropout < 1, "it must be in [0, 1)")
+        need("n_random", self.n_random >= 0, "it must be >= 0")
+        need("eval_every", self.eval_every >= 0, "it must be >= 0 (0: at the end only)")
+        need("eval_batches", self.eval_batches >= 1, "it must be >= 1")
+        need("device", self.device in ("auto", "cpu", "cuda"), "allowed: auto, cpu, cuda")
+        need("log_every", self.log_every >= 1, "it must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a plain mapping (a YAML file, a checkpoint), checking keys and types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ConfigError(f"train: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        kw: dict[str, Any] = {}
+        for key, v in d.items():
+            kind = type(fields[key].default)
+            if key == "data":
+                kw[key] = None if v in (None, "") else str(v)
+            elif kind is bool:
+                if not isinstance(v, bool):
+                    raise ConfigError(f"train.{key}: {v!r} must be true or false")
+                kw[key] = v
+            elif kind in (int, float):
+                try:
+                    x = float(v) if not isinstance(v, bool) else math.nan
+                except (TypeError, ValueError):
+                    x = math.nan
+                if math.isnan(x) or (kind is int and x != int(x)):
+                    raise ConfigError(f"train.{key}: {v!r} must be {'an integer' if kind is int else 'a number'}")
+                kw[key] = kind(x)
+            else:
+                kw[key] = str(v)
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class StandaloneResult:
+    """One architecture trained alone."""
+
+    arch_id: str
+    val_loss: float        # on the scorer's fixed validation windows, in the arch's precision
+    tokens_per_s: float    # training tokens per second, evaluation excluded
+    steps: int
+    seconds: float         # training wall time, evaluation excluded
+    params: int
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without a GPU is a ConfigError."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' was asked for but no CUDA GPU is visible; "
+                          "use device=cpu or device=auto")
+    return name
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / (cfg.warmup + 1)
+    frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * frac)) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW decaying only 2-D weights (matrices, embeddings), not biases or norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    # beta2 0.99 as nanoGPT's shakespeare-char: few tokens per step make gradients noisy.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+
+
+def soft_cross_entropy(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of ``-sum_v p_teacher(v) log p_student(v)``.
+
+    The in-place distillation loss. It differs from KL(teacher || student) only by the
+    teacher's entropy, a constant for the student, so its gradients are KL's; unlike KL
+    its value sits on the same scale as the true-label cross-entropy.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, vocab)
+    return -(teacher_probs * logp).sum(-1).mean()
+
+
+def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               archs: Sequence[ArchConfig], distill: bool, grad_clip: float,
+               amp: Callable[[], contextlib.AbstractContextManager]) -> list[torch.Tensor]:
+    """One optimizer step over the sub-networks ``archs`` on one batch.
+
+    Gradients of every sub-network are summed (not averaged), as in BigNAS: each
+    sub-network gets the full step size of its own loss.
+
+    Args:
+        model: the supernet (or a standalone GPT, with ``archs`` its own architecture).
+        opt: its optimizer.
+        x, y: inputs and targets, ``(B, T)``.
+        archs: sub-networks; with ``distill``, ``archs[0]`` is the teacher.
+        distill: train ``archs[1:]`` on the teacher's detached predictions.
+        grad_clip: global gradient-norm limit (0: none).
+        amp: returns the autocast context (a null context in fp32).
+
+    Returns:
+        The detached loss of every sub-network, in order.
+    """
+    opt.zero_grad(set_to_none=True)
+    teacher = None
+    losses = []
+    for i, arch in enumerate(archs):
+        with amp():
+            logits = model(x, arch)  # (B, T, vocab)
+        if teacher is None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            if distill:
+                teacher = F.softmax(logits.detach().float(), dim=-1)
+        else:
+            loss = soft_cross_entropy(logits, teacher)
+        # Backward per sub-network frees its activations before the next one runs.
+        loss.backward()
+        losses.append(loss.detach())
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return losses
+
+
+def _amp(device: str) -> Callable[[], contextlib.AbstractContextManager]:
+    if device == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+class _Quiet:
+    """Stands in for a tqdm bar when there is none (no progress wanted, or no tqdm)."""
+
+    def __init__(self, echo: bool, initial: int = 0, **_: Any):
+        self.echo, self.n = echo, initial
+
+    def set_postfix(self, **_: Any) -> None:
+        pass
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def write(self, s: str) -> None:
+        if self.echo:  # progress was wanted but tqdm is missing: keep the evaluation lines
+            print(s, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(progress: bool, **kw: Any) -> Any:
+    if progress:
+        try:  # optional: the GPU experiments run where only torch, pandas and matplotlib are
+            from tqdm import tqdm
+            return tqdm(dynamic_ncols=True, file=sys.stderr, **kw)
+        except ImportError:
+            pass
+    return _Quiet(progress, **kw)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def sandwich(space: SearchSpace, rng: random.Random, n_random: int) -> list[ArchConfig]:
+    """Largest, smallest and ``n_random`` random sub-networks (fp32), drawn with ``rng``."""
+    dev = next(iter(space.precision))  # any device: the drawn precision is replaced by fp32
+    return ([space.largest(), space.smallest()]
+            + [sample(space, rng, device=dev, precision="fp32") for _ in range(n_random)])
+
+
+@dataclass
+class _Run:
+    """What a training loop mutates, and what a checkpoint must restore."""
+
+    model: GPT
+    opt: torch.optim.AdamW
+    pick: Callable[[], list[ArchConfig]]
+    arch_rng: random.Random
+    data_rng: torch.Generator
+    step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    tokens_per_s: float = 0.0  # of this session's training, evaluation excluded
+    seconds: float = 0.0
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"arch": self.arch_rng.getstate(), "data": self.data_rng.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def set_rng_state(self, s: Mapping[str, Any]) -> None:
+        a = s["arch"]  # a checkpoint stores the state's tuples as lists
+        self.arch_rng.setstate((a[0], tuple(a[1]), a[2]))
+        self.data_rng.set_state(s["data"].cpu())
+        torch.set_rng_state(s["torch"].cpu())
+        if s["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
+
+
+def _fit(run: _Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
+         val_archs: Mapping[str, ArchConfig], save: Callable[[], None] | None,
+         progress: bool, desc: str) -> None:
+    """The training loop shared by the supernet and standalone models."""
+    model, block = run.model, run.model.arch.block_size
+    amp = _amp(device)
+    val_batches = fixed_batches(corpus.val, cfg.eval_batches, EVAL_BATCH_SIZE, block)
+    bar = _bar(progress, total=cfg.steps, initial=run.step, desc=desc)
+    model.train()
+    tokens, pending = 0, []
+    run.seconds = 0.0
+    t0 = time.perf_counter()
+    while run.step < cfg.steps:
+        x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for g in run.opt.param_groups:
+            g["lr"] = lr_at(run.step, cfg)
+        archs = run.pick()
+        pending.append(train_step(model, run.opt, x, y, archs, cfg.distill, cfg.grad_clip, amp)[0])
+        tokens += x.numel() * len(archs)  # every sub-network pass counts
+        run.step += 1
+        last = run.step == cfg.steps
+        do_eval = last or (cfg.eval_every and run.step % cfg.eval_every == 0)
+        if run.step % cfg.log_every and not do_eval:
+            continue
+        # .item() only here: a sync every step would slow a GPU down.
+        _sync(device)
+        now = time.perf_counter()
+        run.seconds += now - t0
+        run.tokens_per_s = tokens / run.seconds
+        loss = torch.stack(pending).mean().item()
+        pending = []
+        row: dict[str, Any] = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, cfg),
+                               "tokens_per_s": run.tokens_per_s}
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{run.tokens_per_s:,.0f}")
+        bar.update(run.step - bar.n)
+        if do_eval:
+            model.eval()
+            for name, arch in val_archs.items():
+                row[f"val_{name}"] = evaluate(model, val_batches, arch)
+            model.train()
+            bar.write(f"step {run.step}: " + ", ".join(
+                f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs))
+            run.history.append(row)
+            if save is not None:
+                save()
+        else:
+            run.history.append(row)
+        t0 = time.perf_counter()  # evaluation and saving are not training time
+    bar.close()
+    model.eval()
+
+
+def _checkpoint(run: _Run, space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig) -> dict:
+    evals = [r for r in run.history if "val_largest" in r]
+    return {
+        "format": FORMAT, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+        "step": run.step, "rng": run.rng_state(), "space": space.to_dict(), "train": cfg.to_dict(),
+        "corpus": {"chars": corpus.chars, "path": corpus.path},
+        "history": run.history, "tokens_per_s": run.tokens_per_s,
+        "val": ({k[4:]: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}),
+    }
+
+
+def _write_log(history: Sequence[Mapping[str, Any]], path: Path) -> None:
+    keys = ["step", "loss", "lr", "tokens_per_s", "val_largest", "val_smallest"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def _check_corpus(ckpt: Mapping[str, Any], corpus: CharCorpus, path: Path) -> None:
+    chars = ckpt["corpus"]["chars"]
+    if chars != corpus.chars:
+        raise ConfigError(
+            f"checkpoint: {path} was trained on {ckpt['corpus']['path']} ({len(chars)} distinct "
+            f"characters) but the corpus is {corpus.path} ({corpus.vocab_size}); "
+            "pass the same data path")
+
+
+def _run_identity(ckpt_train: Mapping[str, Any], cfg: TrainConfig) -> bool:
+    a = {k: v for k, v in ckpt_train.items() if k not in RESUMABLE_CHANGES}
+    b = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
+    return a == b
+
+
+def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out_dir: Path,
+                   resume: Path | None = None, progress: bool = True) -> Path:
+    """Train the weight-sharing supernet of ``space`` with the sandwich rule.
+
+    Re-running into an ``out_dir`` whose ``supernet.pt`` holds the same space, corpus and
+    settings (``steps``, ``device``, ``log_every``, ``eval_every`` may differ) continues
+    that run, so an interrupted command resumes by being run again.
+
+    Args:
+        space: the search space; the supernet is its largest architecture.
+        corpus: training and validation text (``nas.data.load_corpus``).
+        cfg: the recipe.
+        out_dir: where ``supernet.pt`` and ``log.csv`` go.
+        resume: a checkpoint to continue from (its step up to ``cfg.steps``).
+        progress: show a progress bar.
+
+    Returns:
+        ``out_dir / "supernet.pt"``, saved every ``cfg.eval_every`` steps and at the end.
+
+    Raises:
+        ConfigError: a checkpoint of another space or corpus; an ``out_dir`` holding
+            another run; a corpus with more characters than the space's vocabulary.
+    """
+    out_dir = Path(out_dir)
+    final = out_dir / "supernet.pt"
+    if corpus.vocab_size > space.vocab_size:
+        raise ConfigError(f"data: {corpus.path} has {corpus.vocab_size} distinct characters but "
+                          f"search space '{space.name}' has vocab_size {space.vocab_size}")
+    ckpt, src = None, None
+    if resume is not None:
+        src = Path(resume)
+        ckpt = read_checkpoint(src)
+        check_space(ckpt, space, src)
+        _check_corpus(ckpt, corpus, src)
+    if final.exists() and (src is None or src.resolve() != final.resolve()):
+        old = read_checkpoint(final)
+        same = (same_space(old["space"], space) and _run_identity(old["train"], cfg)
+                and old["corpus"]["chars"] == corpus.chars)
+        if not same:
+            raise ConfigError(
+                f"out_dir: {final} holds another run (search space '{old['space'].get('name')}', "
+                f"step {old['step']}); pick another out_dir, or pass resume={final} to continue it")
+        if src is None:
+            ckpt, src = old, final
+            print(f"continuing {final} from step {old['step']}", file=sys.stderr)
+
+    device = resolve_device(cfg.device)
+    if device == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts of autocast
+    torch.manual_seed(cfg.seed)
+    model = Supernet(space, dropout=cfg.dropout).to(device)
+    arch_rng = random.Random(cfg.seed)
+    run = _Run(model=model, opt=make_optimizer(model, cfg),
+               pick=lambda: sandwich(space, arch_rng, cfg.n_random),
+               arch_rng=arch_rng, data_rng=torch.Generator().manual_seed(cfg.seed))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.step, run.history = int(ckpt["step"]), list(ckpt.get("history", []))
+        run.tokens_per_s = float(ckpt.get("tokens_per_s", 0.0))
+        run.set_rng_state(ckpt["rng"])
+
+    def save() -> None:
+        save_atomic(_checkpoint(run, space, corpus, cfg), final)
+        _write_log(run.history, out_dir / "log.csv")
+
+    if run.step >= cfg.steps:
+        if src != final:  # a finished checkpoint from elsewhere: still land it in out_dir
+            save()
+        return final
+    _fit(run, corpus, cfg, device, {"largest": space.largest(), "smallest": space.smallest()},
+         save, progress, desc=f"supernet {space.name}")
+    return final
+
+
+def load_supernet(path: str | Path, space: SearchSpace | None = None,
+                  device: str | torch.device = "cpu") -> Supernet:
+    """The trained supernet of a checkpoint, in eval mode.
+
+    Args:
+        path: a ``supernet.pt`` written by :func:`train_supernet`.
+        space: when given, the checkpoint must be of this space (precision lists aside).
+        device: where to put the model.
+
+    Returns:
+        The supernet; ``.meta`` holds the checkpoint's step, corpus, training config and
+        last validation losses.
+
+    Raises:
+        ConfigError: missing file, not a checkpoint, or a checkpoint of another space.
+    """
+    ckpt = read_checkpoint(path)
+    if space is not None:
+        check_space(ckpt, space, path)
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
+        model = Supernet(space or space_of(ckpt))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise ConfigError(f"checkpoint: {path}: weights do not fit search space "
+                          f"'{model.space.name}'") from None
+    model.meta = {k: ckpt.get(k) for k in ("step", "corpus", "train", "val", "tokens_per_s")}
+    return model.to(device).eval()
+
+
+def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, progress: bool = False,
+                     n_batches: int = 4, batch_size: int = 32) -> StandaloneResult:
+    """Train ``arch`` alone, with the supernet's loop, batches and step budget.
+
+    ``cfg`` is the supernet's recipe: the same seed gives the same batches; the
+    sandwich settings (``n_random``, ``distill``) do not apply to a single network.
+
+    Args:
+        arch: the architecture; its ``precision`` is used for the final evaluation.
+        corpus: training and validation text.
+        cfg: the recipe (``steps``, ``batch_size``, schedule...).
+        progress: show a progress bar.
+        n_batches, batch_size: the validation windows, as given to the AccuracyScorer
+            the result will be compared with.
+
+    Returns:
+        Final validation loss (scored exactly as the scorer scores inherited weights)
+        and training throughput.
+    """
+    device = resolve_device(cfg.device)
+    if device == "cuda":
+        torch.set_float32_matmul_precision("high")
+    torch.manual_seed(cfg.seed)
+    fp32 = dataclasses.replace(arch, precision="fp32")
+    model = GPT(fp32, dropout=cfg.dropout).to(device)
+    run = _Run(model=model, opt=make_optimizer(model, cfg), pick=lambda: [fp32],
+               arch_rng=random.Random(cfg.seed), data_rng=torch.Generator().manual_seed(cfg.seed))
+    _fit(run, corpus, cfg, device, {"arch": fp32}, None, progress, desc=f"alone {arch.arch_id}")
+    val = AccuracyScorer(model, corpus, device, n_batches, batch_size)(arch)
+    return StandaloneResult(arch.arch_id, val, run.tokens_per_s, cfg.steps, run.seconds,
+                            model.num_params())
+
+
+def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus: CharCorpus,
+                       cfg: TrainConfig, steps: int = 20, warmup_steps: int = 3) -> float:
+    """Training tokens per second of ``train_step`` (every sub-network pass counted).
+
+    Trains ``model`` in place for ``warmup_steps + steps`` steps (use a throwaway model).
+
+    Args:
+        model: a supernet or standalone GPT, already on its device.
+        pick: returns the sub-networks of one step.
+        corpus, cfg: batches and recipe (``batch_size``, ``distill``, ``grad_clip``, ``device``).
+        steps: timed steps.
+        warmup_steps: untimed steps first (allocator and kernel warm-up).
+    """
+    device = resolve_device(cfg.device)
+    opt, amp, gen = make_optimizer(model, cfg), _amp(device), torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    tokens, t0 = 0, 0.0
+    for i in range(warmup_steps + steps):
+        if i == warmup_steps:
+            _sync(device)
+            t0, tokens = time.perf_counter(), 0
+        x, y = get_batch(corpus.train, cfg.batch_size, model.arch.block_size, generator=gen)
+        archs = pick()
+        train_step(model, opt, x.to(device), y.to(device), archs, cfg.distill, cfg.grad_clip, amp)
+        tokens += x.numel() * len(archs)
+    _sync(device)
+    model.eval()
+    return tokens / (time.perf_counter() - t0)
+
+
+@exit_on_user_error
+def _main(cfg: Any) -> Path:
+    from omegaconf import OmegaConf
+
+    t0 = time.perf_counter()
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    space = SearchSpace.from_dict(raw["search_space"])
+    tcfg = TrainConfig.from_dict(raw["train"])
+    corpus = load_corpus(tcfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    out_dir = Path(raw["out_dir"])
+    resume = Path(raw["resume"]) if raw.get("resume") else None
+    print(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
+          f"{tcfg.steps} steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
+    path = train_supernet(space, corpus, tcfg, out_dir, resume=resume)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    supernet = load_supernet(path, space)
+    scorer = AccuracyScorer(supernet, corpus, n_batches=tcfg.eval_batches, batch_size=EVAL_BATCH_SIZE)
+    print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "
+          f"{space.block_size}, inherited weights, fp32):")
+    for name, arch in (("largest", space.largest()), ("smallest", space.smallest())):
+        print(f"  {name:8s} {arch.describe():40s} {scorer(arch):.4f}")
+    print(f"checkpoint: {path}  (step {supernet.meta['step']}, "
+          f"{supernet.meta['tokens_per_s']:,.0f} tokens/s)")
+    print(f"wall time: {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def main() -> None:
+    """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT]``."""
+    import hydra  # here, not at the top: library users need no Hydra
+
+    hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")(_main)()
+
+
+if __name__ == "__main__":
+    main()

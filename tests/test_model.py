@@ -1,0 +1,72 @@
+"""The elastic GPT: standalone sub-networks match the supernet; precisions run."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from nas.model import GPT, Supernet, build_model
+from nas.space import load_space, sample
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    space = load_space("tiny")
+    torch.manual_seed(0)
+    return space, Supernet(space).eval()
+
+
+def _idx(space, B=2, T=None):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(space.vocab_size, (B, T or space.block_size), generator=g)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_standalone_equals_supernet_slice(tiny, seed):
+    space, supernet = tiny
+    arch = sample(space, random.Random(seed), precision="fp32")
+    idx = _idx(space)
+    with torch.no_grad():
+        expected = supernet(idx, arch)
+        got = build_model(arch, supernet)(idx)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_extremes_equal_supernet_slice(tiny, which):
+    space, supernet = tiny
+    arch = getattr(space, which)()
+    idx = _idx(space)
+    with torch.no_grad():
+        torch.testing.assert_close(build_model(arch, supernet)(idx), supernet(idx, arch))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_precisions_give_finite_logits(tiny, precision):
+    space, supernet = tiny
+    arch = sample(space, 11, precision=precision)
+    model = build_model(arch, supernet)
+    idx = _idx(space, B=3, T=10)
+    with torch.no_grad():
+        out = model(idx)
+    assert out.shape == (3, 10, space.vocab_size)
+    assert torch.isfinite(out.float()).all()
+    if precision == "bf16":
+        assert out.dtype == torch.bfloat16
+
+
+def test_shapes_and_full_forward(tiny):
+    space, _ = tiny
+    arch = space.smallest()
+    model = GPT(arch)
+    idx = _idx(space, B=4, T=7)
+    assert model(idx).shape == (4, 7, space.vocab_size)
+    assert model(idx, arch).shape == (4, 7, space.vocab_size)
+
+
+def test_too_deep_arch_is_refused(tiny):
+    space, _ = tiny
+    small = GPT(space.smallest())
+    with pytest.raises(ValueError, match="layers"):
+        small(_idx(space), space.largest())

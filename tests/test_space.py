@@ -1,0 +1,128 @@
+"""Search spaces and architectures: sampling, ids, YAML, validation messages."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import yaml
+
+from nas.errors import ConfigError
+from nas.space import ArchConfig, SearchSpace, genome_of, load_space, sample, suggest
+
+SPACES = ["tiny", "shakespeare"]
+
+
+def _space_dict(**over):
+    d = {"name": "t", "n_layer": {"min": 1, "max": 4}, "d_model": [64, 128], "n_head": [1, 2, 4],
+         "d_ff": [128, 256], "head_dim": 32, "precision": {"cpu": ["fp32", "int8"]}}
+    d.update(over)
+    return d
+
+
+@pytest.mark.parametrize("name", SPACES)
+@pytest.mark.parametrize("seed", range(5))
+def test_sample_stays_in_space(name, seed):
+    space = load_space(name)
+    for device in space.precision:
+        arch = sample(space, random.Random(seed), device=device)
+        assert space.contains(arch, device)
+        assert all(h * arch.head_dim <= arch.d_model for h in arch.n_head)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_sample_is_seeded_and_leaves_global_random_alone(name):
+    space = load_space(name)
+    random.seed(123)
+    before = random.getstate()
+    a = [sample(space, random.Random(7)) for _ in range(3)]
+    rng = random.Random(7)
+    b = [sample(space, rng) for _ in range(3)]
+    assert random.getstate() == before
+    assert a[0] == a[1] == a[2] == b[0]
+    assert len({x.arch_id for x in b}) > 1  # one rng keeps drawing new archs
+    assert sample(space, 7) == a[0]  # an int seed is the same as Random(seed)
+
+
+def test_arch_id_is_stable_and_distinct():
+    space = load_space("tiny")
+    # Pinned: ids name cache entries and files, so they must not change between versions.
+    assert space.largest().arch_id == ArchConfig.from_dict(space.largest().to_dict()).arch_id
+    assert space.largest().arch_id == "4e75ffe439ed"
+    rng = random.Random(0)
+    archs = {sample(space, rng) for _ in range(200)}
+    assert len({a.arch_id for a in archs}) == len(archs)
+    assert space.largest("fp32").arch_id != space.largest("int8").arch_id
+
+
+def test_arch_yaml_round_trip(tmp_path):
+    arch = sample(load_space("tiny"), 3)
+    arch.to_yaml(tmp_path / "a.yaml", extra={"val_loss": 1.5})
+    assert ArchConfig.from_yaml(tmp_path / "a.yaml") == arch
+    assert yaml.safe_load((tmp_path / "a.yaml").read_text())["meta"] == {"val_loss": 1.5}
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_space_yaml_round_trip(name, tmp_path):
+    space = load_space(name)
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(space.to_dict()))
+    assert load_space(p) == space
+    assert SearchSpace.from_dict(space.to_dict()) == space
+
+
+def test_suggest_decodes_the_same_genome():
+    optuna = pytest.importorskip("optuna")
+    space = load_space("tiny")
+    arch = sample(space, 5)
+    trial = optuna.trial.FixedTrial(genome_of(arch, space))
+    assert suggest(trial, space) == arch
+
+
+@pytest.mark.parametrize("over, key, value", [
+    ({"n_head": [1, 8]}, "n_head", "8"),                          # 8 x 32 > 128
+    ({"d_model": [16, 128]}, "d_model", "16"),                     # no head fits 16
+    ({"d_model": []}, "d_model", "empty"),
+    ({"d_ff": []}, "d_ff", "empty"),
+    ({"n_layer": {"min": 4, "max": 2}}, "n_layer", "4"),
+    ({"n_layer": {"min": 0, "max": 2}}, "n_layer.min", "0"),
+    ({"precision": {"cpu": ["fp8"]}}, "precision.cpu", "fp8"),
+    ({"precision": {"cpu": ["fp16"]}}, "precision.cpu", "fp16"),   # not supported on cpu
+    ({"precision": {"cuda": ["int8"]}}, "precision.cuda", "int8"),  # not supported on cuda
+    ({"precision": {"tpu": ["fp32"]}}, "precision", "tpu"),
+    ({"d_ff": [128, "wide"]}, "d_ff", "wide"),
+    ({"colour": "red"}, "unknown", "colour"),
+])
+def test_space_errors_name_key_and_value(over, key, value):
+    with pytest.raises(ConfigError) as e:
+        SearchSpace.from_dict(_space_dict(**over))
+    assert key in str(e.value) and value in str(e.value)
+
+
+def test_invalid_yaml_file_is_a_config_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\nd_model: [64, 128\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_space(p)
+    with pytest.raises(ConfigError, match="unknown space 'nope'"):
+        load_space("nope")
+
+
+@pytest.mark.parametrize("kw, key, value", [
+    ({"n_head": (8,)}, "n_head[0]", "8"),
+    ({"precision": "fp8"}, "precision", "fp8"),
+    ({"d_ff": (128, 128)}, "d_ff", "2 entries"),
+])
+def test_arch_errors_name_key_and_value(kw, key, value):
+    base = dict(n_layer=1, d_model=128, n_head=(4,), d_ff=(128,), head_dim=32)
+    base.update(kw)
+    with pytest.raises(ConfigError) as e:
+        ArchConfig(**base)
+    assert key in str(e.value) and value in str(e.value)
+
+
+def test_precision_not_supported_on_device_is_named():
+    space = load_space("tiny")
+    arch = space.largest("fp16")
+    assert space.contains(arch, "cuda") and not space.contains(arch, "cpu")
+    with pytest.raises(ConfigError, match="precision fp16 .*allowed on cpu"):
+        space.check(arch, "cpu")

@@ -1,0 +1,218 @@
+"""Supernet training: learning, checkpoints, resuming, refusing, the command line."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nas.checkpoint
+from nas.errors import ConfigError
+from nas.score import AccuracyScorer
+from nas.space import SearchSpace
+from nas.train import (TrainConfig, load_supernet, lr_at, measure_throughput, train_standalone,
+                       train_supernet)
+
+from conftest import MICRO
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = TrainConfig(steps=20, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=2, n_random=1,
+                  eval_every=10, eval_batches=2, device="cpu", log_every=5)
+
+
+def _other_space() -> SearchSpace:
+    return SearchSpace.from_dict({**MICRO, "name": "other", "d_ff": [32, 48]})
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_training_reduces_loss(micro_space, micro_corpus, tmp_path):
+    cfg = dataclasses.replace(CFG, steps=40)
+    path = train_supernet(micro_space, micro_corpus, cfg, tmp_path, progress=False)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["step"] == 40 and ckpt["tokens_per_s"] > 0
+    first, last = ckpt["history"][0], ckpt["history"][-1]
+    assert last["loss"] < first["loss"] - 0.5
+    assert last["val_largest"] < 3.5 and last["val_smallest"] < 3.8  # untrained: ~4.2
+    assert (tmp_path / "log.csv").read_text().startswith("step,loss,lr,tokens_per_s,val_largest")
+
+
+def test_checkpoint_round_trip(micro_space, micro_corpus, tmp_path):
+    path = train_supernet(micro_space, micro_corpus, CFG, tmp_path, progress=False)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["space"] == micro_space.to_dict()
+    assert TrainConfig.from_dict(ckpt["train"]) == CFG
+    assert ckpt["corpus"] == {"chars": micro_corpus.chars, "path": micro_corpus.path}
+    assert {"arch", "data", "torch"} <= set(ckpt["rng"]) and ckpt["optimizer"]["state"]
+    net = load_supernet(path, micro_space)
+    assert not net.training and net.meta["step"] == CFG.steps
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ckpt["model"][k])
+    # The reported validation loss is the scorer's on the same windows.
+    scorer = AccuracyScorer(net, micro_corpus, n_batches=CFG.eval_batches, batch_size=32)
+    assert scorer(micro_space.largest()) == pytest.approx(ckpt["val"]["largest"], abs=1e-6)
+
+
+def test_interrupted_run_resumes_exactly(micro_space, micro_corpus, tmp_path, monkeypatch):
+    straight = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "a", progress=False)
+
+    real_save = nas.checkpoint.save_atomic
+
+    def save_then_interrupt(obj, path):
+        real_save(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nas.train.save_atomic", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", progress=False)
+    monkeypatch.setattr("nas.train.save_atomic", real_save)
+    assert torch.load(tmp_path / "b" / "supernet.pt", weights_only=True)["step"] == 10
+    # Running the same command again continues from step 10 ...
+    resumed = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", progress=False)
+    # ... and lands on the very weights of the uninterrupted run (RNG states restored).
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_explicit_resume_continues_from_saved_step(micro_space, micro_corpus, tmp_path):
+    first = train_supernet(micro_space, micro_corpus, dataclasses.replace(CFG, steps=10),
+                           tmp_path / "a", progress=False)
+    path = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", resume=first,
+                          progress=False)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["step"] == 20
+    assert [r["step"] for r in ckpt["history"]][:2] == [5, 10]  # history carried over
+
+
+def test_checkpoint_of_another_space_is_refused(micro_space, micro_corpus, tmp_path):
+    path = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "a", progress=False)
+    other = _other_space()
+    with pytest.raises(ConfigError, match="'micro'.*'other'"):
+        train_supernet(other, micro_corpus, CFG, tmp_path / "b", resume=path, progress=False)
+    with pytest.raises(ConfigError, match="'micro'.*'other'"):
+        load_supernet(path, other)
+
+
+def test_other_run_in_out_dir_is_not_overwritten(micro_space, micro_corpus, tmp_path):
+    path = train_supernet(micro_space, micro_corpus, CFG, tmp_path, progress=False)
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="another out_dir.*resume="):
+        train_supernet(_other_space(), micro_corpus, CFG, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="another out_dir"):
+        train_supernet(micro_space, micro_corpus, dataclasses.replace(CFG, lr=1e-2), tmp_path,
+                       progress=False)
+    assert path.read_bytes() == before
+
+
+def test_failed_save_keeps_the_old_checkpoint(micro_space, micro_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    path = train_supernet(micro_space, micro_corpus, CFG, out, progress=False)
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train_supernet(micro_space, micro_corpus, dataclasses.replace(CFG, steps=30), out,
+                       progress=False)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["log.csv", "supernet.pt"]  # no temp left
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_load_supernet_rejects_non_checkpoints(tmp_path, content):
+    p = tmp_path / "x.pt"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match="not a supernet checkpoint"):
+        load_supernet(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_supernet(tmp_path / "missing.pt")
+
+
+def test_standalone_uses_same_loop(micro_space, micro_corpus):
+    arch = micro_space.largest()
+    r = train_standalone(arch, micro_corpus, CFG)
+    assert r.arch_id == arch.arch_id and r.steps == CFG.steps and r.tokens_per_s > 0
+    assert 1.0 < r.val_loss < 3.5
+    again = train_standalone(arch, micro_corpus, CFG)
+    assert again.val_loss == r.val_loss  # seeded
+
+
+def test_measure_throughput(micro_space, micro_corpus):
+    from nas.model import Supernet
+    tps = measure_throughput(Supernet(micro_space), lambda: [micro_space.largest()], micro_corpus,
+                             CFG, steps=3, warmup_steps=1)
+    assert tps > 0
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(steps=100, lr=1.0, min_lr=0.1, warmup=10)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] < lrs[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("d, key", [
+    ({"stepz": 3}, "stepz"), ({"steps": 0}, "train.steps"), ({"lr": "fast"}, "train.lr"),
+    ({"distill": "yes"}, "train.distill"), ({"device": "tpu"}, "train.device"),
+    ({"steps": 2.5}, "train.steps"), ({"min_lr": 1.0}, "train.min_lr"),
+])
+def test_train_config_errors_name_the_key(d, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        TrainConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("recipe, space", [("tiny", "tiny"), ("shakespeare", "shakespeare")])
+def test_train_config_group_composes(recipe, space):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"train={recipe}", f"search_space={space}"])
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    tcfg = TrainConfig.from_dict(raw["train"])
+    assert SearchSpace.from_dict(raw["search_space"]).name == space
+    assert raw["out_dir"] == f"outputs/supernet/{space}" and raw["resume"] is None
+    if recipe == "shakespeare":
+        assert (tcfg.batch_size, tcfg.lr, tcfg.min_lr, tcfg.warmup, tcfg.dropout) == \
+            (64, 1e-3, 1e-4, 100, 0.2)
+    else:
+        assert tcfg.device == "cpu" and tcfg.dropout == 0.0
+
+
+def _cli(tmp_path, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "nas.train", f"hydra.run.dir={tmp_path}/hydra",
+                           f"out_dir={tmp_path}/out", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("make_arg, match", [
+    (lambda d: f"train.data={d}/missing.txt", "not found"),
+    (lambda d: f"resume={d}/missing.pt", "not found"),
+])
+def test_cli_user_error_is_one_line(tmp_path, make_arg, match):
+    p = _cli(tmp_path, make_arg(tmp_path))
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0]
+
+
+def test_cli_invalid_space_is_one_line(tmp_path):
+    group = tmp_path / "conf" / "search_space"
+    group.mkdir(parents=True)
+    (group / "bad.yaml").write_text("name: bad\nn_layer: {min: 3, max: 1}\nd_model: [64]\n"
+                                    "n_head: [1]\nd_ff: [64]\nhead_dim: 32\nprecision: {cpu: [fp32]}\n")
+    p = _cli(tmp_path, f"hydra.searchpath=[file://{tmp_path}/conf]", "search_space=bad")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == "error: bad: n_layer: min 3 > max 1; min must be <= max"
