@@ -1,0 +1,154 @@
+"""Export a study's winners: ``python -m nas.export [--study NAME] [--budget-ms B]``.
+
+Writes, from the storage alone, into ``outputs/<study>/`` (or ``--out``):
+
+- ``trials.csv``: every finished trial; ``pareto.csv``: the Pareto front, fastest first;
+- ``pareto/NN_<arch>_<id>_lat<ms>ms_loss<loss>.yaml``: every Pareto-optimal architecture;
+- ``winner_<arch>_<id>_lat<ms>ms_loss<loss>.yaml``: the lowest loss within the budget.
+
+Each YAML is an :class:`~nas.space.ArchConfig` file (``arch:``, read by
+``ArchConfig.from_yaml`` and so by ``build_model`` and ``python -m nas.train``) with its
+predicted latency, loss and provenance under ``meta:``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from nas.errors import ConfigError, exit_on_user_error
+from nas.results import choose_winner, pareto_frame, trials_frame
+from nas.space import ArchConfig
+from nas.study import METRICS, find_study, open_storage, study_names
+
+DEFAULT_STORAGE = "sqlite:///outputs/nas.db"
+PARETO_DIR = "pareto"
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote."""
+
+    trials_csv: Path
+    pareto_csv: Path
+    pareto_yamls: list[Path]
+    winner: Path | None
+    budget_ms: float | None
+
+
+def file_stem(row: pd.Series) -> str:
+    """``L3-d128-fp32_<arch_id>_lat1.234ms_loss2.013``: self-describing, sortable."""
+    arch = f"L{int(row['n_layer'])}-d{int(row['d_model'])}-{row['precision']}"
+    return f"{arch}_{row['arch_id']}_lat{row['latency_ms']:.3f}ms_loss{row['val_loss']:.3f}"
+
+
+def _meta(study: optuna.Study, row: pd.Series, budget_ms: float | None) -> dict[str, Any]:
+    attrs = study.user_attrs
+    return {
+        "predicted_latency_ms": round(float(row["latency_ms"]), 6),
+        "val_loss": round(float(row["val_loss"]), 6),
+        "params": int(row["params"]) if row["params"] is not None else None,
+        "arch_id": row["arch_id"],
+        "study": study.study_name,
+        "trial": int(row["number"]),
+        "latency_budget_ms": budget_ms,
+        "hardware": attrs.get("hardware"),
+        "device": attrs.get("device"),
+        "latency_table": attrs.get("table"),
+        "supernet": attrs.get("supernet"),
+    }
+
+
+def export_study(study: optuna.Study, out_dir: Path, budget_ms: float | None = None) -> Exported:
+    """Write the CSVs and YAML configs of ``study`` into ``out_dir``.
+
+    Args:
+        study: a study made by ``nas.search`` (its trials carry their architecture).
+        out_dir: where to write; earlier exported YAMLs there are replaced.
+        budget_ms: pick the winner under this latency (None: the study's own budget,
+            or no limit when the study had none).
+    """
+    if study.metric_names is not None and list(study.metric_names) != list(METRICS):
+        raise ConfigError(f"--study: {study.study_name!r} has objectives {study.metric_names}, "
+                          f"not {list(METRICS)}; it was not made by nas.search")
+    if budget_ms is None:
+        budget_ms = study.user_attrs.get("latency_budget_ms")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = trials_frame(study)
+    front = pareto_frame(df)
+    trials_csv, pareto_csv = out_dir / "trials.csv", out_dir / "pareto.csv"
+    df.to_csv(trials_csv, index=False)
+    front.to_csv(pareto_csv, index=False)
+
+    # Replace the previous export's files (ours only, by pattern): a stale winner
+    # lying next to a new one would be worse than none.
+    pdir = out_dir / PARETO_DIR
+    pdir.mkdir(exist_ok=True)
+    for old in [*pdir.glob("[0-9][0-9]_*.yaml"), *out_dir.glob("winner_*.yaml")]:
+        old.unlink()
+    archs = {t.number: t.user_attrs.get("arch") for t in study.get_trials(deepcopy=False)}
+    yamls = []
+    for i, row in front.iterrows():
+        path = pdir / f"{i:02d}_{file_stem(row)}.yaml"
+        ArchConfig.from_dict(archs[int(row["number"])]).to_yaml(path, extra=_meta(study, row, budget_ms))
+        yamls.append(path)
+    best = choose_winner(front, budget_ms)
+    winner = None
+    if best is not None:
+        winner = out_dir / f"winner_{file_stem(best)}.yaml"
+        ArchConfig.from_dict(archs[int(best["number"])]).to_yaml(winner, extra=_meta(study, best, budget_ms))
+    return Exported(trials_csv, pareto_csv, yamls, winner, budget_ms)
+
+
+def load_named_study(storage_url: str, name: str | None) -> optuna.Study:
+    """Open ``name`` in ``storage_url``; with no name, the storage's only study."""
+    storage = open_storage(storage_url, key="--storage")
+    names = study_names(storage)
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError(f"--study: {storage_url} holds {len(names)} studies; name one of {names}")
+        name = names[0]
+    study = find_study(storage, name)
+    if study is None:
+        raise ConfigError(f"--study: no study {name!r} in {storage_url}; available: {names}")
+    return study
+
+
+def _positive(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not (x > 0 and math.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"{v!r} must be a positive number of milliseconds")
+    return x
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> Exported:
+    ap = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__.split("\n")[0])
+    ap.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL or journal file")
+    ap.add_argument("--study", default=None, help="study name (default: the storage's only one)")
+    ap.add_argument("--budget-ms", type=_positive, default=None,
+                    help="choose the winner under this latency (default: the study's budget)")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<study>)")
+    args = ap.parse_args(argv)
+    study = load_named_study(args.storage, args.study)
+    out = args.out or Path("outputs") / study.study_name
+    res = export_study(study, out, args.budget_ms)
+    print(f"pareto front: {len(res.pareto_yamls)} architectures -> {res.pareto_csv}")
+    if res.winner is None:
+        print(f"winner: no Pareto-optimal architecture within {res.budget_ms} ms")
+    else:
+        limit = "no budget" if res.budget_ms is None else f"budget {res.budget_ms:g} ms"
+        print(f"winner ({limit}): {res.winner}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Hydra at the edge of ``python -m nas.search``: the typed schema and one-line errors.
+
+The schema is derived from the frozen dataclasses of ``nas.search`` and
+``nas.samplers`` (Hydra cannot merge overrides into frozen nodes), so a field and its
+type are written once. Hydra reports a bad override over several lines with a hint
+about ``HYDRA_FULL_ERROR``; :func:`precheck` composes the config first and turns any
+failure into one line naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import types
+import typing
+from dataclasses import field
+from typing import Any, Optional
+
+def schema_of(cls: type) -> type:
+    """A mutable copy of a frozen dataclass, with types OmegaConf understands."""
+    hints = typing.get_type_hints(cls)
+    spec = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if isinstance(t, types.UnionType):  # `float | None` -> Optional[float]
+            args = [a for a in t.__args__ if a is not type(None)]
+            t = Optional[args[0]]
+        default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+        spec.append((f.name, t, field(default=default)))
+    return dataclasses.make_dataclass(f"{cls.__name__}Schema", spec)
+
+
+def register_schema() -> None:
+    """Store ``search_schema`` (the first entry of ``conf/config.yaml``'s defaults)."""
+    from hydra.core.config_store import ConfigStore
+
+    from nas.samplers import SamplerConfig
+    from nas.search import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+
+    schemas = {name: schema_of(c) for name, c in (
+        ("search", SearchConfig), ("sampler", SamplerConfig), ("hardware", HardwareConfig),
+        ("supernet", SupernetConfig), ("score", ScoreConfig))}
+
+    # search_space and train are free-form here: SearchSpace.from_dict and
+    # TrainConfig.from_dict check them, with messages of their own.
+    node = dataclasses.make_dataclass("SearchCommandSchema", [
+        *((name, schema, field(default_factory=schema)) for name, schema in schemas.items()),
+        ("search_space", Any, field(default=None)),
+        ("train", Any, field(default=None)),
+    ])
+    ConfigStore.instance().store(name="search_schema", node=node)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for a Hydra composition error."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, MissingConfigException):
+        missing = getattr(e, "missing_cfg_file", "") or ""
+        group, _, name = missing.rpartition("/")
+        options = getattr(e, "options", None)
+        if group and options is not None:
+            return (f"{group}: unknown option {name!r}; available: {', '.join(sorted(options))}")
+        return _first(e)
+    if isinstance(e, OverrideParseException):
+        return f"override {getattr(e, 'override', '')!r}: {_first(e)}"
+    cause = e.__cause__ or e.__context__
+    if cause is not None:
+        key = getattr(cause, "full_key", None) or "config"
+        msg = str(getattr(cause, "msg", None) or _first(cause)).splitlines()[0]
+        m = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", msg)
+        if m:
+            kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+                    "String": "a string"}.get(m.group(2), m.group(2))
+            return f"{key}: {m.group(1)!r} is not allowed; it must be {kind}"
+        if re.match(r"Key '.*' not in", msg):
+            owner = getattr(cause, "object_type", None)
+            allowed = ""
+            if owner is not None and dataclasses.is_dataclass(owner):
+                allowed = "; allowed: " + ", ".join(f.name for f in dataclasses.fields(owner))
+            return f"{key}: unknown key{allowed}"
+        if re.match(r"Value '.*' is not a valid bool", msg):
+            return f"{key}: {msg.split(chr(39))[1]!r} is not allowed; it must be true or false"
+        return f"{key}: {msg}"
+    return _first(e)
+
+
+def _first(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else e.__class__.__name__
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose the config with ``argv``'s overrides; exit 2 with one line if it fails.
+
+    Hydra's own flags (``--help``, ``--cfg``, ``-m`` sweeps...) are left to Hydra.
+    """
+    if any(a.startswith("-") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+
+    from nas.search import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
+            compose(config_name="config", overrides=argv)
+    except Exception as e:  # noqa: BLE001 - any composition failure is a user mistake here
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,158 @@
+"""Pareto plots: ``python -m nas.plot --study A [--study B ...]``.
+
+One study: every trial (feasible ones scored, over-budget ones on a strip above them,
+since their loss was never measured), the Pareto front as a step line, the baseline
+and the chosen winner. Several studies (samplers, hardware targets): their fronts on
+one figure. Figures are drawn on a bare ``matplotlib.figure.Figure``, so nothing
+touches pyplot's global state or needs a display.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from nas.errors import ConfigError, exit_on_user_error
+from nas.results import choose_winner, pareto_frame, trials_frame
+
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+
+
+def _step(ax, front: pd.DataFrame, **kw) -> None:
+    """The front as the boundary of what it dominates: flat until the next faster point."""
+    ax.step(front["latency_ms"], front["val_loss"], where="post", **kw)
+
+
+def plot_pareto(df: pd.DataFrame, path: Path, title: str, budget_ms: float | None = None,
+                hardware: str | None = None) -> Path:
+    """One study's trials and front, saved as a PNG.
+
+    Args:
+        df: ``nas.results.trials_frame`` of the study.
+        path: the PNG to write.
+        title: the figure title (the study name).
+        budget_ms: draws the budget and picks the annotated winner.
+        hardware: names the latency axis.
+    """
+    fig = Figure(figsize=(8, 5.2), dpi=120)
+    ax = fig.add_subplot()
+    done = df[df["state"] == "COMPLETE"]
+    scored = done[done["scored"] & done["feasible"]]
+    over = done[~done["feasible"]]
+    front = pareto_frame(df)
+    ax.scatter(scored["latency_ms"], scored["val_loss"], s=14, color="tab:blue", alpha=0.45,
+               label=f"within budget, scored ({len(scored)})")
+    if len(scored):
+        lo, hi = scored["val_loss"].min(), scored["val_loss"].max()
+    elif (done["scored"]).any():
+        lo = hi = done.loc[done["scored"], "val_loss"].min()
+    else:
+        lo, hi = 0.0, 1.0
+    pad = max(hi - lo, 0.05) * 0.08
+    strip = hi + 2 * pad
+    if len(over):
+        ax.scatter(over["latency_ms"], [strip] * len(over), marker="x", s=16, color="0.55",
+                   label=f"over budget, not scored ({len(over)})")
+        ax.text(0.01, strip, " over budget: loss not measured", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=8, color="0.35")
+    if len(front):
+        _step(ax, front, color="tab:red", lw=1.6)
+        ax.scatter(front["latency_ms"], front["val_loss"], s=34, color="tab:red", zorder=3,
+                   label=f"Pareto front ({len(front)})")
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="0.3", ls="--", lw=1)
+        ax.axvspan(budget_ms, max(done["latency_ms"].max(), budget_ms) * 1.02, color="0.5",
+                   alpha=0.08, lw=0)
+        ax.text(budget_ms, 1.0, f" budget {budget_ms:g} ms", transform=ax.get_xaxis_transform(),
+                va="top", fontsize=8, color="0.3")
+    base = done[done["baseline"] & done["scored"]]
+    if len(base):
+        b = base.iloc[0]
+        ax.scatter([b["latency_ms"]], [b["val_loss"]], marker="*", s=180, color="black", zorder=4,
+                   label=f"baseline: {b['arch']}")
+    win = choose_winner(front, budget_ms)
+    if win is not None:
+        ax.annotate(f"winner: {win['arch']}\n{win['latency_ms']:.3g} ms, loss {win['val_loss']:.3f}",
+                    (win["latency_ms"], win["val_loss"]), xytext=(25, 30), textcoords="offset points",
+                    fontsize=8, arrowprops={"arrowstyle": "->", "color": "0.2"},
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "0.6"})
+    ax.set_ylim(lo - pad, strip + 2 * pad)
+    ax.set_xlabel(f"predicted latency (ms){' on ' + hardware if hardware else ''}")
+    ax.set_ylabel("validation loss (supernet weights)")
+    ax.set_title(f"{title}: {len(done)} trials")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pareto fronts",
+                log_x: bool | None = None) -> Path:
+    """The fronts of several studies on one figure.
+
+    Args:
+        frames: label -> ``trials_frame`` of a study.
+        path: the PNG to write.
+        title: the figure title.
+        log_x: a log latency axis (None: when the latencies span more than 20x,
+            e.g. a CPU and a GPU target).
+    """
+    fig = Figure(figsize=(8, 5.2), dpi=120)
+    ax = fig.add_subplot()
+    lats = []
+    for i, (label, df) in enumerate(frames.items()):
+        front = pareto_frame(df)
+        if front.empty:
+            continue
+        c = COLORS[i % len(COLORS)]
+        _step(ax, front, color=c, lw=1.6)
+        ax.scatter(front["latency_ms"], front["val_loss"], s=26, color=c, zorder=3,
+                   label=f"{label} ({len(front)} on front)")
+        lats += list(front["latency_ms"])
+    if lats and (log_x or (log_x is None and max(lats) > 20 * min(lats))):
+        ax.set_xscale("log")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("validation loss (supernet weights)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> Path:
+    from nas.export import DEFAULT_STORAGE, load_named_study
+
+    ap = argparse.ArgumentParser(prog="python -m nas.plot", description=__doc__.split("\n")[0])
+    ap.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL or journal file")
+    ap.add_argument("--study", action="append", default=None,
+                    help="a study name; repeat it to put several fronts on one figure")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the PNG (default: outputs/<study>/pareto.png, or outputs/fronts.png)")
+    args = ap.parse_args(argv)
+    names = args.study or [None]
+    studies = [load_named_study(args.storage, n) for n in names]
+    if len(studies) == 1:
+        s = studies[0]
+        out = args.out or Path("outputs") / s.study_name / "pareto.png"
+        plot_pareto(trials_frame(s), out, s.study_name, s.user_attrs.get("latency_budget_ms"),
+                    s.user_attrs.get("hardware"))
+    else:
+        if len({s.study_name for s in studies}) != len(studies):
+            raise ConfigError("--study: a study is named twice")
+        out = args.out or Path("outputs") / "fronts.png"
+        plot_fronts({s.study_name: trials_frame(s) for s in studies}, out)
+    print(f"plot: {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

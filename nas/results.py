@@ -1,0 +1,100 @@
+"""A study read back as tables: every trial, the Pareto front, the winner, the hypervolume.
+
+Everything here works from the storage alone (``nas.study.open_storage``), so a
+finished search can be exported or plotted without its supernet or latency table.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from nas.space import ArchConfig
+
+COLUMNS = ["number", "state", "val_loss", "latency_ms", "feasible", "scored", "pareto", "baseline",
+           "arch_id", "arch", "params", "n_layer", "d_model", "precision", "duration_s"]
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial (COMPLETE or FAIL), with the Pareto flag.
+
+    ``val_loss`` is NaN for trials that were never scored (over budget); ``pareto`` is
+    Optuna's ``study.best_trials``: feasible, non-dominated, first of any duplicates.
+    """
+    front = {t.number for t in study.best_trials}
+    rows: list[dict[str, Any]] = []
+    seen_on_front: set[str] = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        arch = t.user_attrs.get("arch")
+        arch_id = t.user_attrs.get("arch_id", "")
+        loss, lat = (t.values if t.values else (math.nan, math.nan))
+        scored = bool(t.user_attrs.get("scored", t.state == TrialState.COMPLETE))
+        on_front = t.number in front and arch_id not in seen_on_front
+        if on_front:
+            seen_on_front.add(arch_id)
+        rows.append({
+            "number": t.number,
+            "state": t.state.name,
+            "val_loss": loss if scored and math.isfinite(loss) else math.nan,
+            "latency_ms": lat,
+            "feasible": t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values()),
+            "scored": scored,
+            "pareto": on_front,
+            "baseline": bool(t.user_attrs.get("baseline", False)),
+            "arch_id": arch_id,
+            "arch": ArchConfig.from_dict(arch).describe() if arch else "",
+            "params": t.user_attrs.get("params"),
+            "n_layer": arch["n_layer"] if arch else None,
+            "d_model": arch["d_model"] if arch else None,
+            "precision": arch["precision"] if arch else None,
+            "duration_s": t.duration.total_seconds() if t.duration else math.nan,
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def pareto_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto-optimal rows, fastest first."""
+    return df[df["pareto"]].sort_values(["latency_ms", "val_loss"]).reset_index(drop=True)
+
+
+def choose_winner(pareto: pd.DataFrame, budget_ms: float | None) -> pd.Series | None:
+    """The lowest loss within ``budget_ms`` (any latency when None); None if nothing fits."""
+    fits = pareto if budget_ms is None else pareto[pareto["latency_ms"] <= budget_ms]
+    if fits.empty:
+        return None
+    return fits.sort_values(["val_loss", "latency_ms"]).iloc[0]
+
+
+def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Area dominated by ``points`` (both objectives minimised) up to ``reference``.
+
+    Points beyond the reference in either objective add nothing and are dropped
+    (Optuna's ``compute_hypervolume`` requires all points to dominate it).
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    ref = np.asarray(reference, dtype=float)
+    pts = pts[np.all(np.isfinite(pts), axis=1) & np.all(pts <= ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    return float(compute_hypervolume(pts, ref))
+
+
+def hypervolume_history(df: pd.DataFrame, reference: Sequence[float]) -> np.ndarray:
+    """Hypervolume of the feasible scored trials among the first k, for every k (by number)."""
+    df = df[df["state"] == "COMPLETE"].sort_values("number")
+    ok = (df["feasible"] & df["scored"]).to_numpy()
+    pts = df[["val_loss", "latency_ms"]].to_numpy()
+    out, kept = np.zeros(len(df)), []
+    hv = 0.0
+    for i in range(len(df)):
+        if ok[i]:
+            kept.append(pts[i])
+            hv = hypervolume(np.array(kept), reference)
+        out[i] = hv
+    return out

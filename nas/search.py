@@ -1,0 +1,430 @@
+"""The search: ``python -m nas.search [search_space=tiny] [hardware=cpu] [sampler=nsga2] ...``.
+
+Optuna proposes architectures of the search space; the latency table of the target
+hardware predicts their latency at once; those within the budget are scored by the
+supernet (validation loss with inherited weights). Both objectives are minimised.
+At the end the Pareto front is exported (CSV, YAML configs, the winner for the
+budget) and plotted, into ``outputs/<study_name>/``.
+
+Hydra stays in this file's ``main``: the composed config becomes the typed objects
+below, and nothing under ``run_search`` sees a raw ``cfg``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from nas.errors import ConfigError, exit_on_user_error
+from nas.objective import Objective
+from nas.samplers import SamplerConfig, make_sampler
+from nas.space import ArchConfig, SearchSpace, genome_of
+from nas.study import (check_compatible, count_complete, enqueue_once, fail_dead_trials,
+                       find_study, open_storage, open_study)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How hard to search, and where to keep the results (``search.*``).
+
+    Attributes:
+        n_trials: COMPLETE trials in total; a resumed study runs only the remainder.
+        study_name: the study in the storage, and the folder ``outputs/<study_name>``.
+        storage: an SQLAlchemy URL or the path of an Optuna journal file.
+        latency_budget_ms: the latency constraint (None: no constraint).
+        seed: seeds the sampler.
+        device: where the supernet scores accuracy ('auto': CUDA when available).
+        progress: show a progress bar.
+    """
+
+    n_trials: int = 300
+    study_name: str = "tiny-cpu"
+    storage: str = "sqlite:///outputs/nas.db"
+    latency_budget_ms: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise ConfigError(f"search.n_trials: {self.n_trials} must be >= 1")
+        name = self.study_name
+        if not name or not all(c.isalnum() or c in "._-" for c in name) or name.startswith("."):
+            raise ConfigError(f"search.study_name: {name!r} is not allowed; it names a folder, "
+                              "so use letters, digits, '.', '_' and '-'")
+        b = self.latency_budget_ms
+        if b is not None and not (b > 0 and math.isfinite(b)):
+            raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "
+                              "milliseconds, or null for no budget")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, cuda")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """The target (``conf/hardware/<name>.yaml``).
+
+    Attributes:
+        device: 'cpu' or 'cuda': which precisions of the space may be proposed.
+        table: the latency table (CSV with its JSON fingerprint next to it).
+    """
+
+    device: str = "cpu"
+    table: str = "latency_tables/cpu-tiny.csv"
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"hardware.device: {self.device!r} is not allowed; allowed: cpu, cuda")
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """Which supernet scores accuracy (``supernet.*``).
+
+    Attributes:
+        checkpoint: a ``supernet.pt`` of ``nas.train``; None trains one with ``train.*``
+            and caches it under ``cache_dir``, keyed by the space and the recipe.
+        cache_dir: where trained supernets are cached.
+    """
+
+    checkpoint: str | None = None
+    cache_dir: str = "outputs/supernets"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How accuracy is measured (``score.*``): the same fixed validation windows for all.
+
+    Attributes:
+        n_batches: validation batches per architecture.
+        batch_size: windows per batch.
+    """
+
+    n_batches: int = 4
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.n_batches < 1 or self.batch_size < 1:
+            raise ConfigError(f"score: n_batches ({self.n_batches}) and batch_size "
+                              f"({self.batch_size}) must be >= 1")
+
+
+@dataclass
+class SearchResult:
+    """What a search did."""
+
+    study: optuna.Study
+    new_trials: int
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failed_stale: list[int] = field(default_factory=list)
+
+    @property
+    def trials_per_s(self) -> float:
+        return self.new_trials / self.seconds if self.seconds > 0 else math.nan
+
+
+def fastest_arch(space: SearchSpace, latency: Any, device: str) -> tuple[ArchConfig, float]:
+    """The fastest architecture of ``space`` under the latency table.
+
+    With an additive per-block table the fastest network has the fewest layers, all
+    alike; every (width, heads, FFN, precision) of that depth is tried, which also
+    checks that the table covers every block the search can propose.
+    """
+    best: tuple[ArchConfig, float] | None = None
+    L = space.n_layer_min
+    for p in space.precisions(device):
+        for d in space.d_model:
+            for h in space.n_head:
+                if h * space.head_dim > d:
+                    continue
+                for f in space.d_ff:
+                    arch = space.make(L, d, [h] * L, [f] * L, p)
+                    ms = float(latency.predict_ms(arch))
+                    if best is None or ms < best[1]:
+                        best = (arch, ms)
+    assert best is not None  # SearchSpace guarantees a head choice fits the narrowest width
+    return best
+
+
+def check_budget(budget_ms: float | None, fastest: tuple[ArchConfig, float], where: str) -> None:
+    """A budget below the fastest architecture leaves nothing to search."""
+    arch, ms = fastest
+    if budget_ms is not None and budget_ms < ms:
+        raise ConfigError(
+            f"search.latency_budget_ms: {budget_ms:g} ms is below the fastest architecture of "
+            f"{where} ({arch.describe()}: {ms:.4g} ms); give at least {ms:.4g}")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tables_sha256(csv: Path) -> str:
+    """One digest of a latency table's CSV and its JSON next to it."""
+    return hashlib.sha256("".join(file_sha256(p) for p in (csv, csv.with_suffix(".json"))
+                                  if p.is_file()).encode()).hexdigest()
+
+
+def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
+                    progress: bool = True) -> Path:
+    """A supernet trained with ``train_cfg``, trained once and then reused.
+
+    The cache folder is keyed by the space and every training setting that changes
+    the weights, so a re-run reuses it and an interrupted training continues.
+    """
+    from nas.data import load_corpus
+    from nas.train import train_supernet
+
+    settings = {k: v for k, v in train_cfg.to_dict().items()
+                if k not in ("device", "log_every", "eval_every")}
+    blob = json.dumps({"space": space.to_dict(), "train": settings}, sort_keys=True)
+    key = hashlib.sha1(blob.encode()).hexdigest()[:10]
+    corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
+                          progress=progress)
+
+
+class _Progress:
+    """tqdm bar over COMPLETE trials, with the feasible count and the best loss so far."""
+
+    def __init__(self, study: optuna.Study, total: int, done: int, enabled: bool):
+        self.bar = tqdm(total=total, initial=done, disable=not enabled, unit="trial",
+                        desc=f"search {study.study_name}", dynamic_ncols=True)
+        self.feasible = self.best = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE:
+            return
+        ok = all(v <= 0 for v in trial.constraints.values())
+        self.feasible = (self.feasible or 0) + ok
+        if ok and math.isfinite(trial.values[0]):
+            self.best = trial.values[0] if self.best is None else min(self.best, trial.values[0])
+        self.bar.set_postfix(within_budget=self.feasible,
+                             best_loss=f"{self.best:.3f}" if self.best is not None else "-",
+                             refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
+               cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
+               study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
+               storage: Any = None) -> SearchResult:
+    """Create or resume the study and run it up to ``cfg.n_trials`` COMPLETE trials.
+
+    Args:
+        space: the search space.
+        latency: the latency table (``predict_ms(arch)``).
+        scorer: ``scorer(arch) -> validation loss``.
+        cfg: trials, study, storage, budget, seed.
+        sampler: which Optuna sampler.
+        device: the target device ('cpu' or 'cuda'): the precisions proposed.
+        study_attrs: written once on a new study; on resume they must match
+            (``nas.study.MUST_MATCH``).
+        trial_attrs: written on every trial (the table fingerprint).
+        storage: an opened storage (default: open ``cfg.storage``).
+
+    Returns:
+        The study and the timing of this run.
+    """
+    storage = storage if storage is not None else open_storage(cfg.storage)
+    study = open_study(storage, cfg.study_name, make_sampler(sampler, cfg.seed), study_attrs,
+                       where=cfg.storage)
+    stale = fail_dead_trials(study)
+    base = space.baseline_arch("fp32" if "fp32" in space.precisions(device)
+                               else space.precisions(device)[0])
+    if base is not None:
+        enqueue_once(study, genome_of(base, space), {"baseline": True})
+    done = count_complete(study)
+    todo = max(0, cfg.n_trials - done)
+    objective = Objective(space, latency, scorer, device, cfg.latency_budget_ms,
+                          dict(trial_attrs or {}))
+    bar = _Progress(study, cfg.n_trials, done, cfg.progress)
+    t0 = time.perf_counter()
+    try:
+        if todo:
+            study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    stages = dict(objective.seconds)
+    stages["optuna_and_storage"] = max(0.0, seconds - sum(stages.values()))
+    return SearchResult(study, todo, seconds, stages, stale)
+
+
+# --- the command ----------------------------------------------------------------------
+
+def summary(result: SearchResult, budget_ms: float | None, hardware: str,
+            paths: Mapping[str, Any], storage_url: str) -> str:
+    """The terminal report: counts, speed, where the time went, the front, the files."""
+    from nas.results import choose_winner, pareto_frame, trials_frame
+
+    df = trials_frame(result.study)
+    done = df[df["state"] == "COMPLETE"]
+    n_ok = int((done["feasible"]).sum())
+    front = pareto_frame(df)
+    win = choose_winner(front, budget_ms)
+    lines = [
+        f"study {result.study.study_name}: {len(done)} trials ({n_ok} within budget, "
+        f"{len(done) - n_ok} over budget), {int((df['state'] == 'FAIL').sum())} failed",
+    ]
+    if result.new_trials:
+        st = result.stage_seconds
+        tot = max(result.seconds, 1e-9)
+        lines.append(
+            f"this run: {result.new_trials} trials in {result.seconds:.1f} s "
+            f"({result.trials_per_s:.2f} trials/s); scoring {st.get('score', 0):.1f} s "
+            f"({100 * st.get('score', 0) / tot:.0f}%), latency lookup {st.get('latency', 0):.2f} s, "
+            f"Optuna + storage {st.get('optuna_and_storage', 0):.1f} s")
+    limit = f"budget {budget_ms:g} ms" if budget_ms is not None else "no budget"
+    lines.append(f"Pareto front on {hardware} ({limit}), fastest first:")
+    lines.append(f"  {'trial':>5}  {'latency_ms':>10}  {'val_loss':>8}  {'params':>8}  arch")
+    for _, r in front.iterrows():
+        mark = " <- winner" if win is not None and r["number"] == win["number"] else ""
+        lines.append(f"  {r['number']:>5}  {r['latency_ms']:>10.4g}  {r['val_loss']:>8.4f}  "
+                     f"{int(r['params']):>8}  {r['arch']}{mark}")
+    base = done[done["baseline"] & done["scored"]]
+    if len(base):
+        b = base.iloc[0]
+        lines.append(f"  baseline: trial {b['number']}, {b['latency_ms']:.4g} ms, loss "
+                     f"{b['val_loss']:.4f}, {b['arch']}")
+    lines.append(f"pareto csv : {paths['pareto_csv']}")
+    lines.append(f"pareto plot: {paths['plot']}")
+    lines.append(f"winner     : {paths['winner'] or 'none within budget'}")
+    lines.append(f"dashboard  : optuna-dashboard {storage_url}")
+    return "\n".join(lines)
+
+
+def _typed(cls: type, node: Any, key: str) -> Any:
+    """A frozen dataclass from a config node, naming the key of anything wrong."""
+    from omegaconf import DictConfig, OmegaConf
+
+    d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**d)
+
+
+def run_from_config(cfg: Any, hardware_name: str, out_dir: Path) -> SearchResult:
+    """The whole command, from a composed Hydra config. Checks everything that could
+    refuse the search before anything is trained or written."""
+    from omegaconf import OmegaConf
+
+    from nas.export import export_study
+    from nas.latency import LatencyTable
+    from nas.plot import plot_pareto
+    from nas.results import trials_frame
+    from nas.score import AccuracyScorer
+    from nas.train import TrainConfig, load_supernet, resolve_device
+
+    search = _typed(SearchConfig, cfg.search, "search")
+    sampler = _typed(SamplerConfig, cfg.sampler, "sampler")
+    hardware = _typed(HardwareConfig, cfg.hardware, f"hardware ({hardware_name})")
+    net = _typed(SupernetConfig, cfg.supernet, "supernet")
+    score = _typed(ScoreConfig, cfg.score, "score")
+    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.search_space, resolve=True))
+    space.precisions(hardware.device)
+
+    table = LatencyTable.load(hardware.table, space=space, device=hardware.device)
+    fastest = fastest_arch(space, table, hardware.device)
+    check_budget(search.latency_budget_ms, fastest,
+                 f"space '{space.name}' on {hardware_name} ({hardware.table})")
+    fingerprint = dict(table.fingerprint)
+    attrs: dict[str, Any] = {
+        "space": space.to_dict(),
+        "device": hardware.device,
+        "hardware": hardware_name,
+        "table": hardware.table,
+        "table_fingerprint": fingerprint,
+        # The numbers themselves: the CSV and its JSON (which holds the calibration).
+        "table_sha256": tables_sha256(Path(table.path)),
+        "latency_budget_ms": search.latency_budget_ms,
+        "score": dataclasses.asdict(score),
+        "fastest": {"arch": fastest[0].to_dict(), "latency_ms": fastest[1]},
+        "baseline": space.baseline,
+    }
+    storage = open_storage(search.storage)
+    existing = find_study(storage, search.study_name)
+    if existing is not None:  # refuse a mismatch now, before training a supernet
+        check_compatible(existing, attrs, search.storage)
+
+    if net.checkpoint is None:
+        ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
+    else:
+        ckpt = Path(net.checkpoint)
+        if not ckpt.is_file():
+            raise ConfigError(f"supernet.checkpoint: {ckpt} not found (null trains one)")
+    attrs["supernet"] = str(ckpt)
+    attrs["supernet_sha256"] = file_sha256(ckpt)
+    if existing is not None:
+        check_compatible(existing, attrs, search.storage)
+    device = resolve_device(search.device)
+    from nas.data import load_corpus
+
+    supernet = load_supernet(ckpt, space, device=device)
+    corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
+                            batch_size=score.batch_size)
+    trial_attrs = {"table": hardware.table, "table_fingerprint": fingerprint}
+    result = run_search(space, table, scorer, search, sampler, device=hardware.device,
+                        study_attrs=attrs, trial_attrs=trial_attrs, storage=storage)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    exp = export_study(result.study, out_dir, search.latency_budget_ms)
+    plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png", search.study_name,
+                       search.latency_budget_ms, hardware_name)
+    print(summary(result, search.latency_budget_ms, hardware_name,
+                  {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                  search.storage), flush=True)
+    return result
+
+
+def main() -> None:
+    """``python -m nas.search``: one-line errors for bad overrides, then Hydra."""
+    from nas.hydra_cli import precheck, register_schema
+
+    register_schema()
+    precheck(sys.argv[1:])
+    _hydra_main()
+
+
+def _hydra_main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def task(cfg: Any) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        hc = HydraConfig.get()
+        exit_on_user_error(run_from_config)(cfg, hc.runtime.choices.get("hardware", "?"),
+                                            Path(hc.runtime.output_dir))
+
+    task()
+
+
+if __name__ == "__main__":
+    main()
