@@ -19,7 +19,7 @@ import pandas as pd
 from nas.errors import ConfigError
 from nas.latency import fingerprint
 from nas.latency.calibrate import fit
-from nas.latency.measure import TimerSettings, set_cpu_threads
+from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, space_blocks
 from nas.latency.table import (COLUMNS, FORMAT, LatencyTable, RowWriter, calibration_path,
                                check_rows, json_path, read_meta, write_meta)
@@ -168,6 +168,8 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         f"{workload.device} ({threads} CPU threads), about {total * per / 60:.1f} min")
 
     t0 = time.perf_counter()
+    if workload.device == "cuda" and total:
+        warm_gpu()
     writer = RowWriter(csv, COLUMNS)
     with tqdm(total=total, desc="latency build", unit="meas", disable=not progress,
               dynamic_ncols=True) as bar:

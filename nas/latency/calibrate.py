@@ -82,19 +82,27 @@ def fit(raw_sum_ms: Sequence[float], n_layer: Sequence[int], measured_ms: Sequen
         The fitted :class:`Calibration`.
 
     Raises:
-        ValueError: fewer than 4 architectures, or a fit with a non-positive slope.
+        ValueError: fewer than 4 architectures, or no fit with a positive slope.
     """
     s, L, m = (np.asarray(v, dtype=float) for v in (raw_sum_ms, n_layer, measured_ms))
     if s.size < 4:
         raise ValueError(f"calibration needs at least 4 architectures, got {s.size}")
-    X = np.stack([s, L, np.ones_like(s)], axis=1)
+    # The full model first; with few or noisy points its slope can come out meaningless,
+    # so fall back to fewer terms (a slope and an offset, then a bare ratio).
+    terms = [("a", "b", "c"), ("a", "c"), ("a",)]
     if np.ptp(L) == 0:  # one depth only: the layer term is not identifiable
-        X = X[:, [0, 2]]
+        terms = terms[1:]
+    cols = {"a": s, "b": L, "c": np.ones_like(s)}
     w = 1.0 / m  # least squares on relative error
-    coef, *_ = np.linalg.lstsq(X * w[:, None], np.ones_like(m), rcond=None)
-    a, b, c = (coef[0], coef[1], coef[2]) if X.shape[1] == 3 else (coef[0], 0.0, coef[1])
-    if a <= 0:
-        raise ValueError(f"calibration fit has slope a={a:.3g} <= 0; the measurements are too noisy")
+    for names in terms:
+        X = np.stack([cols[k] for k in names], axis=1)
+        coef, *_ = np.linalg.lstsq(X * w[:, None], np.ones_like(m), rcond=None)
+        got = dict(zip(names, coef))
+        if got["a"] > 0:
+            break
+    else:
+        raise ValueError("calibration fit has a non-positive slope; the measurements are too noisy")
+    a, b, c = got["a"], got.get("b", 0.0), got.get("c", 0.0)
     pred = a * s + b * L + c
     rel = pred / m - 1
     raw = s / m - 1

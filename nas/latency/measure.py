@@ -92,6 +92,16 @@ def set_cpu_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+def warm_gpu(seconds: float = 2.0) -> None:
+    """Keep the GPU busy for ``seconds`` so its clocks leave idle before the first timing."""
+    a = torch.randn(4096, 4096, device="cuda")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency import fingerprint
-from nas.latency.measure import TimerSettings, set_cpu_threads
+from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.spec import Workload, sample_archs
 from nas.latency.table import LatencyTable, calibration_path
 from nas.space import SearchSpace
@@ -115,6 +115,8 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
     timer = dataclasses.replace(timer, cpu_clock=table.cpu_clock)  # time models as blocks were
     workload = Workload(table.device, table.batch_size, table.seq_len, tuple(precisions),
                         table.mode, threads)
+    if table.device == "cuda":
+        warm_gpu(1.0)
     seen = _calibration_ids(table)
     archs = {p: sample_archs(space, n, seed, table.device, p, exclude=seen) for p in precisions}
     total = n * len(precisions) + noise_models * noise_repeats * len(precisions)
