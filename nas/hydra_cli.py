@@ -107,3 +107,15 @@ def precheck(argv: list[str]) -> None:
     except Exception as e:  # noqa: BLE001 - any composition failure is a user mistake here
         print(f"error: {error_line(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def compose_config(overrides: list[str]) -> Any:
+    """The config ``python -m nas.search`` would see with ``overrides`` (for experiments
+    and tests; ``${hydra:...}`` keys such as the default study name stay unresolved)."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.search import CONF_DIR
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
+        return compose(config_name="config", overrides=list(overrides))

@@ -37,26 +37,22 @@ def plot_pareto(df: pd.DataFrame, path: Path, title: str, budget_ms: float | Non
         budget_ms: draws the budget and picks the annotated winner.
         hardware: names the latency axis.
     """
-    fig = Figure(figsize=(8, 5.2), dpi=120)
+    fig = Figure(figsize=(8, 6), dpi=120)
     ax = fig.add_subplot()
     done = df[df["state"] == "COMPLETE"]
     scored = done[done["scored"] & done["feasible"]]
-    over = done[~done["feasible"]]
+    over = done[~done["feasible"] & ~done["scored"]]  # a scored baseline gets its own marker
     front = pareto_frame(df)
     ax.scatter(scored["latency_ms"], scored["val_loss"], s=14, color="tab:blue", alpha=0.45,
                label=f"within budget, scored ({len(scored)})")
-    if len(scored):
-        lo, hi = scored["val_loss"].min(), scored["val_loss"].max()
-    elif (done["scored"]).any():
-        lo = hi = done.loc[done["scored"], "val_loss"].min()
-    else:
-        lo, hi = 0.0, 1.0
+    measured = done.loc[done["scored"], "val_loss"].dropna()  # feasible ones and the baseline
+    lo, hi = (measured.min(), measured.max()) if len(measured) else (0.0, 1.0)
     pad = max(hi - lo, 0.05) * 0.08
     strip = hi + 2 * pad
     if len(over):
         ax.scatter(over["latency_ms"], [strip] * len(over), marker="x", s=16, color="0.55",
                    label=f"over budget, not scored ({len(over)})")
-        ax.text(0.01, strip, " over budget: loss not measured", transform=ax.get_yaxis_transform(),
+        ax.text(over["latency_ms"].min(), strip + pad * 0.4, "over budget: loss not measured",
                 va="bottom", fontsize=8, color="0.35")
     if len(front):
         _step(ax, front, color="tab:red", lw=1.6)
@@ -84,7 +80,8 @@ def plot_pareto(df: pd.DataFrame, path: Path, title: str, budget_ms: float | Non
     ax.set_ylabel("validation loss (supernet weights)")
     ax.set_title(f"{title}: {len(done)} trials")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    # Below the axes: inside, it would hide the over-budget strip or the front.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -11,9 +11,6 @@ below, and nothing under ``run_search`` sees a raw ``cfg``.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import sys
 import time
@@ -29,8 +26,7 @@ from nas.errors import ConfigError, exit_on_user_error
 from nas.objective import Objective
 from nas.samplers import SamplerConfig, make_sampler
 from nas.space import ArchConfig, SearchSpace, genome_of
-from nas.study import (check_compatible, count_complete, enqueue_once, fail_dead_trials,
-                       find_study, open_storage, open_study)
+from nas.study import count_complete, enqueue_once, fail_dead_trials, open_storage, open_study
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -80,10 +76,12 @@ class HardwareConfig:
     Attributes:
         device: 'cpu' or 'cuda': which precisions of the space may be proposed.
         table: the latency table (CSV with its JSON fingerprint next to it).
+        latency_budget_ms: the default budget of a search on this target.
     """
 
     device: str = "cpu"
     table: str = "latency_tables/cpu-tiny.csv"
+    latency_budget_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -135,71 +133,6 @@ class SearchResult:
     @property
     def trials_per_s(self) -> float:
         return self.new_trials / self.seconds if self.seconds > 0 else math.nan
-
-
-def fastest_arch(space: SearchSpace, latency: Any, device: str) -> tuple[ArchConfig, float]:
-    """The fastest architecture of ``space`` under the latency table.
-
-    With an additive per-block table the fastest network has the fewest layers, all
-    alike; every (width, heads, FFN, precision) of that depth is tried, which also
-    checks that the table covers every block the search can propose.
-    """
-    best: tuple[ArchConfig, float] | None = None
-    L = space.n_layer_min
-    for p in space.precisions(device):
-        for d in space.d_model:
-            for h in space.n_head:
-                if h * space.head_dim > d:
-                    continue
-                for f in space.d_ff:
-                    arch = space.make(L, d, [h] * L, [f] * L, p)
-                    ms = float(latency.predict_ms(arch))
-                    if best is None or ms < best[1]:
-                        best = (arch, ms)
-    assert best is not None  # SearchSpace guarantees a head choice fits the narrowest width
-    return best
-
-
-def check_budget(budget_ms: float | None, fastest: tuple[ArchConfig, float], where: str) -> None:
-    """A budget below the fastest architecture leaves nothing to search."""
-    arch, ms = fastest
-    if budget_ms is not None and budget_ms < ms:
-        raise ConfigError(
-            f"search.latency_budget_ms: {budget_ms:g} ms is below the fastest architecture of "
-            f"{where} ({arch.describe()}: {ms:.4g} ms); give at least {ms:.4g}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tables_sha256(csv: Path) -> str:
-    """One digest of a latency table's CSV and its JSON next to it."""
-    return hashlib.sha256("".join(file_sha256(p) for p in (csv, csv.with_suffix(".json"))
-                                  if p.is_file()).encode()).hexdigest()
-
-
-def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
-                    progress: bool = True) -> Path:
-    """A supernet trained with ``train_cfg``, trained once and then reused.
-
-    The cache folder is keyed by the space and every training setting that changes
-    the weights, so a re-run reuses it and an interrupted training continues.
-    """
-    from nas.data import load_corpus
-    from nas.train import train_supernet
-
-    settings = {k: v for k, v in train_cfg.to_dict().items()
-                if k not in ("device", "log_every", "eval_every")}
-    blob = json.dumps({"space": space.to_dict(), "train": settings}, sort_keys=True)
-    key = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
-    return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
-                          progress=progress)
 
 
 class _Progress:
@@ -294,7 +227,7 @@ def summary(result: SearchResult, budget_ms: float | None, hardware: str,
         lines.append(
             f"this run: {result.new_trials} trials in {result.seconds:.1f} s "
             f"({result.trials_per_s:.2f} trials/s); scoring {st.get('score', 0):.1f} s "
-            f"({100 * st.get('score', 0) / tot:.0f}%), latency lookup {st.get('latency', 0):.2f} s, "
+            f"({100 * st.get('score', 0) / tot:.0f}%), latency lookup {st.get('latency', 0):.3f} s, "
             f"Optuna + storage {st.get('optuna_and_storage', 0):.1f} s")
     limit = f"budget {budget_ms:g} ms" if budget_ms is not None else "no budget"
     lines.append(f"Pareto front on {hardware} ({limit}), fastest first:")
@@ -315,91 +248,28 @@ def summary(result: SearchResult, budget_ms: float | None, hardware: str,
     return "\n".join(lines)
 
 
-def _typed(cls: type, node: Any, key: str) -> Any:
-    """A frozen dataclass from a config node, naming the key of anything wrong."""
-    from omegaconf import DictConfig, OmegaConf
-
-    d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**d)
-
-
 def run_from_config(cfg: Any, hardware_name: str, out_dir: Path) -> SearchResult:
-    """The whole command, from a composed Hydra config. Checks everything that could
-    refuse the search before anything is trained or written."""
+    """The whole command: check and build (``nas.search_setup.prepare``), search, then
+    export, plot and report into ``out_dir``."""
     from omegaconf import OmegaConf
 
     from nas.export import export_study
-    from nas.latency import LatencyTable
     from nas.plot import plot_pareto
     from nas.results import trials_frame
-    from nas.score import AccuracyScorer
-    from nas.train import TrainConfig, load_supernet, resolve_device
+    from nas.search_setup import prepare
 
-    search = _typed(SearchConfig, cfg.search, "search")
-    sampler = _typed(SamplerConfig, cfg.sampler, "sampler")
-    hardware = _typed(HardwareConfig, cfg.hardware, f"hardware ({hardware_name})")
-    net = _typed(SupernetConfig, cfg.supernet, "supernet")
-    score = _typed(ScoreConfig, cfg.score, "score")
-    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
-    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.search_space, resolve=True))
-    space.precisions(hardware.device)
-
-    table = LatencyTable.load(hardware.table, space=space, device=hardware.device)
-    fastest = fastest_arch(space, table, hardware.device)
-    check_budget(search.latency_budget_ms, fastest,
-                 f"space '{space.name}' on {hardware_name} ({hardware.table})")
-    fingerprint = dict(table.fingerprint)
-    attrs: dict[str, Any] = {
-        "space": space.to_dict(),
-        "device": hardware.device,
-        "hardware": hardware_name,
-        "table": hardware.table,
-        "table_fingerprint": fingerprint,
-        # The numbers themselves: the CSV and its JSON (which holds the calibration).
-        "table_sha256": tables_sha256(Path(table.path)),
-        "latency_budget_ms": search.latency_budget_ms,
-        "score": dataclasses.asdict(score),
-        "fastest": {"arch": fastest[0].to_dict(), "latency_ms": fastest[1]},
-        "baseline": space.baseline,
-    }
-    storage = open_storage(search.storage)
-    existing = find_study(storage, search.study_name)
-    if existing is not None:  # refuse a mismatch now, before training a supernet
-        check_compatible(existing, attrs, search.storage)
-
-    if net.checkpoint is None:
-        ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
-    else:
-        ckpt = Path(net.checkpoint)
-        if not ckpt.is_file():
-            raise ConfigError(f"supernet.checkpoint: {ckpt} not found (null trains one)")
-    attrs["supernet"] = str(ckpt)
-    attrs["supernet_sha256"] = file_sha256(ckpt)
-    if existing is not None:
-        check_compatible(existing, attrs, search.storage)
-    device = resolve_device(search.device)
-    from nas.data import load_corpus
-
-    supernet = load_supernet(ckpt, space, device=device)
-    corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
-    scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
-                            batch_size=score.batch_size)
-    trial_attrs = {"table": hardware.table, "table_fingerprint": fingerprint}
-    result = run_search(space, table, scorer, search, sampler, device=hardware.device,
-                        study_attrs=attrs, trial_attrs=trial_attrs, storage=storage)
-
+    p = prepare(cfg, hardware_name)
+    result = run_search(p.space, p.table, p.scorer, p.search, p.sampler, device=p.hardware.device,
+                        study_attrs=p.study_attrs, trial_attrs=p.trial_attrs, storage=p.storage)
+    budget = p.search.latency_budget_ms
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    exp = export_study(result.study, out_dir, search.latency_budget_ms)
-    plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png", search.study_name,
-                       search.latency_budget_ms, hardware_name)
-    print(summary(result, search.latency_budget_ms, hardware_name,
+    exp = export_study(result.study, out_dir, budget)
+    plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png", p.search.study_name,
+                       budget, hardware_name)
+    print(summary(result, budget, hardware_name,
                   {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                  search.storage), flush=True)
+                  p.search.storage), flush=True)
     return result
 
 
@@ -418,7 +288,8 @@ def _hydra_main() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def task(cfg: Any) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Optuna logs a failed trial (Ctrl-C, a bad table) with its traceback; we report it in one line.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         hc = HydraConfig.get()
         exit_on_user_error(run_from_config)(cfg, hc.runtime.choices.get("hardware", "?"),
                                             Path(hc.runtime.output_dir))
