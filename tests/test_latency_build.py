@@ -1,6 +1,7 @@
 """Building a real (tiny) table on this CPU, resuming an interrupted build, validating it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +12,7 @@ from latency_support import SPACE, space
 from nas.errors import ConfigError
 from nas.latency import LatencyTable, Workload, space_blocks
 from nas.latency import blocks as blocks_mod
-from nas.latency.build import build_table
+from nas.latency.build import build_table, passes_path
 from nas.latency.measure import TimerSettings
 from nas.latency.table import calibration_path, json_path
 from nas.latency.validate import validate
@@ -120,3 +121,29 @@ def test_cuda_build_without_gpu_is_a_user_error(tmp_path):
     with pytest.raises(ConfigError, match="no GPU"):
         build_table(tmp_path / "x.csv", SearchSpace.from_dict(SPACE), cuda, FAST, progress=False,
                     log=lambda s: None)
+
+
+def test_passes_keep_the_lowest_median_and_resume(tmp_path, monkeypatch):
+    timer = dataclasses.replace(FAST, passes=2)
+    work = Workload("cpu", 1, 16, ("fp32",))
+    path = tmp_path / "p.csv"
+    t = build_table(path, space(), work, timer, calibration_n=0, progress=False,
+                    log=lambda s: None)
+    keys = ["kind", "d_model", "n_head", "d_ff", "precision"]
+    passes = pd.read_csv(passes_path(path))
+    assert len(passes) == 2 * len(t.rows) and set(passes["pass"]) == {0, 1}
+    lowest = passes.groupby(keys)["median_ms"].min()
+    assert (t.rows.set_index(keys)["median_ms"] == lowest.loc[t.rows.set_index(keys).index]).all()
+
+    # Killed during the second pass: its last 3 measurements and their rows never written.
+    for f in (path, passes_path(path)):
+        lines = f.read_text().splitlines(keepends=True)
+        f.write_text("".join(lines[:-3]))
+    measured = []
+    real = blocks_mod.time_block
+    monkeypatch.setattr(blocks_mod, "time_block",
+                        lambda key, *a, **k: measured.append(key) or real(key, *a, **k))
+    again = build_table(path, space(), work, timer, calibration_n=0, progress=False,
+                        log=lambda s: None)
+    assert len(measured) == 3 and len(again.rows) == len(t.rows)
+    assert len(pd.read_csv(passes_path(path))) == 2 * len(t.rows)

@@ -63,12 +63,20 @@ def test_hand_edited_csv_is_refused(tmp_path, edit, words):
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_truncated_csv_is_refused(tmp_path):
+@pytest.mark.parametrize("cut, words", [
+    (lambda text: text[: len(text) // 2], "no line end"),  # cut mid-row
+    (lambda text: text[:-3], "no line end"),  # cut in the last number: it would still parse
+    (lambda text: "".join(text.splitlines(keepends=True)[:-2]), "fingerprint says"),  # whole rows
+])
+def test_truncated_csv_is_refused(tmp_path, cut, words):
     path = fake_table(tmp_path)
-    text = path.read_text()
-    path.write_text(text[: len(text) // 2])  # cut mid-row: the last row lacks columns
-    with pytest.raises(ConfigError, match="fake.csv"):
+    meta = json.loads(json_path(path).read_text())
+    meta["n_rows"] = len(pd.read_csv(path))
+    json_path(path).write_text(json.dumps(meta))
+    path.write_text(cut(path.read_text()))
+    with pytest.raises(ConfigError, match=words) as e:
         LatencyTable.load(path)
+    assert "fake.csv" in str(e.value)
 
 
 @pytest.mark.parametrize("kwargs, words", [

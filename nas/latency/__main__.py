@@ -101,7 +101,8 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
         raise ConfigError(f"latency.window_ms: {window!r} must be a positive number")
     timer = TimerSettings(repeats=_int(cfg, "latency.repeats", 1), warmup=_int(cfg, "latency.warmup"),
-                          window_ms=float(window), cpu_clock=clock)
+                          window_ms=float(window), cpu_clock=clock,
+                          passes=_int(cfg, "latency.passes", 1))
     cal_n = _int(cfg, "calibration.n")
     if 0 < cal_n < 4:
         raise ConfigError(f"calibration.n: {cal_n}; use 0 (no correction) or at least 4")

@@ -79,7 +79,8 @@ def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
         A no-argument callable that runs one forward pass.
     """
     if seq_len > arch.block_size:
-        raise ValueError(f"seq_len {seq_len} exceeds the context {arch.block_size} of {arch.describe()}")
+        raise ValueError(f"seq_len {seq_len} exceeds the context {arch.block_size} of "
+                         f"{arch.describe()}")
     g = torch.Generator().manual_seed(seed)
     on = "cpu" if arch.precision == "int8" else device
     gpus = [torch.cuda.current_device()] if on == "cuda" else []

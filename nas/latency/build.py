@@ -1,7 +1,8 @@
 """Build a latency table: time every block of a space, then fit the end-to-end correction.
 
 Rows are appended to the CSV (flushed, synced) as they are measured, and so are the
-end-to-end timings of the calibration architectures (``<name>.calib.csv``). A build that
+end-to-end timings of the calibration architectures (``<name>.calib.csv``) and, when
+everything is measured in several passes, each pass (``<name>.passes.csv``). A build that
 stops halfway therefore keeps its work: run the same command again and it measures
 only what is missing, after checking that the existing rows were measured on this
 machine for this workload (it never mixes two measurements in one table).
@@ -25,8 +26,15 @@ from nas.latency.table import (COLUMNS, FORMAT, LatencyTable, RowWriter, calibra
                                check_rows, json_path, read_meta, write_meta)
 from nas.space import ROOT, SearchSpace
 
-CALIB_COLUMNS = ("arch_id", "arch", "precision", "n_layer", "raw_sum_ms", "median_ms",
+CALIB_COLUMNS = ("arch_id", "arch", "precision", "n_layer", "pass", "raw_sum_ms", "median_ms",
                  "p10_ms", "p90_ms", "repeats", "inner")
+PASS_COLUMNS = COLUMNS + ("pass",)
+
+
+def passes_path(path: str | Path) -> Path:
+    """Every pass of every block when ``passes > 1``: ``x.passes.csv``."""
+    p = Path(path)
+    return p.with_name(p.stem + ".passes.csv")
 
 
 def git_revision() -> str | None:
@@ -50,31 +58,50 @@ def _cut_partial_line(path: Path) -> bool:
     return False
 
 
-def _existing_rows(path: Path, log: Callable[[str], None]) -> dict[BlockKey, dict[str, Any]]:
+def _read_appended(path: Path, columns: tuple[str, ...], log: Callable[[str], None]) -> pd.DataFrame:
+    """Rows an earlier (maybe interrupted) build appended to ``path``; empty if none."""
     if not path.exists():
-        return {}
+        return pd.DataFrame(columns=list(columns))
     if _cut_partial_line(path):
         log(f"{path}: dropped a half-written last line (interrupted build)")
     df = pd.read_csv(path, dtype={"kind": str, "precision": str})
-    if df.empty:
-        return {}
-    df = check_rows(df, path)
-    return {BlockKey(r["kind"], r["d_model"], r["n_head"], r["d_ff"], r["precision"]): r
-            for r in df.to_dict("records")}
-
-
-def _existing_calib(path: Path, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    if _cut_partial_line(path):
-        log(f"{path}: dropped a half-written last line (interrupted build)")
-    df = pd.read_csv(path)
-    missing = [c for c in CALIB_COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {missing}; delete it to re-measure")
-    df = df.dropna()
+    return df
+
+
+def _key(r: dict[str, Any]) -> BlockKey:
+    return BlockKey(r["kind"], int(r["d_model"]), int(r["n_head"]), int(r["d_ff"]), r["precision"])
+
+
+def _existing_rows(path: Path, log: Callable[[str], None]) -> dict[BlockKey, dict[str, Any]]:
+    df = _read_appended(path, COLUMNS, log)
+    if df.empty:
+        return {}
+    return {_key(r): r for r in check_rows(df, path).to_dict("records")}
+
+
+def _existing_passes(path: Path, log: Callable[[str], None]) -> dict[tuple[BlockKey, int], dict]:
+    df = _read_appended(path, PASS_COLUMNS, log)
+    if df.empty:
+        return {}
+    out = {}
+    for i, sub in df.groupby("pass"):
+        for r in check_rows(sub.drop(columns=["pass"]), path).to_dict("records"):
+            out[(_key(r), int(i))] = r
+    return out
+
+
+def _existing_calib(path: Path, log: Callable[[str], None]) -> dict[tuple[str, int], dict]:
+    df = _read_appended(path, CALIB_COLUMNS, log).dropna()
     df = df[df["median_ms"] > 0]
-    return {str(r["arch_id"]): r for r in df.to_dict("records")}
+    return {(str(r["arch_id"]), int(r["pass"])): r for r in df.to_dict("records")}
+
+
+def best_pass(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pass with the lowest median: the one other processes disturbed least."""
+    return min(rows, key=lambda r: float(r["median_ms"]))
 
 
 def _check_resume(csv: Path, meta_old: dict[str, Any] | None, new: dict[str, Any]) -> None:
@@ -139,67 +166,91 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         "workload": workload.to_dict(),
         "space": space.to_dict(),
         "timer": {**timer.to_dict(), "graph_calls": graph_calls,
-                  "method": "median over windows of back-to-back calls; CUDA events on cuda, "
-                            "the cpu_clock on cpu"},
+                  "method": "median over windows of back-to-back calls (CUDA events on cuda, "
+                            "the cpu_clock on cpu); of several passes, the lowest median"},
         "fingerprint": fingerprint.collect(workload.device, threads),
         "command": command,
         "git_revision": git_revision(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "calibration": {},
     }
+    P = timer.passes
     done = _existing_rows(csv, log)
+    per_pass = _existing_passes(passes_path(csv), log) if P > 1 else {}
     calib_csv = calibration_path(csv)
     old = read_meta(json_path(csv)) if json_path(csv).exists() else None
-    if done or (old is not None and calib_csv.exists()):
+    if done or per_pass or (old is not None and calib_csv.exists()):
         _check_resume(csv, old, meta)
-        log(f"{csv}: resuming, {len(done)} rows already measured")
+        log(f"{csv}: resuming, {len(done)} rows and {len(per_pass)} passes already measured")
     for note in fingerprint.version_notes(old["fingerprint"], meta["fingerprint"]) if old else []:
         log(f"{csv}: note: {note}")
     write_meta(json_path(csv), meta)
 
-    todo = [k for k in space_blocks(space, workload.precisions) if k not in done]
+    writer = RowWriter(csv, COLUMNS)
+    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 else None
+
+    def finish(key: BlockKey) -> None:
+        """Write the table row of ``key`` once all its passes are in."""
+        have = [per_pass[(key, i)] for i in range(P) if (key, i) in per_pass]
+        if key not in done and len(have) == P:
+            done[key] = best_pass(have)
+            writer.append(done[key])
+
+    keys = space_blocks(space, workload.precisions)
+    for key in keys:  # passes complete but the row not written: a crash in between
+        finish(key)
+    # Pass-major order: every block once, then every block again, so that the passes of
+    # one block are far apart in time.
+    todo = [(i, k) for i in range(P) for k in keys if k not in done and (k, i) not in per_pass]
     calib = {p: sample_archs(space, calibration_n, calibration_seed, workload.device, p)
              for p in workload.precisions} if calibration_n > 0 else {}
     calib_done = _existing_calib(calib_csv, log) if calib else {}
-    calib_todo = [a for archs in calib.values() for a in archs if a.arch_id not in calib_done]
+    calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
+                  if (a.arch_id, i) not in calib_done]
     total = len(todo) + len(calib_todo)
-    per = timer.repeats * timer.window_ms / 1e3 * 1.3
-    log(f"{csv}: {len(todo)} blocks and {len(calib_todo)} calibration models to measure on "
-        f"{workload.device} ({threads} CPU threads), about {total * per / 60:.1f} min")
+    per = timer.repeats * timer.window_ms / 1e3 * 1.4
+    log(f"{csv}: {len(todo)} block and {len(calib_todo)} calibration-model measurements "
+        f"({P} pass(es)) on {workload.device} ({threads} CPU thread(s)), about "
+        f"{total * per / 60:.1f} min")
 
     t0 = time.perf_counter()
     if workload.device == "cuda" and total:
         warm_gpu()
-    writer = RowWriter(csv, COLUMNS)
     with tqdm(total=total, desc="latency build", unit="meas", disable=not progress,
               dynamic_ncols=True) as bar:
-        for key in todo:
-            bar.set_postfix_str(key.describe())
+        for i, key in todo:
+            bar.set_postfix_str(f"pass {i + 1}/{P} {key.describe()}")
             t = time_block(key, space, workload, timer, graph_calls)
             row = {"kind": key.kind, "d_model": key.d_model, "n_head": key.n_head,
                    "d_ff": key.d_ff, "precision": key.precision,
                    "batch_size": workload.batch_size, "seq_len": workload.seq_len,
                    "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
                    "repeats": t.repeats, "inner": t.inner}
-            writer.append(row)
-            done[key] = row
+            if pwriter is None:
+                writer.append(row)
+                done[key] = row
+            else:
+                pwriter.append({**row, "pass": i})
+                per_pass[(key, i)] = row
+                finish(key)
             bar.update()
         if calib_todo:
             cwriter = RowWriter(calib_csv, CALIB_COLUMNS)
         ms = {k: float(r["median_ms"]) for k, r in done.items()}
-        for arch in calib_todo:
-            bar.set_postfix_str(arch.describe())
+        for i, arch in calib_todo:
+            bar.set_postfix_str(f"pass {i + 1}/{P} {arch.describe()}")
             t = time_model(arch, workload, timer)
             row = {"arch_id": arch.arch_id, "arch": _arch_json(arch), "precision": arch.precision,
-                   "n_layer": arch.n_layer, "raw_sum_ms": sum(ms[k] for k in arch_blocks(arch)),
+                   "n_layer": arch.n_layer, "pass": i,
+                   "raw_sum_ms": sum(ms[k] for k in arch_blocks(arch)),
                    "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
                    "repeats": t.repeats, "inner": t.inner}
             cwriter.append(row)
-            calib_done[arch.arch_id] = row
+            calib_done[(arch.arch_id, i)] = row
             bar.update()
 
     for p, archs in calib.items():
-        rows = [calib_done[a.arch_id] for a in archs]
+        rows = [best_pass([calib_done[(a.arch_id, i)] for i in range(P)]) for a in archs]
         # Re-sum from the table, in case rows were re-measured since these models were timed.
         raw = [sum(ms[k] for k in arch_blocks(a)) for a in archs]
         try:
@@ -213,6 +264,7 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             f"{cal.c * 1e3:+.2f} us on {cal.n} models (seed {cal.seed}): in-sample RMSE "
             f"{cal.rmse_pct:.2f}% (plain sum {cal.raw_rmse_pct:.2f}%)")
     meta["complete"] = True
+    meta["n_rows"] = len(done)
     meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta["build_seconds_last_run"] = round(time.perf_counter() - t0, 1)
     write_meta(json_path(csv), meta)

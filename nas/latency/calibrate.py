@@ -57,7 +57,8 @@ class Calibration:
         try:
             cal = cls(**{k: d[k] for k in cls.__dataclass_fields__})
         except (KeyError, TypeError) as e:
-            raise ConfigError(f"{where}: calibration entry is malformed ({e}); rebuild the table") from None
+            raise ConfigError(f"{where}: calibration entry is malformed ({e}); "
+                              "rebuild the table") from None
         for k in ("a", "b", "c"):
             v = getattr(cal, k)
             if not isinstance(v, (int, float)) or not np.isfinite(v):

@@ -91,7 +91,8 @@ def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
     for c in ("kind", "precision"):
         bad = df[c].isna()
         if bad.any():
-            raise ConfigError(f"{where}: line {_line(df, bad)}: empty '{c}' (truncated or hand-edited?)")
+            raise ConfigError(f"{where}: line {_line(df, bad)}: empty '{c}' "
+                              "(truncated or hand-edited?)")
         df[c] = df[c].astype(str).str.strip()
     for c in INT_COLUMNS + TIME_COLUMNS:
         num = pd.to_numeric(df[c], errors="coerce")
@@ -147,6 +148,13 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     """Read and validate a table CSV (raises ConfigError naming the file)."""
     p = Path(path)
     try:
+        with open(p, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # every row is written whole, with its line end
+                    raise ConfigError(f"{p}: the last line has no line end (truncated?); rebuild "
+                                      "the table, or re-run its build to resume")
         df = pd.read_csv(p, dtype={"kind": str, "precision": str})
     except FileNotFoundError:
         raise ConfigError(f"{p}: latency table not found") from None
@@ -191,6 +199,7 @@ def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(meta, f, indent=2, sort_keys=False)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is meant to be shared
     os.replace(tmp, p)
 
 
@@ -220,6 +229,7 @@ class LatencyTable:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         # Which CPU clock timed it; validation must time models with the same one.
         self.cpu_clock: str = str((meta.get("timer") or {}).get("cpu_clock", "wall"))
+        self.passes: int = int((meta.get("timer") or {}).get("passes", 1))
         self._ms: dict[BlockKey, float] = {
             _key(r): float(r["median_ms"]) for r in rows.to_dict("records")}
         self.precisions: tuple[str, ...] = tuple(sorted(set(rows["precision"])))
@@ -264,9 +274,14 @@ class LatencyTable:
             raise ConfigError(f"{p}: latency table not found; build it with: {hint}")
         meta = read_meta(json_path(p))
         if not meta.get("complete", False):
+            cmd = meta.get("command") or "python -m nas.latency build"
             raise ConfigError(f"{p}: the build that wrote this table did not finish; re-run its "
-                              f"command to resume: {meta.get('command', 'python -m nas.latency build')}")
-        table = cls(p, read_rows(p), meta)
+                              f"command to resume: {cmd}")
+        rows = read_rows(p)
+        if "n_rows" in meta and len(rows) != meta["n_rows"]:
+            raise ConfigError(f"{p}: has {len(rows)} rows but its fingerprint says {meta['n_rows']} "
+                              "(truncated or hand-edited?); rebuild the table")
+        table = cls(p, rows, meta)
         table._check_workload(device, batch_size, seq_len, mode, gpu_name, space)
         if space is not None:
             table.check_covers(space, precisions, require_calibration)
@@ -295,9 +310,9 @@ class LatencyTable:
             dev = device or self.device
             b, t = batch_size or self.batch_size, seq_len or self.seq_len
             new = _other_path(self.path, dev, b, t)
-            raise ConfigError(
-                f"{self.path}: measured for {', '.join(wrong)}; build a table for this workload "
-                f"with: {build_command(new, dev, b, t, space.name if space else None, mode or self.mode)}")
+            cmd = build_command(new, dev, b, t, space.name if space else None, mode or self.mode)
+            raise ConfigError(f"{self.path}: measured for {', '.join(wrong)}; build a table for "
+                              f"this workload with: {cmd}")
 
     def _check_precisions(self, precisions: tuple[str, ...], require_calibration: bool) -> None:
         lacking = [p for p in precisions if p not in self.precisions]
@@ -330,10 +345,11 @@ class LatencyTable:
         gone = self.missing(space, precs)
         if gone:
             more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+            cmd = build_command(self.path, self.device, self.batch_size, self.seq_len, space.name,
+                                self.mode)
             raise ConfigError(
                 f"{self.path}: does not cover search space '{space.name}': no row for "
-                f"{', '.join(k.describe() for k in gone[:3])}{more}; build it with: "
-                f"{build_command(self.path, self.device, self.batch_size, self.seq_len, space.name, self.mode)}")
+                f"{', '.join(k.describe() for k in gone[:3])}{more}; build it with: {cmd}")
 
     # --- prediction --------------------------------------------------------------
     def block_ms(self, key: BlockKey) -> float:
@@ -341,9 +357,12 @@ class LatencyTable:
         try:
             return self._ms[key]
         except KeyError:
-            raise ConfigError(f"{self.path}: no row for {key.describe()}; the table covers "
-                              f"d_model {self._values('d_model')}, n_head {self._values('n_head')}, "
-                              f"d_ff {self._values('d_ff')}, precisions {list(self.precisions)}") from None
+            raise ConfigError(f"{self.path}: no row for {key.describe()}; {self._coverage()}") from None
+
+    def _coverage(self) -> str:
+        return (f"the table covers d_model {self._values('d_model')}, n_head "
+                f"{self._values('n_head')}, d_ff {self._values('d_ff')}, precisions "
+                f"{list(self.precisions)}")
 
     def _values(self, col: str) -> list[int]:
         return sorted(v for v in set(self.rows[col]) if v > 0)
@@ -364,9 +383,8 @@ class LatencyTable:
         gone = [k for k in dict.fromkeys(keys) if k not in self._ms]
         if gone:
             raise ConfigError(f"{self.path}: {arch.describe()} is outside the table's coverage: no "
-                              f"row for {', '.join(k.describe() for k in gone[:3])}; the table covers "
-                              f"d_model {self._values('d_model')}, n_head {self._values('n_head')}, "
-                              f"d_ff {self._values('d_ff')}, precisions {list(self.precisions)}")
+                              f"row for {', '.join(k.describe() for k in gone[:3])}; "
+                              f"{self._coverage()}")
         return float(sum(self._ms[k] for k in keys))
 
     def predict_ms(self, arch: ArchConfig) -> float:

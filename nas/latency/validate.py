@@ -112,14 +112,15 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
             raise ConfigError(f"validate.seed: {seed} is the seed that fitted the {p} calibration "
                               f"of {table.path.name}; pick another one")
     threads = set_cpu_threads(table.threads)
-    timer = dataclasses.replace(timer, cpu_clock=table.cpu_clock)  # time models as blocks were
+    # Time the models the way the blocks were timed: same clock, same number of passes.
+    timer = dataclasses.replace(timer, cpu_clock=table.cpu_clock, passes=table.passes)
     workload = Workload(table.device, table.batch_size, table.seq_len, tuple(precisions),
                         table.mode, threads)
     if table.device == "cuda":
         warm_gpu(1.0)
     seen = _calibration_ids(table)
     archs = {p: sample_archs(space, n, seed, table.device, p, exclude=seen) for p in precisions}
-    total = n * len(precisions) + noise_models * noise_repeats * len(precisions)
+    total = (n * timer.passes + noise_models * noise_repeats) * len(precisions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log(f"validate: {n} architectures x {list(precisions)} (seed {seed}) against "
@@ -127,21 +128,32 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
 
     rows: list[dict[str, Any]] = []
     noise: list[dict[str, Any]] = []
+    P = timer.passes
+    order = [(p, a) for p in precisions for a in archs[p]]
     with tqdm(total=total, desc="latency validate", unit="model", disable=not progress,
               dynamic_ncols=True) as bar:
-        for p in precisions:
-            for a in archs[p]:
-                bar.set_postfix_str(a.describe())
-                t = time_model(a, workload, timer)
-                pred, raw = table.predict_ms(a), table.raw_sum_ms(a)
-                rows.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
-                             "n_layer": a.n_layer, "d_model": a.d_model,
-                             "predicted_ms": pred, "plain_sum_ms": raw,
-                             "measured_ms": t.median_ms, "measured_p10_ms": t.p10_ms,
-                             "measured_p90_ms": t.p90_ms, "measured_wall_ms": t.wall_median_ms,
-                             "error_pct": 100 * (pred / t.median_ms - 1),
-                             "plain_sum_error_pct": 100 * (raw / t.median_ms - 1)})
+        # Pass-major, as the table was built: each model's passes are far apart in time.
+        runs: dict[str, list[Any]] = {a.arch_id: [] for _, a in order}
+        for i in range(P):
+            for p, a in order:
+                bar.set_postfix_str(f"pass {i + 1}/{P} {a.describe()}")
+                runs[a.arch_id].append(time_model(a, workload, timer))
                 bar.update()
+        for p, a in order:
+            ts = runs[a.arch_id]
+            t = min(ts, key=lambda x: x.median_ms)  # the least disturbed pass, as in the build
+            meds = np.array([x.median_ms for x in ts])
+            pred, raw = table.predict_ms(a), table.raw_sum_ms(a)
+            rows.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
+                         "n_layer": a.n_layer, "d_model": a.d_model,
+                         "predicted_ms": pred, "plain_sum_ms": raw,
+                         "measured_ms": t.median_ms, "measured_p10_ms": t.p10_ms,
+                         "measured_p90_ms": t.p90_ms, "measured_wall_ms": t.wall_median_ms,
+                         "pass_medians_ms": ";".join(f"{x:.5g}" for x in meds),
+                         "pass_range_pct": 100 * float(np.ptp(meds) / meds.min()),
+                         "error_pct": 100 * (pred / t.median_ms - 1),
+                         "plain_sum_error_pct": 100 * (raw / t.median_ms - 1)})
+        for p in precisions:
             # Noise: the smallest, a middle and the largest model (by prediction), re-measured.
             by_pred = sorted(archs[p], key=table.predict_ms)
             picks = [by_pred[i] for i in np.linspace(0, len(by_pred) - 1, noise_models).round()
@@ -202,6 +214,10 @@ def _summary(df: pd.DataFrame, noise: list[dict[str, Any]], table: LatencyTable,
         m["measured_ms_range"] = [float(d["measured_ms"].min()), float(d["measured_ms"].max())]
         m["median_window_spread_pct"] = float(100 * np.median(
             (d["measured_p90_ms"] - d["measured_p10_ms"]) / d["measured_ms"]))
+        if timer.passes > 1:
+            m["pass_range_pct"] = {"median": float(d["pass_range_pct"].median()),
+                                   "p90": float(d["pass_range_pct"].quantile(0.9)),
+                                   "max": float(d["pass_range_pct"].max())}
         nz = [x for x in noise if x["precision"] == p]
         if nz:
             m["noise"] = {"models": nz,
@@ -235,9 +251,11 @@ def _markdown(s: dict[str, Any]) -> str:
              f"- table built by: `{s['table_command']}`",
              f"- hardware: {hw}; torch {fp.get('torch')}; {w['device']}, {w['threads']} CPU "
              f"thread(s), batch {w['batch_size']}, seq {w['seq_len']}, mode {w['mode']}"
-             + (f", clock: {s['timer']['cpu_clock']}" if w["device"] == "cpu" else ", clock: CUDA events"),
+             + (f", clock: {s['timer']['cpu_clock']}" if w["device"] == "cpu"
+                else ", clock: CUDA events"),
              f"- timer: {s['timer']['repeats']} windows of ~{s['timer']['window_ms']} ms after "
-             f"{s['timer']['warmup']} warm-up calls; the median window is the measurement",
+             f"{s['timer']['warmup']} warm-up calls; the median window is one measurement; "
+             f"{s['timer']['passes']} pass(es), the lowest median kept",
              f"- space `{s['space']}`; {s['n_per_precision']} held-out architectures per precision, "
              f"validation seed {s['validation_seed']}; calibration fitted on seed(s) "
              f"{sorted(set(s['calibration_seeds'].values()))} (those architectures excluded)",
@@ -269,6 +287,11 @@ def _markdown(s: dict[str, Any]) -> str:
             lines.append(f"{p}: against wall-clock medians of the same windows (inflated by other "
                          f"processes on a shared machine): {100 * vw['within_10']:.0f}% within 10%, "
                          f"mean error {vw['mean_err_pct']:+.1f}%, rho {vw['spearman']:.3f}.")
+        pr = m.get("pass_range_pct")
+        if pr:
+            lines.append(f"{p}: every model was measured in {s['timer']['passes']} passes far apart "
+                         f"in time (the lowest kept): the passes differ by {pr['median']:.1f}% "
+                         f"(median over models), {pr['p90']:.1f}% (p90), {pr['max']:.1f}% (max).")
         nz = m.get("noise")
         if nz:
             lines.append(f"{p}: noise: {len(nz['models'])} models each measured "
@@ -286,6 +309,7 @@ def plot(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     precs = list(dict.fromkeys(df["precision"]))
     fig, axes = plt.subplots(1, len(precs), figsize=(5 * len(precs), 4.8), squeeze=False)
@@ -304,6 +328,10 @@ def plot(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
                xlabel="measured end-to-end (ms)", ylabel="predicted (ms)",
                title=f"{p}: {100 * m['within_10']:.0f}% within 10%, rho {m['spearman']:.3f}")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1-2-5 steps, not 3x10^-1
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.legend(loc="upper left", fontsize=8)
         fig.colorbar(sc, ax=ax, label="n_layer")
     if title:
