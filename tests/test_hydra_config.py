@@ -1,0 +1,70 @@
+"""One ``hydra.compose`` test per config group of ``conf/config.yaml``, and the error lines."""
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nas.hydra_cli import compose_config, error_line, register_schema
+from nas.samplers import SamplerConfig, make_sampler
+from nas.search import CONF_DIR, HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+from nas.search_setup import typed as _typed
+from nas.space import SearchSpace
+
+
+def _compose(*overrides: str):
+    return compose_config(list(overrides))
+
+
+def test_defaults_are_the_make_run_search():
+    cfg = _compose("search.study_name=x")
+    search = _typed(SearchConfig, cfg.search, "search")
+    assert search.storage == "sqlite:///outputs/nas.db" and search.n_trials >= 100
+    assert _typed(SupernetConfig, cfg.supernet, "supernet").checkpoint is None
+    assert _typed(ScoreConfig, cfg.score, "score").n_batches >= 1
+    assert cfg.search_space.name == "tiny" and cfg.sampler.name == "nsga2"
+    assert cfg.train.steps < 1500  # a short supernet training for `make run`
+
+
+@pytest.mark.parametrize("name", ["tiny", "shakespeare"])
+def test_search_space_group(name):
+    cfg = _compose(f"search_space={name}", "search.study_name=x")
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.search_space))
+    assert space.name == name and space.baseline_arch() is not None
+
+
+@pytest.mark.parametrize("name, device", [("cpu", "cpu"), ("h100", "cuda")])
+def test_hardware_group(name, device):
+    cfg = _compose(f"hardware={name}", "search.study_name=x")
+    hw = _typed(HardwareConfig, cfg.hardware, "hardware")
+    assert hw.device == device and hw.table.endswith(".csv")
+
+
+@pytest.mark.parametrize("name, cls", [("nsga2", "NSGAIISampler"), ("tpe", "TPESampler"),
+                                       ("random", "RandomSampler")])
+def test_sampler_group(name, cls):
+    cfg = _compose(f"sampler={name}", "search.study_name=x")
+    sampler = _typed(SamplerConfig, cfg.sampler, "sampler")
+    assert sampler.name == name
+    assert type(make_sampler(sampler, seed=0)).__name__ == cls
+
+
+def test_study_name_follows_space_and_hardware():
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hardware=h100", "search_space=shakespeare"],
+                      return_hydra_config=True)
+    from hydra.core.hydra_config import HydraConfig
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.search.study_name == "shakespeare-h100"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("search.seed=abc", "search.seed: 'abc' is not allowed; it must be an integer"),
+    ("hardware=nope", "hardware: unknown option 'nope'; available: cpu, h100"),
+    ("search.progress=perhaps", "search.progress: 'perhaps' is not allowed; it must be true or false"),
+])
+def test_composition_errors_read_as_one_line(override, expected):
+    with pytest.raises(Exception) as e:
+        _compose(override)
+    assert error_line(e.value) == expected

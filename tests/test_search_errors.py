@@ -1,0 +1,59 @@
+"""Bad input to ``python -m nas.search``: one line, a non-zero exit, no traceback, and
+nothing stored is touched. Everything here is refused before any training."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search_helpers import run_cli, search_cmd
+
+
+def _refused(r, *needles: str) -> str:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr + r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("search_space=huge", ["search_space", "'huge'", "shakespeare, tiny"]),
+    ("hardware=tpu", ["hardware", "'tpu'", "cpu, h100"]),
+    ("sampler=cmaes", ["sampler", "nsga2, random, tpe"]),
+    ("search.n_trials=many", ["search.n_trials", "'many'", "integer"]),
+    ("search.latency_budget_ms=fast", ["search.latency_budget_ms", "number"]),
+    ("search.latency_budget_ms=0.0001", ["search.latency_budget_ms", "fastest architecture",
+                                         "L1 d", "give at least"]),
+    ("search.n_trials=0", ["search.n_trials", ">= 1"]),
+    ("search.colour=red", ["search.colour", "unknown key", "n_trials"]),
+])
+def test_bad_override_is_one_line(tmp_path, override, needles):
+    r = run_cli(search_cmd(override, f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
+    _refused(r, *needles)
+    assert not (tmp_path / "outputs" / "supernets").exists()  # refused before training
+
+
+def test_storage_that_cannot_be_opened_is_left_alone(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 100)
+    before = notes.read_bytes()
+    r = run_cli(search_cmd(f"search.storage=sqlite:///{notes}"), cwd=tmp_path)
+    _refused(r, "search.storage", "cannot open")
+    assert notes.read_bytes() == before
+    r = run_cli(search_cmd("search.storage=nosuchdb://somewhere/x"), cwd=tmp_path)
+    _refused(r, "search.storage", "cannot open")
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_study_with_other_objectives_is_refused_and_kept(tmp_path):
+    url = f"sqlite:///{tmp_path}/nas.db"
+    other = optuna.create_study(study_name="mine", storage=url, direction="maximize")
+    other.set_metric_names(["accuracy"])
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    r = run_cli(search_cmd(f"search.storage={url}", "search.study_name=mine"), cwd=tmp_path)
+    _refused(r, "search.study_name", "'mine'", "accuracy (maximize)", "another search.study_name")
+    again = optuna.load_study(study_name="mine", storage=url)
+    assert len(again.trials) == 3 and again.metric_names == ["accuracy"]
+    assert again.user_attrs == {}
