@@ -172,6 +172,7 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         "command": command,
         "git_revision": git_revision(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_start": fingerprint.load_average(),
         "calibration": {},
     }
     P = timer.passes
@@ -267,6 +268,7 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     meta["n_rows"] = len(done)
     meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta["build_seconds_last_run"] = round(time.perf_counter() - t0, 1)
+    meta["load_average_end"] = fingerprint.load_average()
     write_meta(json_path(csv), meta)
     return LatencyTable.load(csv, space=space, device=workload.device,
                              batch_size=workload.batch_size, seq_len=workload.seq_len,

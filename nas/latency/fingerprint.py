@@ -148,6 +148,14 @@ def collect(device: str, threads: int) -> dict[str, Any]:
     return fp
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (how busy a shared machine was), if known."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def mismatches(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Identity fields (which hardware) in which two fingerprints differ.
 

@@ -126,6 +126,7 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
     log(f"validate: {n} architectures x {list(precisions)} (seed {seed}) against "
         f"{table.describe()}")
 
+    load_start = fingerprint.load_average()
     rows: list[dict[str, Any]] = []
     noise: list[dict[str, Any]] = []
     P = timer.passes
@@ -176,6 +177,9 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
     df = pd.DataFrame(rows)
     df.to_csv(out / "report.csv", index=False, float_format="%.6g")
     summary = _summary(df, noise, table, space, precisions, n, seed, timer, command, workload)
+    summary["load_average"] = {"start": load_start, "end": fingerprint.load_average(),
+                               "build_start": table.meta.get("load_average_start"),
+                               "build_end": table.meta.get("load_average_end")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(_markdown(summary))
     plot(df, out / "scatter.png", title=f"{table.path.name}: {space.name}, batch "
@@ -260,7 +264,11 @@ def _markdown(s: dict[str, Any]) -> str:
              f"validation seed {s['validation_seed']}; calibration fitted on seed(s) "
              f"{sorted(set(s['calibration_seeds'].values()))} (those architectures excluded)",
              f"- goal: >= {100 * s['goal']['within_10']:.0f}% within +-10% and Spearman's rho >= "
-             f"{s['goal']['spearman']}", "",
+             f"{s['goal']['spearman']}",
+             "- measured = the lowest of the per-pass medians, the same rule the table's blocks "
+             "and calibration models were measured with; predicted = a * sum(blocks) + "
+             "b * n_layer + c with the table's per-precision calibration",
+             _load_line(s.get("load_average") or {}, fp.get("cpu_count")), "",
              "| precision | n | within 5% | within 10% | RMSE ms | RMSE % | mean err % | max err % "
              "| rho | plain sum within 10% | plain sum rho | repeat spread (median range) | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -302,6 +310,16 @@ def _markdown(s: dict[str, Any]) -> str:
         lines.append("")
     lines += ["Files: `report.csv` (every architecture), `scatter.png`, `summary.json`.", ""]
     return "\n".join(lines)
+
+
+def _load_line(load: dict[str, Any], cores: Any) -> str:
+    """How busy the machine was (1-minute load average) during the build and validation."""
+    def one(x: Any) -> str:
+        return f"{x[0]:g}" if x else "?"
+    return (f"- machine load (1-min load average on {cores} cores): build "
+            f"{one(load.get('build_start'))}"
+            f" -> {one(load.get('build_end'))}, validation {one(load.get('start'))} -> "
+            f"{one(load.get('end'))}")
 
 
 def plot(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
