@@ -63,7 +63,7 @@ class TrainConfig:
         log_every: update the progress bar and the log every this many steps.
     """
 
-    steps: int = 1500
+    steps: int = 3500
     batch_size: int = 16
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -72,8 +72,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     dropout: float = 0.0
     n_random: int = 2
-    distill: bool = True
-    eval_every: int = 500
+    distill: bool = False
+    eval_every: int = 250
     eval_batches: int = 4
     seed: int = 1337
     device: str = "auto"
@@ -580,10 +580,33 @@ def _main(cfg: Any) -> Path:
     return path
 
 
+@exit_on_user_error
+def _check_yaml(overrides: list[str]) -> None:
+    """Compose the config once before Hydra does, to turn a YAML syntax error in a config
+    file into one line: Hydra itself answers one with a full stack trace."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    if any(a.startswith("-") for a in overrides):  # --help, --cfg, --multirun: Hydra's business
+        return
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            compose("train", overrides=overrides)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+        raise ConfigError(f"{where}: not valid YAML ({e.problem or e.context})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"a config file is not valid YAML ({e.__class__.__name__})") from None
+    except Exception:  # noqa: BLE001 - anything else Hydra reports well itself, just below
+        pass
+
+
 def main() -> None:
     """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT]``."""
     import hydra  # here, not at the top: library users need no Hydra
 
+    _check_yaml(sys.argv[1:])
     hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")(_main)()
 
 

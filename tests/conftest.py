@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from nas.data import load_corpus
 from nas.space import SearchSpace
@@ -14,6 +15,13 @@ MICRO = {
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
         "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # The test models are tiny: a second thread buys nothing, and on a shared CPU an
+    # OpenMP thread left waiting for a busy core makes every small op stall.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

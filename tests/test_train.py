@@ -190,7 +190,7 @@ def test_train_config_group_composes(recipe, space):
 
 
 def _cli(tmp_path, *args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "nas.train", f"hydra.run.dir={tmp_path}/hydra",
                            f"out_dir={tmp_path}/out", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -216,3 +216,13 @@ def test_cli_invalid_space_is_one_line(tmp_path):
     p = _cli(tmp_path, f"hydra.searchpath=[file://{tmp_path}/conf]", "search_space=bad")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == "error: bad: n_layer: min 3 > max 1; min must be <= max"
+
+
+def test_cli_yaml_syntax_error_is_one_line(tmp_path):
+    group = tmp_path / "conf" / "search_space"
+    group.mkdir(parents=True)
+    (group / "broken.yaml").write_text("name: broken\nd_model: [64, 128\n")
+    p = _cli(tmp_path, f"hydra.searchpath=[file://{tmp_path}/conf]", "search_space=broken")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken.yaml, line 3: not valid YAML" in lines[0]

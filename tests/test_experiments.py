@@ -1,0 +1,63 @@
+"""The experiment scripts: import hygiene (they run where Hydra and Optuna are absent)
+and the ranking experiment's architecture picking."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.model import GPT
+from nas.space import load_space, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = [ROOT / "experiments" / "ranking_fidelity" / "run.py",
+           ROOT / "experiments" / "supernet_gpu" / "run.py"]
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"exp_{path.parent.name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_no_hydra_optuna_tqdm_or_scipy_needed():
+    blocked = ["hydra", "omegaconf", "optuna", "tqdm", "scipy"]
+    code = "\n".join([
+        "import importlib.util, sys",
+        *(f"sys.modules[{m!r}] = None" for m in blocked),  # any import of them now fails
+        "import nas.train, nas.score",
+        *(f"s = importlib.util.spec_from_file_location('m{i}', {str(p)!r}); "
+          "s.loader.exec_module(importlib.util.module_from_spec(s))" for i, p in enumerate(SCRIPTS)),
+    ])
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.fixture(scope="module")
+def ranking():
+    return _load(SCRIPTS[0])
+
+
+@pytest.mark.parametrize("name", ["tiny", "shakespeare"])
+def test_param_count_matches_the_model(ranking, name):
+    space = load_space(name)
+    rng = random.Random(0)
+    for arch in [space.largest(), space.smallest()] + [sample(space, rng) for _ in range(3)]:
+        assert ranking.param_count(arch) == GPT(arch).num_params()
+
+
+def test_pick_archs_spreads_over_params(ranking):
+    space = load_space("tiny")
+    archs = ranking.pick_archs(space, 10, seed=0, pool=300)
+    assert archs[:2] == [space.largest(), space.smallest()]
+    assert len({a.arch_id for a in archs}) == 10
+    params = [ranking.param_count(a) for a in archs[2:]]
+    assert params == sorted(params)  # one per stratum, in order
+    assert archs == ranking.pick_archs(space, 10, seed=0, pool=300)
