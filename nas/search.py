@@ -6,8 +6,9 @@ supernet (validation loss with inherited weights). Both objectives are minimised
 At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
-Hydra stays in this file's ``main``: the composed config becomes the typed objects
-below, and nothing under ``run_search`` sees a raw ``cfg``.
+Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
+``nas.search_setup.prepare`` turns it into the typed objects below, and nothing under
+``run_search`` sees a raw ``cfg``.
 """
 from __future__ import annotations
 
@@ -221,6 +222,9 @@ def summary(result: SearchResult, budget_ms: float | None, hardware: str,
         f"study {result.study.study_name}: {len(done)} trials ({n_ok} within budget, "
         f"{len(done) - n_ok} over budget), {int((df['state'] == 'FAIL').sum())} failed",
     ]
+    if result.failed_stale:
+        lines.append(f"resumed: {len(result.failed_stale)} trial(s) of a stopped run marked failed "
+                     f"({', '.join(map(str, result.failed_stale))})")
     if result.new_trials:
         st = result.stage_seconds
         tot = max(result.seconds, 1e-9)
