@@ -53,8 +53,19 @@ def register_schema() -> None:
 
 def error_line(e: BaseException) -> str:
     """One line for a Hydra composition error."""
+    import yaml
     from hydra.errors import MissingConfigException, OverrideParseException
 
+    chain, c = [], e
+    while c is not None and len(chain) < 10:
+        chain.append(c)
+        c = c.__cause__ or c.__context__
+    bad_yaml = next((c for c in chain if isinstance(c, yaml.YAMLError)), None)
+    if bad_yaml is not None:
+        mark = getattr(bad_yaml, "problem_mark", None) or getattr(bad_yaml, "context_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+        what = getattr(bad_yaml, "problem", None) or getattr(bad_yaml, "context", None) or ""
+        return f"{where}: not valid YAML ({what})"
     if isinstance(e, MissingConfigException):
         missing = getattr(e, "missing_cfg_file", "") or ""
         group, _, name = missing.rpartition("/")

@@ -29,6 +29,9 @@ def search_cmd(*overrides: str) -> list[str]:
 def cli_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["PYTHONPATH"] = str(ROOT)
+    # One thread per process: several processes' OpenMP threads on a shared 2-core CPU spin
+    # against each other and make every small op stall.
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 

@@ -68,3 +68,12 @@ def test_composition_errors_read_as_one_line(override, expected):
     with pytest.raises(Exception) as e:
         _compose(override)
     assert error_line(e.value) == expected
+
+
+def test_broken_yaml_in_a_group_reads_as_one_line(tmp_path):
+    (tmp_path / "search_space").mkdir()
+    (tmp_path / "search_space" / "bad.yaml").write_text("name: bad\nn_layer: {min: 1\nd_model: [64]\n")
+    with pytest.raises(Exception) as e:
+        _compose(f"hydra.searchpath=[file://{tmp_path}]", "search_space=bad")
+    line = error_line(e.value)
+    assert line.startswith(f"{tmp_path}/search_space/bad.yaml, line 3: not valid YAML")
