@@ -38,7 +38,10 @@ def save_atomic(obj: Mapping[str, Any], path: str | Path) -> Path:
     # Same folder as the target, so os.replace is a rename on one filesystem (atomic);
     # a unique name, so parallel writers never share a temporary file.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a checkpoint is shared
         with os.fdopen(fd, "wb") as f:
             torch.save(dict(obj), f)
             f.flush()

@@ -141,6 +141,7 @@ class StandaloneResult:
     steps: int
     seconds: float         # training wall time, evaluation excluded
     params: int
+    history: tuple = ()    # (step, val_loss) of every periodic validation, fp32
 
 
 def resolve_device(name: str) -> str:
@@ -240,9 +241,9 @@ class _Quiet:
     def update(self, k: int) -> None:
         self.n += k
 
-    def write(self, s: str) -> None:
+    def write(self, s: str, file: Any = None) -> None:
         if self.echo:  # progress was wanted but tqdm is missing: keep the evaluation lines
-            print(s, file=sys.stderr, flush=True)
+            print(s, file=file or sys.stdout, flush=True)
 
     def close(self) -> None:
         pass
@@ -336,11 +337,15 @@ def _fit(run: _Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
         bar.update(run.step - bar.n)
         if do_eval:
             model.eval()
+            seen: dict[str, float] = {}  # the baseline may be the largest: evaluate it once
             for name, arch in val_archs.items():
-                row[f"val_{name}"] = evaluate(model, val_batches, arch)
+                if arch.arch_id not in seen:
+                    seen[arch.arch_id] = evaluate(model, val_batches, arch)
+                row[f"val_{name}"] = seen[arch.arch_id]
             model.train()
+            # Validation is a result: stdout; the bar is on stderr.
             bar.write(f"step {run.step}: " + ", ".join(
-                f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs))
+                f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs), file=sys.stdout)
             run.history.append(row)
             if save is not None:
                 save()
@@ -363,7 +368,7 @@ def _checkpoint(run: _Run, space: SearchSpace, corpus: CharCorpus, cfg: TrainCon
 
 
 def _write_log(history: Sequence[Mapping[str, Any]], path: Path) -> None:
-    keys = ["step", "loss", "lr", "tokens_per_s", "val_largest", "val_smallest"]
+    keys = ["step", "loss", "lr", "tokens_per_s", "val_largest", "val_smallest", "val_baseline"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -455,8 +460,10 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
         if src != final:  # a finished checkpoint from elsewhere: still land it in out_dir
             save()
         return final
-    _fit(run, corpus, cfg, device, {"largest": space.largest(), "smallest": space.smallest()},
-         save, progress, desc=f"supernet {space.name}")
+    val_archs = {"largest": space.largest(), "smallest": space.smallest()}
+    if space.baseline_arch() is not None:  # the reference architecture, tracked as it trains
+        val_archs["baseline"] = space.baseline_arch()
+    _fit(run, corpus, cfg, device, val_archs, save, progress, desc=f"supernet {space.name}")
     return final
 
 
@@ -486,7 +493,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None,
     except RuntimeError:
         raise ConfigError(f"checkpoint: {path}: weights do not fit search space "
                           f"'{model.space.name}'") from None
-    model.meta = {k: ckpt.get(k) for k in ("step", "corpus", "train", "val", "tokens_per_s")}
+    model.meta = {k: ckpt.get(k) for k in ("step", "corpus", "train", "val", "tokens_per_s",
+                                                  "history")}
     return model.to(device).eval()
 
 
@@ -519,8 +527,9 @@ def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, pro
                arch_rng=random.Random(cfg.seed), data_rng=torch.Generator().manual_seed(cfg.seed))
     _fit(run, corpus, cfg, device, {"arch": fp32}, None, progress, desc=f"alone {arch.arch_id}")
     val = AccuracyScorer(model, corpus, device, n_batches, batch_size)(arch)
+    history = tuple((r["step"], r["val_arch"]) for r in run.history if "val_arch" in r)
     return StandaloneResult(arch.arch_id, val, run.tokens_per_s, cfg.steps, run.seconds,
-                            model.num_params())
+                            model.num_params(), history)
 
 
 def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus: CharCorpus,
