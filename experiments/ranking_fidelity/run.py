@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", help="the corpus (default: the path the checkpoint recorded)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--jobs", type=int, default=1, help="standalone trainings run in parallel")
+    ap.add_argument("--threads", type=int,
+                    help="torch threads per job on the CPU (default: cores / jobs; on a shared "
+                         "CPU use 1, since waiting OpenMP threads stall each other)")
     ap.add_argument("--eval-batches", type=int, default=4, help="validation batches (scorer's)")
     ap.add_argument("--eval-batch-size", type=int, default=32)
     args = ap.parse_args(argv)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = [a for a in archs if a.arch_id not in done]
     print(f"{len(archs)} sub-networks, {len(todo)} to train alone for {cfg.steps} steps "
           f"(batch {cfg.batch_size}) on {device} with {args.jobs} job(s)", file=sys.stderr)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if device == "cpu" else 1
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if device == "cpu" else 1)
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init,
                                 initargs=(threads,)) as pool:
