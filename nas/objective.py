@@ -57,6 +57,7 @@ class Objective:
         scorer: ``scorer(arch) -> validation loss`` (a ``nas.score.AccuracyScorer``).
         device: the target device ('cpu' or 'cuda'): which precisions may be proposed.
         budget_ms: the latency budget; None for no constraint.
+        reference: the baseline architecture, scored even when over budget.
         trial_attrs: user attributes written on every trial (the table fingerprint).
     """
 
@@ -65,6 +66,7 @@ class Objective:
     scorer: Callable[[ArchConfig], float]
     device: str = "cpu"
     budget_ms: float | None = None
+    reference: ArchConfig | None = None
     trial_attrs: Mapping[str, Any] = field(default_factory=dict)
     # Wall time spent in each stage, for the summary and the profile.
     seconds: dict[str, float] = field(default_factory=lambda: {"latency": 0.0, "score": 0.0})
@@ -80,8 +82,8 @@ class Objective:
         over = latency_ms - self.budget_ms if self.budget_ms is not None else -math.inf
         if self.budget_ms is not None:
             trial.set_constraint(CONSTRAINT, over)
-        reference = bool(trial.user_attrs.get("baseline", False))
-        scored = over <= 0 or reference
+        # Compared here rather than read from the trial: each read is a storage query.
+        scored = over <= 0 or arch == self.reference
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("params", n_params(arch))

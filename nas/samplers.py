@@ -35,7 +35,7 @@ class SamplerConfig:
     population_size: int = 24
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
-    mutation_prob: float | None = None
+    mutation_prob: float | None = 0.3
     n_startup_trials: int = 20
     n_ei_candidates: int = 24
     multivariate: bool = True

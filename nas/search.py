@@ -44,6 +44,7 @@ class SearchConfig:
         latency_budget_ms: the latency constraint (None: no constraint).
         seed: seeds the sampler.
         device: where the supernet scores accuracy ('auto': CUDA when available).
+        threads: CPU threads for scoring (None: torch's default).
         progress: show a progress bar.
     """
 
@@ -53,9 +54,12 @@ class SearchConfig:
     latency_budget_ms: float | None = None
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"search.threads: {self.threads} must be >= 1, or null for torch's default")
         if self.n_trials < 1:
             raise ConfigError(f"search.n_trials: {self.n_trials} must be >= 1")
         name = self.study_name
@@ -112,7 +116,7 @@ class ScoreConfig:
         batch_size: windows per batch.
     """
 
-    n_batches: int = 4
+    n_batches: int = 16
     batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -191,7 +195,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         enqueue_once(study, genome_of(base, space), {"baseline": True})
     done = count_complete(study)
     todo = max(0, cfg.n_trials - done)
-    objective = Objective(space, latency, scorer, device, cfg.latency_budget_ms,
+    objective = Objective(space, latency, scorer, device, cfg.latency_budget_ms, base,
                           dict(trial_attrs or {}))
     bar = _Progress(study, cfg.n_trials, done, cfg.progress)
     t0 = time.perf_counter()

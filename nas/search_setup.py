@@ -179,6 +179,9 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     if existing is not None:
         check_compatible(existing, attrs, search.storage)
 
+    if search.threads is not None:
+        import torch
+        torch.set_num_threads(search.threads)
     device = resolve_device(search.device)
     supernet = load_supernet(ckpt, space, device=device)
     corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
@@ -187,4 +190,4 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     return Prepared(search=search, sampler=sampler, hardware=hardware,
                     hardware_name=hardware_name, space=space, table=table, scorer=scorer,
                     storage=storage, study_attrs=attrs,
-                    trial_attrs={"table": hardware.table, "table_fingerprint": fingerprint})
+                    trial_attrs={"table_fingerprint": fingerprint})

@@ -53,4 +53,4 @@ def search_in_process(space, table, scorer, url: str, name: str, n_trials: int,
              "latency_budget_ms": budget_ms}
     return run_search(space, table, scorer, cfg, SamplerConfig(name=sampler, population_size=6),
                       device="cpu", study_attrs=attrs,
-                      trial_attrs={"table": TABLE, "table_fingerprint": dict(table.fingerprint)})
+                      trial_attrs={"table_fingerprint": dict(table.fingerprint)})

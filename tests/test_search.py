@@ -52,9 +52,9 @@ def test_command_end_to_end(tmp_path, tiny_space, tiny_table, tiny_supernet):
 
 def test_over_budget_trials_are_never_scored(tmp_path, tiny_space, tiny_table, tiny_scorer_factory):
     scorer = tiny_scorer_factory()
-    budget = budget_between(tiny_table, tiny_space, 0.15)
+    budget = budget_between(tiny_table, tiny_space, 0.3)
     url = f"sqlite:///{tmp_path}/nas.db"
-    res = search_in_process(tiny_space, tiny_table, scorer, url, "cheap-first", 20, budget)
+    res = search_in_process(tiny_space, tiny_table, scorer, url, "cheap-first", 24, budget)
     trials = res.study.get_trials(states=(TrialState.COMPLETE,))
     over = [t for t in trials if t.constraints["latency_over_budget_ms"] > 0]
     within = [t for t in trials if t.constraints["latency_over_budget_ms"] <= 0]

@@ -1,0 +1,154 @@
+"""Where a search's time goes: trials per second, and a profile of the same search.
+
+Builds the search exactly as ``python -m nas.search`` does (``nas.search_setup.prepare``
+on the composed config, so the same table, supernet and scorer), then runs it twice in
+fresh studies:
+
+1. timed, without a profiler: trials/s and the wall-clock split of every trial into
+   accuracy scoring, latency lookup, and the rest (Optuna's sampler and storage);
+2. under cProfile: the same split from the profile, the rest broken into the sampler,
+   storage writes and storage reads, and the top functions.
+
+Writes into ``--out``: ``summary.json``, ``breakdown.csv``, ``profile_top.txt``,
+``trials_timed.csv``, ``config.yaml``, ``environment.json``. Example (the recorded run):
+
+    python experiments/search_profile/run.py --out experiments/search_profile \\
+        supernet.checkpoint=outputs/supernet/tiny/supernet.pt
+
+Extra arguments are Hydra overrides of ``conf/config.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
+
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nas.results import trials_frame  # noqa: E402
+from nas.search import run_search  # noqa: E402
+from nas.hydra_cli import compose_config as compose  # noqa: E402
+from nas.search_setup import prepare  # noqa: E402
+
+# Functions whose cumulative time makes up each part of the profile. The sampler's own
+# storage reads are inside "sampler"; the rest are module-qualified storage methods.
+PARTS = {
+    "scoring": [("nas/score.py", "__call__")],
+    "latency lookup": [("nas/latency/table.py", "predict_ms")],
+    "sampler": [("optuna/samplers", "sample_relative"), ("optuna/samplers", "sample_independent"),
+                ("optuna/samplers", "infer_relative_search_space"),
+                ("optuna/samplers", "before_trial"), ("optuna/samplers", "after_trial")],
+    "storage writes": [("_cached_storage.py", "set_trial_param"),
+                       ("_cached_storage.py", "set_trial_user_attr"),
+                       ("_cached_storage.py", "set_trial_system_attr"),
+                       ("_cached_storage.py", "set_trial_state_values"),
+                       ("_cached_storage.py", "create_new_trial")],
+}
+
+
+def part_seconds(stats: pstats.Stats) -> dict[str, float]:
+    """Cumulative seconds per part, each function counted once (recursion aside)."""
+    out = {k: 0.0 for k in PARTS}
+    for (file, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
+        for part, keys in PARTS.items():
+            if any(f in file and func == name for f, name in keys):
+                out[part] += ct
+    return out
+
+
+def environment() -> dict:
+    import torch
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"git_revision": rev.stdout.strip() or None, "python": platform.python_version(),
+            "platform": platform.platform(), "torch": torch.__version__,
+            "optuna": optuna.__version__, "cpu_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # The 2 cores are shared: a load above 2 means other work slowed this run.
+            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "search_profile")
+    ap.add_argument("--n-trials", type=int, default=300)
+    args, overrides = ap.parse_known_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    db = ROOT / "outputs" / "experiments" / "search_profile.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.unlink(missing_ok=True)  # this experiment's own scratch file, rebuilt on every run
+    base = [f"search.n_trials={args.n_trials}", f"search.storage=sqlite:///{db}",
+            "search.progress=false", *overrides]
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    cfg = compose([*base, "search.study_name=timed"])
+    p = prepare(cfg, "cpu")
+    from omegaconf import OmegaConf
+    (args.out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    timed = run_search(p.space, p.table, p.scorer, p.search, p.sampler, device=p.hardware.device,
+                       study_attrs=p.study_attrs, trial_attrs=p.trial_attrs, storage=p.storage)
+    df = trials_frame(timed.study)
+    df.to_csv(args.out / "trials_timed.csv", index=False)
+    n_scored = int(df["scored"].sum())
+    scorer_stats = {"calls": p.scorer.n_calls, "evaluated": p.scorer.n_evaluated,
+                    "memo_hits": p.scorer.hits, "evaluating_s": round(p.scorer.seconds, 3)}
+
+    # The profiled run: a fresh study and a fresh scorer memo, the same seed.
+    cfg2 = compose([*base, "search.study_name=profiled"])
+    p2 = prepare(cfg2, "cpu")
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    run_search(p2.space, p2.table, p2.scorer, p2.search, p2.sampler, device=p2.hardware.device,
+               study_attrs=p2.study_attrs, trial_attrs=p2.trial_attrs, storage=p2.storage)
+    prof.disable()
+    total_prof = time.perf_counter() - t0
+    stats = pstats.Stats(prof)
+    parts = part_seconds(stats)
+    parts["other (Optuna bookkeeping, storage reads, our trial code)"] = max(
+        0.0, total_prof - sum(parts.values()))
+    with open(args.out / "profile_top.txt", "w") as f:
+        pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(45)
+
+    st = timed.stage_seconds
+    rows = [{"run": "timed", "part": "scoring", "seconds": st["score"]},
+            {"run": "timed", "part": "latency lookup", "seconds": st["latency"]},
+            {"run": "timed", "part": "Optuna sampler + storage + trial bookkeeping",
+             "seconds": st["optuna_and_storage"]}]
+    rows += [{"run": "cProfile", "part": k, "seconds": v} for k, v in parts.items()]
+    bd = pd.DataFrame(rows)
+    bd["share_%"] = 100 * bd["seconds"] / bd.groupby("run")["seconds"].transform("sum")
+    bd.round(4).to_csv(args.out / "breakdown.csv", index=False)
+
+    summary = {
+        "command": " ".join(["python", "experiments/search_profile/run.py", *sys.argv[1:]]),
+        "n_trials": timed.new_trials, "trials_scored": n_scored,
+        "trials_over_budget_not_scored": int((~df["scored"]).sum()),
+        "seconds": round(timed.seconds, 2), "trials_per_s": round(timed.trials_per_s, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in st.items()},
+        "scoring_share_%": round(100 * st["score"] / timed.seconds, 1),
+        "latency_share_%": round(100 * st["latency"] / timed.seconds, 3),
+        "profiled_seconds": round(total_prof, 2),
+        "profile_parts_s": {k: round(v, 3) for k, v in parts.items()},
+        "scorer": scorer_stats,
+        "sampler": p.sampler.name, "latency_budget_ms": p.search.latency_budget_ms,
+        "supernet": p.study_attrs["supernet"], "table": p.hardware.table,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (args.out / "environment.json").write_text(json.dumps(environment(), indent=2))
+    print(json.dumps(summary, indent=2))
+    print(bd.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
