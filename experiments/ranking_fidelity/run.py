@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         "steps": cfg.steps, "batch_size": cfg.batch_size,
         "scorer_seconds_per_arch": scorer.seconds / max(1, scorer.n_evaluated),
         "wall_seconds_this_invocation": time.perf_counter() - t0,
-        "environment": _environment(device),
+        "environment": {**_environment(device), "worker_threads": threads},
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     _scatter(df, tau, rho, args.out / "scatter.png")
