@@ -8,8 +8,11 @@ read them from there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError
 
@@ -29,16 +32,19 @@ class SamplerConfig:
         n_startup_trials: TPE random trials before its density models take over.
         n_ei_candidates: TPE candidates drawn per proposal.
         multivariate: TPE models the genome jointly rather than gene by gene.
+        no_repeat: redraw relative proposals that repeat a tried architecture
+            (:class:`NoRepeatSampler`).
     """
 
     name: str = "nsga2"
     population_size: int = 24
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
-    mutation_prob: float | None = 0.3
+    mutation_prob: float | None = None
     n_startup_trials: int = 20
     n_ei_candidates: int = 24
     multivariate: bool = True
+    no_repeat: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -65,3 +71,65 @@ def make_sampler(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
             n_startup_trials=cfg.n_startup_trials, n_ei_candidates=cfg.n_ei_candidates,
             multivariate=cfg.multivariate, seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+class NoRepeatSampler(optuna.samplers.BaseSampler):
+    """Wraps a sampler so that its relative proposals are architectures not yet tried.
+
+    Evolution and density models re-propose what they have seen: in a 300-trial NSGA-II
+    search of ``tiny`` about half the trials repeated an earlier architecture (many genes
+    of a short network are inactive layers), and a repeat measures nothing new. A
+    relative proposal (an NSGA-II child, a multivariate TPE draw) is completed with the
+    genes the base sampler leaves to random mutation, then drawn again, up to
+    ``max_tries`` times, while it decodes to an architecture the study already has. The
+    first, random trials of a search and independent samplers pass through unchanged.
+
+    Args:
+        base: the sampler proposing.
+        arch_key: complete genome -> architecture id (None when it cannot tell).
+        seed: seeds the draws of the genes the base sampler leaves to mutation.
+        max_tries: proposals per trial before a repeat is accepted (a small space may
+            have no new architecture left).
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler,
+                 arch_key: Callable[[Mapping[str, Any]], str | None], seed: int | None = None,
+                 max_tries: int = 20):
+        self.base, self._key, self._max_tries = base, arch_key, max_tries
+        self._fill = optuna.samplers.RandomSampler(seed=None if seed is None else seed + 1)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        seen = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
+        full: dict[str, Any] = {}
+        for _ in range(self._max_tries):
+            params = self.base.sample_relative(study, trial, search_space)
+            if not params:
+                return params
+            full = dict(params)
+            for name, dist in search_space.items():
+                if name not in full:  # left to mutation by the base sampler: a uniform draw
+                    full[name] = self._fill.sample_independent(study, trial, name, dist)
+            key = self._key(full)
+            if key is None or key not in seen:
+                return full
+        return full
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self._fill.reseed_rng()

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from nas.errors import ConfigError, exit_on_user_error
 from nas.objective import Objective
-from nas.samplers import SamplerConfig, make_sampler
+from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.study import count_complete, enqueue_once, fail_dead_trials, open_storage, open_study
 
@@ -164,6 +164,13 @@ class _Progress:
         self.bar.close()
 
 
+def _arch_id(space: SearchSpace, genome: Mapping[str, Any]) -> str | None:
+    try:
+        return space.decode(genome).arch_id
+    except (KeyError, ValueError, TypeError):  # not a whole genome
+        return None
+
+
 def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
                cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
                study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
@@ -186,8 +193,10 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         The study and the timing of this run.
     """
     storage = storage if storage is not None else open_storage(cfg.storage)
-    study = open_study(storage, cfg.study_name, make_sampler(sampler, cfg.seed), study_attrs,
-                       where=cfg.storage)
+    proposer = make_sampler(sampler, cfg.seed)
+    if sampler.no_repeat:
+        proposer = NoRepeatSampler(proposer, lambda genome: _arch_id(space, genome), cfg.seed)
+    study = open_study(storage, cfg.study_name, proposer, study_attrs, where=cfg.storage)
     stale = fail_dead_trials(study)
     base = space.baseline_arch("fp32" if "fp32" in space.precisions(device)
                                else space.precisions(device)[0])
