@@ -19,6 +19,8 @@ from nas.errors import ConfigError, exit_on_user_error
 from nas.results import choose_winner, pareto_frame, trials_frame
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+MARKERS = ["o", "s", "^", "D", "v", "P"]
+DASHES = ["-", "--", ":", "-."]
 
 
 def _step(ax, front: pd.DataFrame, **kw) -> None:
@@ -107,9 +109,12 @@ def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pa
         if front.empty:
             continue
         c = COLORS[i % len(COLORS)]
-        _step(ax, front, color=c, lw=1.6)
-        ax.scatter(front["latency_ms"], front["val_loss"], s=26, color=c, zorder=3,
-                   label=f"{label} ({len(front)} on front)")
+        # Fronts often share points: hollow markers of shrinking size and distinct dashes
+        # keep every one visible where they coincide.
+        _step(ax, front, color=c, lw=1.5, ls=DASHES[i % len(DASHES)], alpha=0.9)
+        ax.scatter(front["latency_ms"], front["val_loss"], s=max(70 - 18 * i, 14),
+                   marker=MARKERS[i % len(MARKERS)], facecolors="none", edgecolors=c,
+                   linewidths=1.4, zorder=3, label=f"{label} ({len(front)} on front)")
         lats += list(front["latency_ms"])
     if lats and (log_x or (log_x is None and max(lats) > 20 * min(lats))):
         ax.set_xscale("log")

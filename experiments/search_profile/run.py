@@ -78,6 +78,44 @@ def environment() -> dict:
             "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
+def report(summary: dict, bd: pd.DataFrame, env: dict) -> str:
+    """The folder's README: the command, the numbers, where the time goes."""
+    st = summary["stage_seconds"]
+    rows = "\n".join(f"| {r.run} | {r.part} | {r.seconds:.2f} | {r['share_%']:.1f}% |"
+                     for _, r in bd.iterrows())
+    sc = summary["scorer"]
+    return f"""# Where a 300-trial search spends its time
+
+Command (from the repository root; `train.steps=3500` is the full `tiny` recipe, which
+the search trains and caches under `outputs/supernets/` when it is not there yet):
+
+    {summary["command"]}
+
+Search: `tiny` space, `{summary["sampler"]}`, the committed CPU table ({summary["table"]}),
+budget {summary["latency_budget_ms"]} ms, SQLite storage, scoring on 16 x 32 validation windows.
+Machine: {env["platform"]}, torch {env["torch"]} with {env["cpu_threads"]} threads, Optuna
+{env["optuna"]}; load average at the end {env["load_average_1_5_15min_at_end"]} (2 cores,
+shared). Revision {env["git_revision"]}.
+
+**{summary["n_trials"]} trials in {summary["seconds"]:.1f} s: {summary["trials_per_s"]:.2f} trials/s.**
+{summary["trials_scored"]} trials were scored ({sc["evaluated"]} distinct architectures evaluated,
+{sc["memo_hits"]} answered from the scorer's memo); {summary["trials_over_budget_not_scored"]} were over
+budget and never scored. Scoring took {st["score"]:.1f} s ({summary["scoring_share_%"]}% of the
+search), the latency table {st["latency"] * 1e3:.0f} ms ({summary["latency_share_%"]}%), and Optuna
+(sampler, storage, trial bookkeeping) the rest.
+
+| run | part | seconds | share |
+|---|---|---|---|
+{rows}
+
+The timed run measures wall-clock stages inside the objective; the cProfile run (a
+fresh study, same seed) splits the Optuna part by function (see `profile_top.txt`). The
+profiler slows Python code (Optuna) more than torch kernels, so its shares understate
+scoring. Files: `summary.json`, `breakdown.csv`, `profile_top.txt`, `trials_timed.csv`,
+`config.yaml` (the resolved config), `environment.json`.
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "search_profile")
@@ -145,7 +183,9 @@ def main() -> None:
         "supernet": p.study_attrs["supernet"], "table": p.hardware.table,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (args.out / "environment.json").write_text(json.dumps(environment(), indent=2))
+    env = environment()
+    (args.out / "environment.json").write_text(json.dumps(env, indent=2))
+    (args.out / "README.md").write_text(report(summary, bd, env))
     print(json.dumps(summary, indent=2))
     print(bd.round(3).to_string(index=False))
 
