@@ -213,6 +213,9 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
             study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
     finally:
         bar.close()
+    # A run killed between creating a trial and claiming it leaves an unclaimed one, failed
+    # once it is older than the grace period: perhaps only now.
+    stale += fail_dead_trials(study)
     seconds = time.perf_counter() - t0
     stages = dict(objective.seconds)
     stages["optuna_and_storage"] = max(0.0, seconds - sum(stages.values()))

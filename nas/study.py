@@ -25,8 +25,10 @@ from nas.errors import ConfigError
 METRICS = ("val_loss", "latency_ms")
 DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
 WORKER_ATTR = "worker"
-# A RUNNING trial that has not yet said which process runs it is stale after this long.
-UNCLAIMED_GRACE_S = 60.0
+# A RUNNING trial that has not said which process runs it is stale after this long. A
+# live process claims its trial milliseconds after creating it (nas.objective); a trial
+# left unclaimed comes from a process killed in between.
+UNCLAIMED_GRACE_S = 30.0
 # Study attributes that must match to resume: change any of them and earlier trials
 # would measure something else.
 MUST_MATCH = ("space", "device", "table_sha256", "latency_budget_ms", "supernet_sha256", "score")

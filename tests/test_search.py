@@ -124,6 +124,14 @@ def _count(db: Path, state: str) -> int:
         return 0
 
 
+def _claimed_running(db: Path) -> int:
+    """RUNNING trials that say which process runs them (nas.study.fail_dead_trials)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+        return con.execute("SELECT count(*) FROM trials t JOIN trial_user_attributes a "
+                           "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"
+                           ).fetchone()[0]
+
+
 def _start(cmd: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -152,10 +160,10 @@ def test_ctrl_c_and_kill_9_lose_no_completed_trial(tmp_path, tiny_space, tiny_ta
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "re-run the same command" in err
 
-    proc = _start(cmd, tmp_path)  # kill -9, in the middle of a trial
+    proc = _start(cmd, tmp_path)  # kill -9, in the middle of a trial (one that has started)
     _wait_for(db, _count(db, "COMPLETE") + 2, proc)
-    while _count(db, "RUNNING") == 0 and proc.poll() is None:
-        time.sleep(0.01)
+    while _claimed_running(db) == 0 and proc.poll() is None:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     url = f"sqlite:///{db}"
