@@ -499,7 +499,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None,
 
 
 def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, progress: bool = False,
-                     n_batches: int = 4, batch_size: int = 32) -> StandaloneResult:
+                     n_batches: int = 4, batch_size: int = 32,
+                     save_to: Path | None = None) -> StandaloneResult:
     """Train ``arch`` alone, with the supernet's loop, batches and step budget.
 
     ``cfg`` is the supernet's recipe: the same seed gives the same batches; the
@@ -512,6 +513,8 @@ def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, pro
         progress: show a progress bar.
         n_batches, batch_size: the validation windows, as given to the AccuracyScorer
             the result will be compared with.
+        save_to: where to write the trained fp32 weights with the architecture and
+            recipe (written atomically), or None.
 
     Returns:
         Final validation loss (scored exactly as the scorer scores inherited weights)
@@ -528,6 +531,10 @@ def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, pro
     _fit(run, corpus, cfg, device, {"arch": fp32}, None, progress, desc=f"alone {arch.arch_id}")
     val = AccuracyScorer(model, corpus, device, n_batches, batch_size)(arch)
     history = tuple((r["step"], r["val_arch"]) for r in run.history if "val_arch" in r)
+    if save_to is not None:
+        save_atomic({"arch": arch.to_dict(), "model": model.state_dict(), "train": cfg.to_dict(),
+                     "val_loss": val, "history": list(history),
+                     "corpus": {"chars": corpus.chars, "path": corpus.path}}, save_to)
     return StandaloneResult(arch.arch_id, val, run.tokens_per_s, cfg.steps, run.seconds,
                             model.num_params(), history)
 
@@ -573,6 +580,18 @@ def _main(cfg: Any) -> Path:
     corpus = load_corpus(tcfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
     out_dir = Path(raw["out_dir"])
     resume = Path(raw["resume"]) if raw.get("resume") else None
+    if raw.get("arch"):  # one architecture (an exported winner, say) trained alone
+        arch = ArchConfig.from_yaml(raw["arch"])
+        corpus = load_corpus(tcfg.data, block_size=arch.block_size, vocab_size=arch.vocab_size)
+        path = out_dir / f"standalone-{arch.arch_id}.pt"
+        print(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}: "
+              f"{tcfg.steps} steps, batch {tcfg.batch_size}")
+        res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
+                               batch_size=EVAL_BATCH_SIZE, save_to=path)
+        print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows, "
+              f"{arch.precision}): {res.val_loss:.4f}")
+        print(f"weights: {path}  ({res.params:,} parameters, {res.tokens_per_s:,.0f} tokens/s)")
+        return path
     print(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
           f"{tcfg.steps} steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
     path = train_supernet(space, corpus, tcfg, out_dir, resume=resume)
@@ -612,7 +631,11 @@ def _check_yaml(overrides: list[str]) -> None:
 
 
 def main() -> None:
-    """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT]``."""
+    """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT] [arch=YAML]``.
+
+    With ``arch``, the architecture in that file (an exported winner) is trained alone
+    with the recipe instead of the supernet.
+    """
     import hydra  # here, not at the top: library users need no Hydra
 
     _check_yaml(sys.argv[1:])

@@ -33,11 +33,14 @@ def test_search_space_group(name):
     assert space.name == name and space.baseline_arch() is not None
 
 
-@pytest.mark.parametrize("name, device", [("cpu", "cpu"), ("h100", "cuda")])
+@pytest.mark.parametrize("name, device", [("cpu", "cpu"), ("h100", "cuda"), ("h100-graph", "cuda")])
 def test_hardware_group(name, device):
     cfg = _compose(f"hardware={name}", "search.study_name=x")
     hw = _typed(HardwareConfig, cfg.hardware, "hardware")
     assert hw.device == device and hw.table.endswith(".csv")
+    from nas.latency import LatencyTable  # the committed table loads for its device
+    from nas.space import SPACES_DIR
+    assert LatencyTable.load(SPACES_DIR.parent / hw.table, device=hw.device).device == device
 
 
 @pytest.mark.parametrize("name, cls", [("nsga2", "NSGAIISampler"), ("tpe", "TPESampler"),
@@ -61,7 +64,7 @@ def test_study_name_follows_space_and_hardware():
 
 @pytest.mark.parametrize("override, expected", [
     ("search.seed=abc", "search.seed: 'abc' is not allowed; it must be an integer"),
-    ("hardware=nope", "hardware: unknown option 'nope'; available: cpu, h100"),
+    ("hardware=nope", "hardware: unknown option 'nope'; available: cpu, h100, h100-graph"),
     ("search.progress=perhaps", "search.progress: 'perhaps' is not allowed; it must be true or false"),
 ])
 def test_composition_errors_read_as_one_line(override, expected):

@@ -226,3 +226,22 @@ def test_cli_yaml_syntax_error_is_one_line(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken.yaml, line 3: not valid YAML" in lines[0]
+
+
+def test_cli_trains_an_exported_architecture_alone(tmp_path):
+    """An exported winner (arch + meta YAML) is accepted by ``python -m nas.train arch=...``."""
+    import torch
+
+    from nas.space import ArchConfig, load_space
+    arch = load_space("tiny").smallest("int8")
+    src = tmp_path / "winner.yaml"
+    arch.to_yaml(src, {"predicted_latency_ms": 0.1, "val_loss": 2.5})
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(chr(32 + i % 60) for i in range(4000)))
+    p = _cli(tmp_path, f"arch={src}", f"out_dir={tmp_path}/out", f"train.data={corpus}",
+             "train.steps=3", "train.batch_size=2", "train.eval_every=0", "train.eval_batches=1",
+             "train.device=cpu")
+    assert p.returncode == 0, p.stderr
+    ckpt = torch.load(tmp_path / "out" / f"standalone-{arch.arch_id}.pt", weights_only=False)
+    assert ArchConfig.from_dict(ckpt["arch"]) == arch
+    assert ckpt["train"]["steps"] == 3 and "validation loss" in p.stdout
