@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,24 +45,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from nas.plot import COLORS, plot_fronts  # noqa: E402
 from nas.results import hypervolume, hypervolume_history, pareto_frame, trials_frame  # noqa: E402
 from nas.samplers import SamplerConfig  # noqa: E402
+from nas.environment import environment  # noqa: E402
 from nas.search import run_search  # noqa: E402
 from nas.search_setup import prepare, typed  # noqa: E402
 
 from nas.hydra_cli import compose_config as compose  # noqa: E402
-
-
-def environment() -> dict:
-    import platform
-    import subprocess
-
-    import torch
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"git_revision": rev.stdout.strip() or None, "python": platform.python_version(),
-            "platform": platform.platform(), "torch": torch.__version__,
-            "optuna": optuna.__version__, "cpu_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            # The 2 cores are shared: a load above 2 means other work slowed this run.
-            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def report(summary: dict, table: pd.DataFrame, agg: pd.DataFrame, env: dict) -> str:

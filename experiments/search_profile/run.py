@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
-import platform
 import pstats
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +34,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nas.results import trials_frame  # noqa: E402
+from nas.environment import environment  # noqa: E402
 from nas.search import run_search  # noqa: E402
 from nas.hydra_cli import compose_config as compose  # noqa: E402
 from nas.search_setup import prepare  # noqa: E402
@@ -65,17 +63,6 @@ def part_seconds(stats: pstats.Stats) -> dict[str, float]:
             if any(f in file and func == name for f, name in keys):
                 out[part] += ct
     return out
-
-
-def environment() -> dict:
-    import torch
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"git_revision": rev.stdout.strip() or None, "python": platform.python_version(),
-            "platform": platform.platform(), "torch": torch.__version__,
-            "optuna": optuna.__version__, "cpu_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            # The 2 cores are shared: a load above 2 means other work slowed this run.
-            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def report(summary: dict, bd: pd.DataFrame, env: dict) -> str:
