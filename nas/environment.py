@@ -1,4 +1,7 @@
-"""What ran an experiment: revision, versions, machine and load, stored with its results."""
+"""What ran an experiment: revision, versions, machine, GPU and load, stored with its results.
+
+Needs only the standard library and torch, so GPU scripts without Optuna can use it.
+"""
 from __future__ import annotations
 
 import os
@@ -18,13 +21,28 @@ def _version(package: str) -> str | None:
         return None
 
 
-def environment() -> dict:
-    """Git revision, Python, platform, torch/optuna versions, threads, date and load."""
+def _output(cmd: list[str]) -> str | None:
+    """A command's stdout, or None where it is missing or fails (no git clone, no driver)."""
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=20).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str = "cpu") -> dict:
+    """Git revision, Python, platform, library versions, threads, date, load and, on
+    ``device="cuda"``, the GPU, CUDA version and what ``nvidia-smi`` reports."""
     import torch
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"git_revision": rev.stdout.strip() or None, "python": platform.python_version(),
-            "platform": platform.platform(), "torch": torch.__version__,
-            "optuna": _version("optuna"), "cpu_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            # The 2 cores are shared: a load above 2 means other work slowed this run.
-            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
+    env = {"git_revision": _output(["git", "rev-parse", "HEAD"]),
+           "python": platform.python_version(), "platform": platform.platform(),
+           "torch": torch.__version__, "optuna": _version("optuna"), "pandas": _version("pandas"),
+           "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "device": device,
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           # The 2 cores are shared: a load above 2 means other work slowed this run.
+           "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
+    if device == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
+                   nvidia_smi=_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
+                                       "clocks.max.sm", "--format=csv,noheader"]))
+    return env

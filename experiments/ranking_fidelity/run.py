@@ -25,9 +25,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ import torch  # noqa: E402
 
 from nas.checkpoint import read_checkpoint, space_of  # noqa: E402
 from nas.data import load_corpus  # noqa: E402
+from nas.environment import environment  # noqa: E402
 from nas.errors import ConfigError, exit_on_user_error  # noqa: E402
 from nas.score import AccuracyScorer  # noqa: E402
 from nas.space import ArchConfig, SearchSpace, load_space, sample  # noqa: E402
@@ -107,20 +106,6 @@ def coefficients(df: pd.DataFrame) -> dict:
             out[f"kendall_tau{tag}"] = float(pair.corr(method="kendall").iloc[0, 1])
             out[f"spearman_rho{tag}"] = float(pair.corr(method="spearman").iloc[0, 1])
     return out
-
-
-def _environment(device: str) -> dict:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        rev = None
-    env = {"git_revision": rev, "python": platform.python_version(), "torch": torch.__version__,
-           "pandas": pd.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-           "device": device, "torch_threads": torch.get_num_threads()}
-    if device == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(0)
-    return env
 
 
 def _scatter(df: pd.DataFrame, tau: float, rho: float, path: Path) -> None:
@@ -239,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         "steps": cfg.steps, "batch_size": cfg.batch_size,
         "scorer_seconds_per_arch": scorer.seconds / max(1, scorer.n_evaluated),
         "wall_seconds_this_invocation": time.perf_counter() - t0,
-        "environment": {**_environment(device), "worker_threads": threads},
+        "environment": {**environment(device), "worker_threads": threads},
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     _scatter(df, tau, rho, args.out / "scatter.png")

@@ -27,10 +27,7 @@ import csv
 import dataclasses
 import gc
 import json
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +39,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from nas.data import load_corpus  # noqa: E402
+from nas.environment import environment  # noqa: E402
 from nas.errors import ConfigError, exit_on_user_error  # noqa: E402
 from nas.model import GPT, Supernet  # noqa: E402
 from nas.score import AccuracyScorer  # noqa: E402
@@ -100,24 +98,6 @@ def throughput(space, corpus, cfg: TrainConfig, steps: int, device: str) -> list
     return rows
 
 
-def _environment(device: str) -> dict:
-    def run(cmd):
-        try:
-            return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                                  timeout=20).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    env = {"git_revision": run(["git", "rev-parse", "HEAD"]), "python": platform.python_version(),
-           "torch": torch.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-           "device": device}
-    if device == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                   nvidia_smi=run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
-                                   "clocks.max.sm", "--format=csv,noheader"]))
-    return env
-
-
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -149,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if (args.out / "supernet" / "supernet.pt").exists():
         raise ConfigError(f"--out: {args.out} already holds a run; pick another folder")
-    env = _environment(device)
+    env = environment(device)
     print(f"{space.name} / {args.recipe} on {env.get('gpu', device)}; "
           f"(d) throughput, {args.bench_steps} steps per set-up:", file=sys.stderr)
 
