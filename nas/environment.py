@@ -36,7 +36,7 @@ def environment(device: str = "cpu") -> dict:
     import torch
     env = {"git_revision": _output(["git", "rev-parse", "HEAD"]),
            "python": platform.python_version(), "platform": platform.platform(),
-           "torch": torch.__version__, "optuna": _version("optuna"), "pandas": _version("pandas"),
+           "torch": str(torch.__version__), "optuna": _version("optuna"), "pandas": _version("pandas"),
            "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "device": device,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            # The 2 cores are shared: a load above 2 means other work slowed this run.
