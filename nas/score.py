@@ -1,6 +1,8 @@
 """The accuracy objective: validation loss of a sub-network with inherited weights.
 
-No Hydra or Optuna here: the experiments import this on machines that have neither.
+The search scores on the validation split; :func:`split_loss` gives the test-split loss
+that final figures are reported on (the search never reads it). No Hydra or Optuna
+here: the experiments import this on machines that have neither.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from nas.data import CharCorpus, fixed_batches
 from nas.model import GPT, build_model
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
+TEST_BATCHES = 16  # x 32 windows: 512 windows spread over the whole test split
 
 
 @torch.inference_mode()
@@ -42,6 +45,27 @@ def evaluate(model: nn.Module, batches: Batches, arch: Any = None) -> float:
     return total / n
 
 
+def split_loss(model: nn.Module, corpus: CharCorpus, split: str, arch: Any = None,
+               device: str | torch.device = "cpu", n_batches: int = TEST_BATCHES,
+               batch_size: int = 32) -> float:
+    """Loss of ``arch`` (``model`` itself when None) on fixed windows of one split.
+
+    Args:
+        model: a trained GPT; ``arch``, when given, is run as a standalone model in its
+            own precision with ``model``'s weights (its leading slices).
+        corpus: the corpus.
+        split: ``"val"`` or ``"test"``.
+        device: where to evaluate.
+        n_batches, batch_size: ``n_batches * batch_size`` windows evenly spread over the split.
+    """
+    gpt = model
+    if arch is not None:
+        with torch.random.fork_rng(devices=[]):
+            gpt = build_model(arch, model, device)
+    batches = fixed_batches(corpus.part(split), n_batches, batch_size, gpt.arch.block_size)
+    return evaluate(gpt, batches)
+
+
 class AccuracyScorer:
     """Validation loss of an architecture with weights inherited from a supernet.
 
@@ -62,11 +86,15 @@ class AccuracyScorer:
         """
         Args:
             supernet: a trained supernet (or any GPT whose leading slices fit the archs).
-            corpus: the corpus the supernet was trained on.
+            corpus: the corpus the supernet was trained on; a supernet loaded from a
+                checkpoint (``.meta``) trained on another corpus or split is refused.
             device: where to evaluate (int8 models always run on the CPU).
             n_batches: number of validation batches.
             batch_size: windows per batch; the context length is the supernet's.
         """
+        meta = getattr(supernet, "meta", None) or {}
+        if meta.get("corpus") is not None:
+            corpus.check_record(meta["corpus"], meta.get("path", "the supernet"))
         self.supernet = supernet.eval()
         self.device = torch.device(device)
         self.batches = fixed_batches(corpus.val, n_batches, batch_size, supernet.arch.block_size)

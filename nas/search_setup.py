@@ -101,9 +101,10 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
 
     settings = {k: v for k, v in train_cfg.to_dict().items()
                 if k not in ("device", "log_every", "eval_every")}
-    blob = json.dumps({"space": space.to_dict(), "train": settings}, sort_keys=True)
-    key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    blob = json.dumps({"space": space.to_dict(), "train": settings, "split": list(corpus.split)},
+                      sort_keys=True)
+    key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
                           progress=progress)
 
@@ -183,8 +184,8 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         import torch
         torch.set_num_threads(search.threads)
     device = resolve_device(search.device)
-    supernet = load_supernet(ckpt, space, device=device)
     corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    supernet = load_supernet(ckpt, space, device=device, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
                             batch_size=score.batch_size)
     return Prepared(search=search, sampler=sampler, hardware=hardware,

@@ -2,10 +2,13 @@
 
 Every step trains, on one batch, the largest sub-network, the smallest and
 ``n_random`` random ones, accumulating their gradients into a single optimizer step.
-The largest learns from the true next characters; the others learn from the largest's
-detached predictions (in-place distillation). ``train_standalone`` runs the very same
-loop on a single architecture with a model of its own, which is what the supernet's
-inherited weights are compared against.
+The largest learns from the true next characters; the others learn from the labels
+and the largest's detached predictions, ``(1 - a) * CE + a * KD`` with
+``a = distill_alpha`` (in-place distillation; 0 turns it off). ``train_standalone``
+runs the very same loop on a single architecture with a model of its own, from
+scratch or from the supernet's slices (fine-tuning), keeping the weights of its best
+validation (early stopping); that is what the supernet's inherited weights are
+compared against.
 
 ``python -m nas.train search_space=tiny train=tiny`` is the command-line entry point.
 Hydra is imported inside ``main`` only, so the experiments can import this module on
@@ -30,14 +33,14 @@ import torch.nn.functional as F
 from nas.checkpoint import FORMAT, check_space, read_checkpoint, same_space, save_atomic, space_of
 from nas.data import CharCorpus, fixed_batches, get_batch, load_corpus
 from nas.errors import ConfigError, exit_on_user_error
-from nas.model import GPT, Supernet
-from nas.score import AccuracyScorer, evaluate
+from nas.model import GPT, Supernet, copy_slices
+from nas.score import TEST_BATCHES, AccuracyScorer, evaluate, split_loss
 from nas.space import ArchConfig, SearchSpace, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_BATCH_SIZE = 32  # the scorer's default, so periodic validation matches its numbers
 # Settings that may change between a run and its continuation without making it another run.
-RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every")
+RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every", "patience")
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,13 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this (0: no clipping).
         dropout: dropout of the supernet while training.
         n_random: random sub-networks per step, on top of the largest and smallest.
-        distill: sub-networks other than the largest learn from its predictions.
+        distill_alpha: weight of in-place distillation: sub-networks other than the
+            largest learn from ``(1 - a) * CE(labels) + a * KD(largest's predictions)``;
+            0 turns it off (labels only), 1 is BigNAS's teacher-only loss.
         eval_every: validate and save a checkpoint every this many steps (0: at the end only).
+        patience: a model trained alone stops after this many validations without a new
+            best (0: never early); it always keeps the weights of its best validation.
+            The supernet ignores it.
         eval_batches: validation batches of 32 windows each.
         seed: seeds the initial weights, the batches and the sub-network draws.
         device: "auto" (CUDA when available), "cpu" or "cuda".
@@ -72,8 +80,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     dropout: float = 0.0
     n_random: int = 2
-    distill: bool = False
+    distill_alpha: float = 0.0
     eval_every: int = 250
+    patience: int = 0
     eval_batches: int = 4
     seed: int = 1337
     device: str = "auto"
@@ -94,6 +103,8 @@ class TrainConfig:
         need("grad_clip", self.grad_clip >= 0, "it must be >= 0 (0 turns clipping off)")
         need("dropout", 0 <= self.dropout < 1, "it must be in [0, 1)")
         need("n_random", self.n_random >= 0, "it must be >= 0")
+        need("distill_alpha", 0 <= self.distill_alpha <= 1, "it must be in [0, 1] (0: no distillation)")
+        need("patience", self.patience >= 0, "it must be >= 0 (0: no early stop)")
         need("eval_every", self.eval_every >= 0, "it must be >= 0 (0: at the end only)")
         need("eval_batches", self.eval_batches >= 1, "it must be >= 1")
         need("device", self.device in ("auto", "cpu", "cuda"), "allowed: auto, cpu, cuda")
@@ -104,6 +115,9 @@ class TrainConfig:
         """Build from a plain mapping (a YAML file, a checkpoint), checking keys and types."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
+        if "distill" in unknown:
+            raise ConfigError("train.distill: replaced by train.distill_alpha, the weight of the "
+                              "distillation term in [0, 1] (0: off; 1: the old distill=true)")
         if unknown:
             raise ConfigError(f"train: unknown key(s) {unknown}; allowed: {sorted(fields)}")
         kw: dict[str, Any] = {}
@@ -133,15 +147,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class StandaloneResult:
-    """One architecture trained alone."""
+    """One architecture trained alone, at its best validation (early-stopped)."""
 
     arch_id: str
     val_loss: float        # on the scorer's fixed validation windows, in the arch's precision
     tokens_per_s: float    # training tokens per second, evaluation excluded
-    steps: int
+    steps: int             # steps trained (fewer than the recipe's when stopped early)
     seconds: float         # training wall time, evaluation excluded
     params: int
     history: tuple = ()    # (step, val_loss) of every periodic validation, fp32
+    test_loss: float = float("nan")  # on the test split, in the arch's precision
+    best_step: int = 0     # the step whose weights were kept
+    init: str = "scratch"  # or "supernet": started from the supernet's slices
 
 
 def resolve_device(name: str) -> str:
@@ -168,7 +185,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     # beta2 0.99 as nanoGPT's shakespeare-char: few tokens per step make gradients noisy.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    # The fused kernel updates every tensor in a few launches instead of a few per tensor.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=params[0].is_cuda)
 
 
 def soft_cross_entropy(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
@@ -182,8 +200,22 @@ def soft_cross_entropy(logits: torch.Tensor, teacher_probs: torch.Tensor) -> tor
     return -(teacher_probs * logp).sum(-1).mean()
 
 
+def student_loss(logits: torch.Tensor, y: torch.Tensor, teacher_probs: torch.Tensor | None,
+                 alpha: float) -> torch.Tensor:
+    """``(1 - alpha) * CE(logits, y) + alpha * KD(logits, teacher_probs)``.
+
+    The label term keeps every sub-network anchored to the data: with ``alpha = 1``
+    (BigNAS's loss) the students only chase the teacher's current guesses, which on
+    tiny-shakespeare held the shared weights far back (experiments/distillation).
+    """
+    ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    if teacher_probs is None or alpha == 0:
+        return ce
+    return (1 - alpha) * ce + alpha * soft_cross_entropy(logits, teacher_probs)
+
+
 def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               archs: Sequence[ArchConfig], distill: bool, grad_clip: float,
+               archs: Sequence[ArchConfig], distill_alpha: float, grad_clip: float,
                amp: Callable[[], contextlib.AbstractContextManager]) -> list[torch.Tensor]:
     """One optimizer step over the sub-networks ``archs`` on one batch.
 
@@ -194,8 +226,10 @@ def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
         model: the supernet (or a standalone GPT, with ``archs`` its own architecture).
         opt: its optimizer.
         x, y: inputs and targets, ``(B, T)``.
-        archs: sub-networks; with ``distill``, ``archs[0]`` is the teacher.
-        distill: train ``archs[1:]`` on the teacher's detached predictions.
+        archs: sub-networks; ``archs[0]`` learns from the labels alone and is the
+            teacher of the others when ``distill_alpha > 0``.
+        distill_alpha: weight of the teacher's detached predictions in the loss of
+            ``archs[1:]`` (:func:`student_loss`).
         grad_clip: global gradient-norm limit (0: none).
         amp: returns the autocast context (a null context in fp32).
 
@@ -208,12 +242,13 @@ def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
     for i, arch in enumerate(archs):
         with amp():
             logits = model(x, arch)  # (B, T, vocab)
-        if teacher is None:
+        if i == 0:
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-            if distill:
+            if distill_alpha > 0:
+                # Detached: the teacher learns from the labels only, never from its students.
                 teacher = F.softmax(logits.detach().float(), dim=-1)
         else:
-            loss = soft_cross_entropy(logits, teacher)
+            loss = student_loss(logits, y, teacher, distill_alpha)
         # Backward per sub-network frees its activations before the next one runs.
         loss.backward()
         losses.append(loss.detach())
@@ -284,6 +319,9 @@ class _Run:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tokens_per_s: float = 0.0  # of this session's training, evaluation excluded
     seconds: float = 0.0
+    best_val: float = math.inf  # of the tracked architecture (standalone runs)
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
 
     def rng_state(self) -> dict[str, Any]:
         return {"arch": self.arch_rng.getstate(), "data": self.data_rng.get_state(),
@@ -301,8 +339,13 @@ class _Run:
 
 def _fit(run: _Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
          val_archs: Mapping[str, ArchConfig], save: Callable[[], None] | None,
-         progress: bool, desc: str) -> None:
-    """The training loop shared by the supernet and standalone models."""
+         progress: bool, desc: str, track: str | None = None) -> None:
+    """The training loop shared by the supernet and standalone models.
+
+    With ``track`` (a key of ``val_archs``), the weights of that network's best
+    validation are kept in ``run.best_state``, and training stops once ``cfg.patience``
+    validations in a row have not improved on it (0: never early).
+    """
     model, block = run.model, run.model.arch.block_size
     amp = _amp(device)
     val_batches = fixed_batches(corpus.val, cfg.eval_batches, EVAL_BATCH_SIZE, block)
@@ -317,7 +360,8 @@ def _fit(run: _Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
         for g in run.opt.param_groups:
             g["lr"] = lr_at(run.step, cfg)
         archs = run.pick()
-        pending.append(train_step(model, run.opt, x, y, archs, cfg.distill, cfg.grad_clip, amp)[0])
+        pending.append(train_step(model, run.opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip,
+                                  amp)[0])
         tokens += x.numel() * len(archs)  # every sub-network pass counts
         run.step += 1
         last = run.step == cfg.steps
@@ -349,6 +393,14 @@ def _fit(run: _Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
             run.history.append(row)
             if save is not None:
                 save()
+            if track is not None:
+                if row[f"val_{track}"] < run.best_val:
+                    run.best_val, run.best_step = row[f"val_{track}"], run.step
+                    run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                elif cfg.patience and run.step - run.best_step >= cfg.patience * cfg.eval_every:
+                    bar.write(f"stopping early at step {run.step}: no better validation since "
+                              f"step {run.best_step}", file=sys.stdout)
+                    break
         else:
             run.history.append(row)
         t0 = time.perf_counter()  # evaluation and saving are not training time
@@ -361,7 +413,7 @@ def _checkpoint(run: _Run, space: SearchSpace, corpus: CharCorpus, cfg: TrainCon
     return {
         "format": FORMAT, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
         "step": run.step, "rng": run.rng_state(), "space": space.to_dict(), "train": cfg.to_dict(),
-        "corpus": {"chars": corpus.chars, "path": corpus.path},
+        "corpus": corpus.record(),
         "history": run.history, "tokens_per_s": run.tokens_per_s,
         "val": ({k[4:]: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}),
     }
@@ -373,15 +425,6 @@ def _write_log(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
-
-
-def _check_corpus(ckpt: Mapping[str, Any], corpus: CharCorpus, path: Path) -> None:
-    chars = ckpt["corpus"]["chars"]
-    if chars != corpus.chars:
-        raise ConfigError(
-            f"checkpoint: {path} was trained on {ckpt['corpus']['path']} ({len(chars)} distinct "
-            f"characters) but the corpus is {corpus.path} ({corpus.vocab_size}); "
-            "pass the same data path")
 
 
 def _run_identity(ckpt_train: Mapping[str, Any], cfg: TrainConfig) -> bool:
@@ -423,11 +466,11 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
         src = Path(resume)
         ckpt = read_checkpoint(src)
         check_space(ckpt, space, src)
-        _check_corpus(ckpt, corpus, src)
+        corpus.check_record(ckpt["corpus"], str(src))
     if final.exists() and (src is None or src.resolve() != final.resolve()):
         old = read_checkpoint(final)
         same = (same_space(old["space"], space) and _run_identity(old["train"], cfg)
-                and old["corpus"]["chars"] == corpus.chars)
+                and old["corpus"] == corpus.record())
         if not same:
             raise ConfigError(
                 f"out_dir: {final} holds another run (search space '{old['space'].get('name')}', "
@@ -468,24 +511,28 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None,
-                  device: str | torch.device = "cpu") -> Supernet:
+                  device: str | torch.device = "cpu", corpus: CharCorpus | None = None) -> Supernet:
     """The trained supernet of a checkpoint, in eval mode.
 
     Args:
         path: a ``supernet.pt`` written by :func:`train_supernet`.
         space: when given, the checkpoint must be of this space (precision lists aside).
         device: where to put the model.
+        corpus: when given, the checkpoint must have been trained on this corpus and split.
 
     Returns:
         The supernet; ``.meta`` holds the checkpoint's step, corpus, training config and
         last validation losses.
 
     Raises:
-        ConfigError: missing file, not a checkpoint, or a checkpoint of another space.
+        ConfigError: missing file, not a checkpoint, or a checkpoint of another space,
+            corpus or split.
     """
     ckpt = read_checkpoint(path)
     if space is not None:
         check_space(ckpt, space, path)
+    if corpus is not None:
+        corpus.check_record(ckpt["corpus"], str(path))
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
         model = Supernet(space or space_of(ckpt))
     try:
@@ -495,48 +542,85 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None,
                           f"'{model.space.name}'") from None
     model.meta = {k: ckpt.get(k) for k in ("step", "corpus", "train", "val", "tokens_per_s",
                                                   "history")}
+    model.meta["path"] = str(path)
     return model.to(device).eval()
+
+
+def fits(arch: ArchConfig, supernet: GPT) -> str | None:
+    """Why ``arch`` is not a sub-network of ``supernet`` (None when it is)."""
+    big = supernet.arch
+    for key in ("vocab_size", "block_size", "head_dim"):
+        if getattr(arch, key) != getattr(big, key):
+            return f"{key} {getattr(arch, key)} differs from the supernet's {getattr(big, key)}"
+    if arch.n_layer > big.n_layer or arch.d_model > big.d_model:
+        return (f"{arch.n_layer} layers of width {arch.d_model} exceed the supernet's "
+                f"{big.n_layer} of width {big.d_model}")
+    if max(arch.n_head) > min(big.n_head) or max(arch.d_ff) > min(big.d_ff):
+        return (f"heads {list(arch.n_head)} or FFN {list(arch.d_ff)} exceed the supernet's "
+                f"{max(big.n_head)} heads and FFN {max(big.d_ff)}")
+    return None
 
 
 def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, progress: bool = False,
                      n_batches: int = 4, batch_size: int = 32,
-                     save_to: Path | None = None) -> StandaloneResult:
+                     save_to: Path | None = None, init: GPT | None = None,
+                     test_batches: int = TEST_BATCHES) -> StandaloneResult:
     """Train ``arch`` alone, with the supernet's loop, batches and step budget.
 
     ``cfg`` is the supernet's recipe: the same seed gives the same batches; the
-    sandwich settings (``n_random``, ``distill``) do not apply to a single network.
+    sandwich settings (``n_random``, ``distill_alpha``) do not apply to a single
+    network. The weights of the best periodic validation are kept (early stopping;
+    ``cfg.patience`` ends the run sooner), and both final figures are of those weights.
 
     Args:
-        arch: the architecture; its ``precision`` is used for the final evaluation.
-        corpus: training and validation text.
-        cfg: the recipe (``steps``, ``batch_size``, schedule...).
+        arch: the architecture; its ``precision`` is used for the final evaluations.
+        corpus: training, validation and test text.
+        cfg: the recipe (``steps``, ``batch_size``, schedule, ``patience``...).
         progress: show a progress bar.
         n_batches, batch_size: the validation windows, as given to the AccuracyScorer
             the result will be compared with.
-        save_to: where to write the trained fp32 weights with the architecture and
+        save_to: where to write the kept fp32 weights with the architecture and
             recipe (written atomically), or None.
+        init: a supernet whose leading slices start the model (fine-tuning inherited
+            weights, as Once-for-All and HAT do); None starts from a random init.
+        test_batches: batches of ``batch_size`` windows of the test split for the test loss.
 
     Returns:
-        Final validation loss (scored exactly as the scorer scores inherited weights)
-        and training throughput.
+        Validation loss (scored exactly as the scorer scores inherited weights), test
+        loss, the step kept and training throughput.
+
+    Raises:
+        ConfigError: ``init`` is given and ``arch`` is not one of its sub-networks.
     """
+    if init is not None and (why := fits(arch, init)) is not None:
+        raise ConfigError(f"arch: {arch.describe()} is not a sub-network of the supernet: {why}")
     device = resolve_device(cfg.device)
     if device == "cuda":
         torch.set_float32_matmul_precision("high")
     torch.manual_seed(cfg.seed)
     fp32 = dataclasses.replace(arch, precision="fp32")
-    model = GPT(fp32, dropout=cfg.dropout).to(device)
+    model = GPT(fp32, dropout=cfg.dropout)
+    if init is not None:
+        copy_slices(model, init)
+    model = model.to(device)
     run = _Run(model=model, opt=make_optimizer(model, cfg), pick=lambda: [fp32],
                arch_rng=random.Random(cfg.seed), data_rng=torch.Generator().manual_seed(cfg.seed))
-    _fit(run, corpus, cfg, device, {"arch": fp32}, None, progress, desc=f"alone {arch.arch_id}")
+    how = "fine-tune" if init is not None else "alone"
+    _fit(run, corpus, cfg, device, {"arch": fp32}, None, progress, desc=f"{how} {arch.arch_id}",
+         track="arch")
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     val = AccuracyScorer(model, corpus, device, n_batches, batch_size)(arch)
+    test = split_loss(model, corpus, "test", arch, device, test_batches, batch_size)
     history = tuple((r["step"], r["val_arch"]) for r in run.history if "val_arch" in r)
+    init_name = "supernet" if init is not None else "scratch"
     if save_to is not None:
         save_atomic({"arch": arch.to_dict(), "model": model.state_dict(), "train": cfg.to_dict(),
-                     "val_loss": val, "history": list(history),
-                     "corpus": {"chars": corpus.chars, "path": corpus.path}}, save_to)
-    return StandaloneResult(arch.arch_id, val, run.tokens_per_s, cfg.steps, run.seconds,
-                            model.num_params(), history)
+                     "val_loss": val, "test_loss": test, "best_step": run.best_step,
+                     "init": init_name, "history": list(history), "corpus": corpus.record()},
+                    save_to)
+    return StandaloneResult(arch.arch_id, val, run.tokens_per_s, run.step, run.seconds,
+                            model.num_params(), history, test, run.best_step, init_name)
 
 
 def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus: CharCorpus,
@@ -548,7 +632,7 @@ def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus:
     Args:
         model: a supernet or standalone GPT, already on its device.
         pick: returns the sub-networks of one step.
-        corpus, cfg: batches and recipe (``batch_size``, ``distill``, ``grad_clip``, ``device``).
+        corpus, cfg: batches and recipe (``batch_size``, ``distill_alpha``, ``grad_clip``, ``device``).
         steps: timed steps.
         warmup_steps: untimed steps first (allocator and kernel warm-up).
     """
@@ -562,7 +646,8 @@ def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus:
             t0, tokens = time.perf_counter(), 0
         x, y = get_batch(corpus.train, cfg.batch_size, model.arch.block_size, generator=gen)
         archs = pick()
-        train_step(model, opt, x.to(device), y.to(device), archs, cfg.distill, cfg.grad_clip, amp)
+        train_step(model, opt, x.to(device), y.to(device), archs, cfg.distill_alpha, cfg.grad_clip,
+                   amp)
         tokens += x.numel() * len(archs)
     _sync(device)
     model.eval()
@@ -580,23 +665,40 @@ def _main(cfg: Any) -> Path:
     corpus = load_corpus(tcfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
     out_dir = Path(raw["out_dir"])
     resume = Path(raw["resume"]) if raw.get("resume") else None
+    init = raw.get("init") or "scratch"
+    if init not in ("scratch", "supernet"):
+        raise ConfigError(f"init: {init!r} is not allowed; allowed: scratch, supernet")
+    if init == "supernet" and not raw.get("arch"):
+        raise ConfigError("init: 'supernet' fine-tunes one architecture; give arch=<yaml> too")
     if raw.get("arch"):  # one architecture (an exported winner, say) trained alone
         arch = ArchConfig.from_yaml(raw["arch"])
         corpus = load_corpus(tcfg.data, block_size=arch.block_size, vocab_size=arch.vocab_size)
-        path = out_dir / f"standalone-{arch.arch_id}.pt"
-        print(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}: "
+        supernet = None
+        if init == "supernet":
+            ckpt = (raw.get("supernet") or {}).get("checkpoint")
+            if not ckpt:
+                raise ConfigError("supernet.checkpoint: init=supernet needs the supernet.pt to "
+                                  "inherit from; pass supernet.checkpoint=PATH")
+            supernet = load_supernet(ckpt, corpus=corpus)
+        name = "finetuned" if supernet is not None else "standalone"
+        path = out_dir / f"{name}-{arch.arch_id}.pt"
+        print(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}"
+              f"{' from the supernet' if supernet is not None else ''}: "
               f"{tcfg.steps} steps, batch {tcfg.batch_size}")
         res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
-                               batch_size=EVAL_BATCH_SIZE, save_to=path)
+                               batch_size=EVAL_BATCH_SIZE, save_to=path, init=supernet)
+        print(f"kept step {res.best_step} (best validation of {res.steps} steps trained)")
         print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows, "
               f"{arch.precision}): {res.val_loss:.4f}")
+        print(f"test loss ({TEST_BATCHES} x {EVAL_BATCH_SIZE} windows, {arch.precision}): "
+              f"{res.test_loss:.4f}")
         print(f"weights: {path}  ({res.params:,} parameters, {res.tokens_per_s:,.0f} tokens/s)")
         return path
     print(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
           f"{tcfg.steps} steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
     path = train_supernet(space, corpus, tcfg, out_dir, resume=resume)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    supernet = load_supernet(path, space)
+    supernet = load_supernet(path, space, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, n_batches=tcfg.eval_batches, batch_size=EVAL_BATCH_SIZE)
     print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "
           f"{space.block_size}, inherited weights, fp32):")
@@ -631,10 +733,12 @@ def _check_yaml(overrides: list[str]) -> None:
 
 
 def main() -> None:
-    """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT] [arch=YAML]``.
+    """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT] [arch=YAML]
+    [init=scratch|supernet supernet.checkpoint=PT]``.
 
     With ``arch``, the architecture in that file (an exported winner) is trained alone
-    with the recipe instead of the supernet.
+    with the recipe instead of the supernet; ``init=supernet`` starts it from the
+    supernet's slices (fine-tuning) instead of a random init.
     """
     import hydra  # here, not at the top: library users need no Hydra
 

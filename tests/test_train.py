@@ -14,8 +14,8 @@ import nas.checkpoint
 from nas.errors import ConfigError
 from nas.score import AccuracyScorer
 from nas.space import SearchSpace
-from nas.train import (TrainConfig, load_supernet, lr_at, measure_throughput, train_standalone,
-                       train_supernet)
+from nas.train import (TrainConfig, load_supernet, lr_at, make_optimizer, measure_throughput,
+                       soft_cross_entropy, train_standalone, train_step, train_supernet)
 
 from conftest import MICRO
 
@@ -48,7 +48,8 @@ def test_checkpoint_round_trip(micro_space, micro_corpus, tmp_path):
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["space"] == micro_space.to_dict()
     assert TrainConfig.from_dict(ckpt["train"]) == CFG
-    assert ckpt["corpus"] == {"chars": micro_corpus.chars, "path": micro_corpus.path}
+    assert ckpt["corpus"] == {"chars": micro_corpus.chars, "path": micro_corpus.path,
+                              "sha256": micro_corpus.sha256, "split": [0.9, 0.05, 0.05]}
     assert {"arch", "data", "torch"} <= set(ckpt["rng"]) and ckpt["optimizer"]["state"]
     net = load_supernet(path, micro_space)
     assert not net.training and net.meta["step"] == CFG.steps
@@ -146,6 +147,104 @@ def test_standalone_uses_same_loop(micro_space, micro_corpus):
     assert again.val_loss == r.val_loss  # seeded
 
 
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_students_learn_from_labels_and_the_detached_teacher(micro_space, micro_corpus, alpha):
+    """A step's gradient is the teacher's CE plus the student's (1-a) CE + a KD against the
+    teacher's *detached* predictions: losing the label term, the weight or the detach fails."""
+    import torch.nn.functional as F
+    from nas.data import get_batch
+    from nas.model import Supernet
+
+    torch.manual_seed(0)
+    net = Supernet(micro_space)
+    x, y = get_batch(micro_corpus.train, 4, micro_space.block_size,
+                     generator=torch.Generator().manual_seed(0))
+    teacher, student = micro_space.largest(), micro_space.smallest()
+    cfg = dataclasses.replace(CFG, lr=1e-9, min_lr=0.0, grad_clip=0.0, weight_decay=0.0)
+    import contextlib
+    train_step(net, make_optimizer(net, cfg), x, y, [teacher, student], alpha, 0.0,
+               contextlib.nullcontext)
+    got = _grads(net)
+
+    net.zero_grad(set_to_none=True)
+    t_logits = net(x, teacher)
+    ce = lambda z: F.cross_entropy(z.flatten(0, 1), y.flatten())  # noqa: E731
+    s_logits = net(x, student)
+    probs = F.softmax(t_logits.detach(), dim=-1)
+    (ce(t_logits) + (1 - alpha) * ce(s_logits) + alpha * soft_cross_entropy(s_logits, probs)).backward()
+    want = _grads(net)
+    assert got.keys() == want.keys()
+    for n in want:
+        assert torch.allclose(got[n], want[n], atol=1e-6), n
+
+    if alpha > 0:  # the same with the teacher's graph kept: its weights would get the KD gradient
+        net.zero_grad(set_to_none=True)
+        t_logits = net(x, teacher)
+        s_logits = net(x, student)
+        leak = F.softmax(t_logits, dim=-1)
+        (ce(t_logits) + (1 - alpha) * ce(s_logits) + alpha * soft_cross_entropy(s_logits, leak)).backward()
+        leaked = _grads(net)
+        assert any(not torch.allclose(got[n], leaked[n], atol=1e-6) for n in want)
+
+
+def test_distillation_trains_the_supernet(micro_space, micro_corpus, tmp_path):
+    cfg = dataclasses.replace(CFG, steps=40, distill_alpha=0.5)
+    ckpt = torch.load(train_supernet(micro_space, micro_corpus, cfg, tmp_path, progress=False),
+                      weights_only=True)
+    assert ckpt["train"]["distill_alpha"] == 0.5
+    assert ckpt["history"][-1]["val_smallest"] < 3.8  # untrained: ~4.2
+
+
+def test_standalone_keeps_its_best_validation_and_stops_early(micro_space, micro_corpus, tmp_path):
+    # A learning rate this high makes validation get worse after the first evaluations.
+    arch = micro_space.largest()
+    cfg = dataclasses.replace(CFG, steps=60, lr=0.3, min_lr=0.3, warmup=0, grad_clip=0.0,
+                              eval_every=5, patience=2)
+    r = train_standalone(arch, micro_corpus, cfg, n_batches=CFG.eval_batches,
+                         save_to=tmp_path / "m.pt")
+    vals = dict(r.history)
+    assert r.best_step == min(vals, key=vals.get)
+    assert r.steps == r.best_step + 2 * cfg.eval_every < 60  # stopped two validations later
+    assert r.val_loss == pytest.approx(vals[r.best_step], abs=1e-5)  # the kept weights' loss
+    assert r.test_loss == r.test_loss and r.test_loss != r.val_loss
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert saved["best_step"] == r.best_step and saved["test_loss"] == r.test_loss
+    assert saved["corpus"]["split"] == [0.9, 0.05, 0.05]
+
+
+def test_fine_tuning_starts_from_the_supernets_slices(micro_space, micro_corpus, tmp_path):
+    from nas.score import split_loss
+    net = load_supernet(train_supernet(micro_space, micro_corpus, CFG, tmp_path, progress=False))
+    arch = micro_space.smallest()
+    inherited = AccuracyScorer(net, micro_corpus, n_batches=2, batch_size=32)(arch)
+    # With a vanishing learning rate the fine-tuned model is the inherited one.
+    still = dataclasses.replace(CFG, steps=5, lr=1e-12, min_lr=0.0, weight_decay=0.0, eval_every=5)
+    r = train_standalone(arch, micro_corpus, still, n_batches=2, init=net)
+    assert r.init == "supernet"
+    assert r.val_loss == pytest.approx(inherited, abs=1e-5)
+    assert r.test_loss == pytest.approx(split_loss(net, micro_corpus, "test", arch), abs=1e-5)
+    scratch = train_standalone(arch, micro_corpus, still, n_batches=2)
+    assert scratch.val_loss > inherited + 0.3  # a random init is far worse
+    with pytest.raises(ConfigError, match="not a sub-network"):
+        train_standalone(dataclasses.replace(arch, d_model=64, n_head=(1,), d_ff=(32,)),
+                         micro_corpus, still, init=net)
+
+
+def test_scoring_refuses_a_supernet_of_another_split(micro_space, micro_corpus, tmp_path):
+    from nas.data import load_corpus
+    path = train_supernet(micro_space, micro_corpus, CFG, tmp_path, progress=False)
+    other = load_corpus(micro_corpus.path, block_size=16, split=(0.8, 0.1, 0.1))
+    with pytest.raises(ConfigError, match="split"):
+        AccuracyScorer(load_supernet(path), other)
+    with pytest.raises(ConfigError, match="split"):
+        load_supernet(path, corpus=other)
+    AccuracyScorer(load_supernet(path), micro_corpus)  # its own corpus: accepted
+
+
 def test_measure_throughput(micro_space, micro_corpus):
     from nas.model import Supernet
     tps = measure_throughput(Supernet(micro_space), lambda: [micro_space.largest()], micro_corpus,
@@ -163,7 +262,8 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 
 @pytest.mark.parametrize("d, key", [
     ({"stepz": 3}, "stepz"), ({"steps": 0}, "train.steps"), ({"lr": "fast"}, "train.lr"),
-    ({"distill": "yes"}, "train.distill"), ({"device": "tpu"}, "train.device"),
+    ({"distill": True}, "train.distill_alpha"), ({"distill_alpha": 1.5}, "train.distill_alpha"),
+    ({"patience": -1}, "train.patience"), ({"device": "tpu"}, "train.device"),
     ({"steps": 2.5}, "train.steps"), ({"min_lr": 1.0}, "train.min_lr"),
 ])
 def test_train_config_errors_name_the_key(d, key):
@@ -245,3 +345,27 @@ def test_cli_trains_an_exported_architecture_alone(tmp_path):
     ckpt = torch.load(tmp_path / "out" / f"standalone-{arch.arch_id}.pt", weights_only=False)
     assert ArchConfig.from_dict(ckpt["arch"]) == arch
     assert ckpt["train"]["steps"] == 3 and "validation loss" in p.stdout
+
+
+def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):
+    from nas.data import load_corpus
+    from nas.space import load_space
+    space = load_space("tiny")
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(chr(32 + i % 60) for i in range(4000)))
+    corpus = load_corpus(text, block_size=space.block_size)
+    ckpt = train_supernet(space, corpus, dataclasses.replace(CFG, steps=2, eval_every=0),
+                          tmp_path / "sn", progress=False)
+    arch = space.smallest()
+    src = tmp_path / "winner.yaml"
+    arch.to_yaml(src)
+    common = [f"arch={src}", f"train.data={text}", "train.steps=2", "train.batch_size=2",
+              "train.eval_every=1", "train.eval_batches=1", "train.device=cpu"]
+    p = _cli(tmp_path, *common, "init=supernet", f"supernet.checkpoint={ckpt}")
+    assert p.returncode == 0, p.stderr
+    saved = torch.load(tmp_path / "out" / f"finetuned-{arch.arch_id}.pt", weights_only=True)
+    assert saved["init"] == "supernet" and "test loss" in p.stdout
+    p = _cli(tmp_path, *common, "init=supernet")
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: supernet.checkpoint:")
+    p = _cli(tmp_path, *common, "init=teacher")
+    assert p.returncode == 2 and "allowed: scratch, supernet" in p.stderr
