@@ -88,7 +88,9 @@ SMOKE = Setup(space="tiny", recipe="tiny", finetune_recipe="tiny", hardware="cpu
 
 
 def job_id(job: dict[str, Any]) -> str:
-    blob = json.dumps(job, sort_keys=True)
+    """A job's key: a hash of what it does (a training's role does not change it, so an
+    architecture wanted in two roles is trained once)."""
+    blob = json.dumps({k: v for k, v in job.items() if k != "role"}, sort_keys=True)
     return f"{job['kind']}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
@@ -173,9 +175,10 @@ _STEPS: dict[tuple[str, int], int] = {}
 class Plan:
     """Which jobs exist and which can run, given the results so far."""
 
-    def __init__(self, s: Setup, results: dict[str, dict[str, Any]], work: Path):
+    def __init__(self, s: Setup, results: dict[str, dict[str, Any]], work: Path,
+                 latency_tags: tuple[str, ...] = ()):
         from nas.latency import LatencyTable
-        self.s, self.results, self.work = s, results, work
+        self.s, self.results, self.work, self.latency_tags = s, results, work, latency_tags
         self.space = load_space(s.space)
         self.table = LatencyTable.load(ROOT / s.table)
         b = self.space.baseline_arch()
@@ -295,8 +298,10 @@ class Plan:
             lat += [dataclasses.replace(b, precision=p)
                     for p in self.space.precision.get(self.s.device, ())]
             uniq = list({a.arch_id: a for a in lat}.values())
-            out.append((-1, {"kind": "latency", "archs": [a.to_dict() for a in uniq],
-                             "passes": 3, "repeats": 20}, []))
+            lj = {"kind": "latency", "archs": [a.to_dict() for a in uniq], "passes": 3, "repeats": 20}
+            out.append((-1, lj, []))
+            for tag in self.latency_tags:  # the same measurement again, on another machine
+                out.append((-1, {**lj, "tag": tag}, []))
         for a in ranking:
             for sd in SEEDS:
                 out.append((6, self.alone_job(a, sd, "ranking"), []))
@@ -315,7 +320,7 @@ def load_state(path: Path) -> dict[str, dict[str, Any]]:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                res.setdefault(r["id"], r["result"])  # the first record of a job counts
+                res.setdefault(job_id(r["job"]), r["result"])  # the first record of a job counts
     return res
 
 
@@ -335,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="launch no training with less time than this left")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny space, a few steps")
     ap.add_argument("--machine", default="", help="a label recorded with each result")
+    ap.add_argument("--latency-again", action="append", default=[], metavar="TAG",
+                    help="measure the headline latencies again (on another machine), labelled TAG")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -384,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 log(f"FAILED {jid} ({job['kind']}), exit {proc.returncode}; see {args.work}/jobs/{jid}.log")
                 results.setdefault(jid, {"failed": True})  # not retried in this invocation
-        plan = Plan(s, results, args.work)
+        plan = Plan(s, results, args.work, tuple(args.latency_again))
         left = args.deadline_s - (time.monotonic() - t0)
         todo = sorted(((pri, job, needs) for pri, job, needs in plan.jobs()
                        if job_id(job) not in results and job_id(job) not in running),
@@ -440,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-    plan = Plan(s, results, args.work)
+    plan = Plan(s, results, args.work, tuple(args.latency_again))
     all_jobs = plan.jobs()
     n_done = sum(job_id(j) in results and not results[job_id(j)].get("failed") for _, j, _ in all_jobs)
     log(f"{n_done} of {len(all_jobs)} known jobs finished (more appear as searches finish)")
