@@ -4,7 +4,8 @@
     python experiments/distillation/run.py --space shakespeare --recipe shakespeare --steps 1500 --out DIR   # a GPU
 
 Trains the supernet of ``--space`` with ``conf/train/<recipe>.yaml`` for ``--steps`` steps
-twice, ``distill`` on and off (nothing else changes), and scores the largest, the
+once per distillation weight (``--alphas``; the recorded runs compare 1, the
+teacher-only loss of that time, with 0; nothing else changes), and scores the largest, the
 baseline and the smallest sub-network with inherited weights (nas.score.AccuracyScorer,
 4 x 32 validation windows, fp32). Writes ``results.csv`` into ``--out``. Needs only torch,
 pandas and pyyaml.
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--recipe", default="tiny", help="conf/train/<recipe>.yaml")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.0],
+                    help="distillation weights (1: the teacher alone, as the recorded runs; 0: off)")
     a = ap.parse_args(argv)
     space = load_space(a.space)
     recipe = yaml.safe_load((ROOT / "conf" / "train" / f"{a.recipe}.yaml").read_text())
@@ -47,12 +50,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
              "smallest": space.smallest()}
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for distill in (True, False):
-        cfg = dataclasses.replace(base, distill=distill)
+    for alpha in a.alphas:
+        cfg = dataclasses.replace(base, distill_alpha=alpha)
         t0 = time.perf_counter()
-        path = train_supernet(space, corpus, cfg, a.out / f"distill_{distill}", progress=False)
+        path = train_supernet(space, corpus, cfg, a.out / f"distill_alpha_{alpha:g}", progress=False)
         scorer = AccuracyScorer(load_supernet(path, space, device), corpus, device)
-        rows.append({"distill": distill, "steps": cfg.steps, "seconds": time.perf_counter() - t0,
+        rows.append({"distill_alpha": alpha, "steps": cfg.steps, "seconds": time.perf_counter() - t0,
                      **{f"val_{k}": scorer(v) for k, v in archs.items()}})
         path.unlink()  # the checkpoints are not results; keep the folder small
         print(rows[-1], flush=True)

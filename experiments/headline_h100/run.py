@@ -57,6 +57,9 @@ ALPHAS = (0.0, 0.5)            # distillation weights compared in step 1
 N_CANDIDATES = 3
 N_REGION, N_STRATIFIED = 10, 10
 HEADLINE_FRACTION = 0.5        # headline budget: this fraction of the baseline's latency
+# Other supernet recipes, scored on the ranking study's architectures only (the ground
+# truth does not depend on the supernet): name -> overrides of the recipe.
+VARIANTS = {"alpha0-steps6000": {"distill_alpha": 0.0, "steps": 6000}}
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,17 @@ class Plan:
         return {"kind": "supernet", "name": f"alpha{alpha:g}", "space": self.s.space,
                 "recipe": self.s.recipe, "train": {**self.s.supernet_train, "distill_alpha": alpha}}
 
+    def variant_job(self, name: str) -> dict[str, Any]:
+        train = {**self.s.supernet_train, **VARIANTS[name]}
+        if self.s is SMOKE:
+            train["steps"] = self.s.supernet_train["steps"]
+        return {"kind": "supernet", "name": name, "space": self.s.space, "recipe": self.s.recipe,
+                "train": train}
+
+    def score_job(self, supernet: str, archs: list[ArchConfig]) -> dict[str, Any]:
+        return {"kind": "score", "supernet": supernet, "space": self.s.space,
+                "archs": [a.to_dict() for a in archs]}
+
     def done(self, job: dict[str, Any]) -> dict[str, Any] | None:
         r = self.results.get(job_id(job))
         return None if r is None or r.get("failed") else r
@@ -309,8 +323,10 @@ class Plan:
             for al in ALPHAS:
                 extra = ([a for a in self.candidates(head)] if head is not None else [])
                 archs = list({a.arch_id: a for a in ranking + extra}.values())
-                out.append((2, {"kind": "score", "supernet": f"alpha{al:g}", "space": self.s.space,
-                                "archs": [a.to_dict() for a in archs]}, [f"alpha{al:g}"]))
+                out.append((2, self.score_job(f"alpha{al:g}", archs), [f"alpha{al:g}"]))
+            for name in VARIANTS:
+                out.append((7, self.variant_job(name), []))
+                out.append((2, self.score_job(name, ranking), [name]))
         return out
 
 
@@ -418,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             missing = []
             for name in needs:
-                sj = plan.supernet_job(float(name[len("alpha"):]))
+                sj = plan.variant_job(name) if name in VARIANTS else \
+                    plan.supernet_job(float(name[len("alpha"):]))
                 if not plan.ckpt_ready(sj):
                     missing.append(sj)
             if missing:

@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=5000, help="steps of (a) and of (b)")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--eval-every", type=int)
-    ap.add_argument("--distill", action=argparse.BooleanOptionalAction,
-                    help="in-place distillation (default: the recipe's)")
+    ap.add_argument("--distill-alpha", type=float,
+                    help="weight of in-place distillation (default: the recipe's)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--budget-s", type=float, default=420.0,
                     help="wall time allowed for (a) + (b); steps are lowered to fit")
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     space = load_space(args.space)
     cfg = _recipe(args.recipe, steps=args.steps, batch_size=args.batch_size,
-                  eval_every=args.eval_every, device=args.device, distill=args.distill)
+                  eval_every=args.eval_every, device=args.device, distill_alpha=args.distill_alpha)
     device = resolve_device(cfg.device)
     baseline = space.baseline_arch() or space.largest()
     corpus = load_corpus(cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)

@@ -8,7 +8,7 @@ from nas.score import AccuracyScorer
 name, distill, nr, steps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 s = load_space("shakespeare"); corpus = load_corpus(block_size=256)
 cfg = TrainConfig(steps=steps, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.1, grad_clip=1.0,
-                  dropout=0.2, n_random=nr, distill=distill, eval_every=0, eval_batches=4, seed=1337, device="cuda", log_every=100)
+                  dropout=0.2, n_random=nr, distill_alpha=1.0 if distill else 0.0, eval_every=0, eval_batches=4, seed=1337, device="cuda", log_every=100)
 if name == "largest_only":
     import nas.train as T
     T.sandwich = lambda space, rng, n: [space.largest()]
