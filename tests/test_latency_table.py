@@ -9,7 +9,7 @@ import pytest
 from latency_support import SPACE, block_ms, fake_table, space
 from nas.errors import ConfigError
 from nas.latency import BlockKey, LatencyTable, arch_blocks
-from nas.latency.table import json_path
+from nas.latency.files import json_path
 from nas.space import SearchSpace
 
 

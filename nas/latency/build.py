@@ -22,8 +22,9 @@ from nas.latency import fingerprint
 from nas.latency.calibrate import fit
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, space_blocks
-from nas.latency.table import (COLUMNS, FORMAT, LatencyTable, RowWriter, calibration_path,
-                               check_rows, json_path, read_meta, write_meta)
+from nas.latency.files import (COLUMNS, FORMAT, RowWriter, calibration_path, check_rows, json_path,
+                               read_meta, write_meta)
+from nas.latency.table import LatencyTable
 from nas.space import ROOT, SearchSpace
 
 CALIB_COLUMNS = ("arch_id", "arch", "precision", "n_layer", "pass", "raw_sum_ms", "median_ms",
