@@ -140,8 +140,13 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     return check_rows(df, p)
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """Read and check a table's JSON fingerprint (``path`` is the JSON file)."""
+def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, Any]:
+    """Read and check a table's JSON fingerprint.
+
+    Args:
+        path: the JSON file.
+        advice: what the error message tells the user to do about a damaged file.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: fingerprint file not found next to the table; a table without "
@@ -149,21 +154,21 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid JSON ({e.__class__.__name__}); rebuild the table") from None
+        raise ConfigError(f"{p}: not valid JSON ({e.__class__.__name__}); {advice}") from None
     if not isinstance(meta, dict):
-        raise ConfigError(f"{p}: expected a JSON object; rebuild the table")
+        raise ConfigError(f"{p}: expected a JSON object; {advice}")
     need = {"workload": ("device", "batch_size", "seq_len", "mode", "precisions", "threads"),
             "space": ("name", "head_dim", "vocab_size", "block_size"),
             "fingerprint": ("device",)}
     for section, keys in need.items():
         if not isinstance(meta.get(section), dict):
-            raise ConfigError(f"{p}: missing section '{section}'; rebuild the table")
+            raise ConfigError(f"{p}: missing section '{section}'; {advice}")
         for k in keys:
             if k not in meta[section]:
-                raise ConfigError(f"{p}: missing '{section}.{k}'; rebuild the table")
+                raise ConfigError(f"{p}: missing '{section}.{k}'; {advice}")
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{p}: format {meta.get('format')!r}; this code reads format {FORMAT}, "
-                          "rebuild the table")
+                          f"{advice}")
     return meta
 
 
