@@ -2,22 +2,33 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from latency_support import fake_table, space
 from nas.errors import ConfigError
 from nas.latency import Workload
+from nas.latency import build as build_mod
+from nas.latency.__main__ import parse, run
 from nas.latency.build import build_table
 from nas.latency.files import json_path
 from nas.latency.measure import TimerSettings
+from nas.search_setup import tables_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = TimerSettings(repeats=3, warmup=1, window_ms=1.0)
 WORK = Workload("cpu", 1, 16, ("fp32", "int8"))
+# A six-row slice of the tiny space, timed briefly in two passes, with a correction.
+MICRO = ["search_space.d_model=[64]", "search_space.n_head=[1,2]", "search_space.d_ff=[128,256]",
+         "search_space.n_layer.max=2", "search_space.baseline=null", "latency.seq_len=16",
+         "latency.precisions=[fp32]", "latency.repeats=2", "latency.warmup=0",
+         "latency.window_ms=0.5", "latency.passes=2", "calibration.n=4", "latency.progress=false"]
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -77,3 +88,84 @@ def test_build_refusing_another_machines_table_leaves_its_partial_line(tmp_path)
                     log=lambda s: None)
     assert digests(tmp_path) == before
     assert json_path(path).exists()
+
+
+@pytest.fixture(scope="module")
+def cli_table(tmp_path_factory) -> Path:
+    """A table built by ``python -m nas.latency build``, as a user would."""
+    path = tmp_path_factory.mktemp("built") / "t.csv"
+    r = latency("build", f"latency.table={path}", *MICRO)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def copy_of(table: Path, folder: Path) -> Path:
+    for f in table.parent.glob(f"{table.stem}.*"):
+        shutil.copy(f, folder / f.name)
+    return folder / table.name
+
+
+def in_process(path: Path, *overrides: str):
+    """``python -m nas.latency build`` run in this process (to watch what it writes)."""
+    root = str(ROOT / "conf")
+    with initialize_config_dir(version_base="1.3", config_dir=root):
+        cfg = compose(config_name="latency",
+                      overrides=["verb=build", f"latency.table={path}", *MICRO, *overrides])
+    return run(parse(cfg, []))
+
+
+def micro_arch():
+    """An architecture of the space :data:`MICRO` builds a table for."""
+    from nas.space import load_space
+    return load_space("tiny").make(2, 64, [2, 1], [256, 128], "fp32")
+
+
+def test_build_with_nothing_to_measure_leaves_the_table_byte_identical(cli_table, tmp_path):
+    path = copy_of(cli_table, tmp_path)
+    before, sha = digests(tmp_path), tables_sha256(path)
+    assert set(before) == {"t.csv", "t.json", "t.passes.csv", "t.calib.csv"}
+    r = latency("build", f"latency.table={path}", *MICRO)
+    assert r.returncode == 0, r.stderr
+    assert digests(tmp_path) == before
+    assert tables_sha256(path) == sha  # the hash a study checks before it resumes
+    assert "nothing to measure" in r.stdout
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["latency.passes=1", "latency.repeats=5"],  # the rows stand as they were measured
+])
+def test_build_with_nothing_to_measure_never_marks_the_table_unfinished(
+        cli_table, tmp_path, monkeypatch, overrides):
+    path = copy_of(cli_table, tmp_path)
+    before = digests(tmp_path)
+    written = []
+    monkeypatch.setattr(build_mod, "write_meta", lambda p, meta: written.append(dict(meta)))
+    table = in_process(path, *overrides)
+    assert written == [] and digests(tmp_path) == before
+    assert table.predict_ms(micro_arch()) > 0
+
+
+def test_build_asking_another_correction_of_a_finished_table_is_refused_untouched(
+        cli_table, tmp_path):
+    path = copy_of(cli_table, tmp_path)
+    before = digests(tmp_path)
+    with pytest.raises(ConfigError, match=r"calibration none of fp32 \(table: n=4 seed=1000\)"):
+        in_process(path, "calibration.n=0")
+    assert digests(tmp_path) == before
+
+
+def test_unfinished_build_with_nothing_left_to_measure_is_finished_in_one_write(
+        cli_table, tmp_path, monkeypatch):
+    path = copy_of(cli_table, tmp_path)  # as if killed after its last measurement
+    meta = json.loads(json_path(path).read_text())
+    json_path(path).write_text(json.dumps({**meta, "complete": False}))
+    rows = {f: f.read_bytes() for f in tmp_path.glob("t.*csv")}
+    written = []
+    real = build_mod.write_meta
+    monkeypatch.setattr(build_mod, "write_meta",
+                        lambda p, m: written.append(m["complete"]) or real(p, m))
+    in_process(path)
+    assert written == [True]
+    assert json.loads(json_path(path).read_text())["complete"] is True
+    assert {f: f.read_bytes() for f in tmp_path.glob("t.*csv")} == rows

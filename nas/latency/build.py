@@ -5,7 +5,9 @@ end-to-end timings of the calibration architectures (``<name>.calib.csv``) and, 
 everything is measured in several passes, each pass (``<name>.passes.csv``). A build that
 stops halfway therefore keeps its work: run the same command again and it measures
 only what is missing, after checking that the existing rows were measured on this
-machine for this workload (it never mixes two measurements in one table). It reads
+machine for this workload (it never mixes two measurements in one table). On a
+finished table with nothing left to measure it writes nothing at all, so the studies
+that recorded the table's hash can still resume. It reads
 every file it would append to before it changes any (``resume.py``), so a file that is
 not a table's is refused untouched.
 """
@@ -23,7 +25,7 @@ from nas.latency.calibrate import fit
 from nas.latency.files import COLUMNS, FORMAT, RowWriter, calibration_path, json_path, write_meta
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, cut_partial_line,
-                                passes_path, read_earlier)
+                                differences, passes_path, read_earlier)
 from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, space_blocks
 from nas.latency.table import LatencyTable
 from nas.space import ROOT, SearchSpace
@@ -103,9 +105,36 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     # Everything is read and checked before anything is written: a refusal leaves the
     # files as they were.
     old = read_earlier(csv, passes=P > 1, calibration=calibration_n > 0)
-    done, per_pass = old.rows, old.passes
+    done, per_pass, calib_done = old.rows, old.passes, old.calib
     if done or per_pass or (old.meta is not None and calib_csv.exists()):
         check_resume(csv, old.meta, meta)
+
+    keys = space_blocks(space, workload.precisions)
+    # Pass-major order: every block once, then every block again, so that the passes of
+    # one block are far apart in time.
+    todo = [(i, k) for i in range(P) for k in keys if k not in done and (k, i) not in per_pass]
+    # Passes complete but the row not written: a crash in between.
+    ready = [k for k in keys if k not in done and all((k, i) in per_pass for i in range(P))]
+    calib = {p: sample_archs(space, calibration_n, calibration_seed, workload.device, p)
+             for p in workload.precisions} if calibration_n > 0 else {}
+    calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
+                  if (a.arch_id, i) not in calib_done]
+    total = len(todo) + len(calib_todo)
+    appends = bool(total or ready or old.partial)
+    if not appends and old.complete:
+        # Studies record the table's hash: a build with nothing to add must not refit
+        # the correction from the rounded CSV values or restamp the JSON.
+        wanted = differences(old.meta, meta, calibration_n, calibration_seed)
+        if wanted:
+            raise ConfigError(
+                f"{csv}: finished, and this build has nothing to measure, but it asks for "
+                f"{'; '.join(wanted)}; refusing to rewrite a finished table (studies made with "
+                f"it would no longer resume): repeat its command ({old.meta.get('command')}) or "
+                "set latency.table to another file")
+        log(f"{csv}: complete, nothing to measure; its files are left as they were")
+        return _load(csv, space, workload, calibration_n)
+
+    if done or per_pass:
         log(f"{csv}: resuming, {len(done)} rows and {len(per_pass)} passes already measured")
     for note in (fingerprint.version_notes(old.meta["fingerprint"], meta["fingerprint"])
                  if old.meta else []):
@@ -113,10 +142,11 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     for f in old.partial:
         cut_partial_line(f)
         log(f"{f}: dropped a half-written last line (interrupted build)")
-    write_meta(json_path(csv), meta)
+    if appends:  # marked unfinished while its files grow
+        write_meta(json_path(csv), meta)
 
     writer = RowWriter(csv, COLUMNS)
-    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 else None
+    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 and todo else None
 
     def finish(key: BlockKey) -> None:
         """Write the table row of ``key`` once all its passes are in."""
@@ -125,18 +155,8 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             done[key] = best_pass(have)
             writer.append(done[key])
 
-    keys = space_blocks(space, workload.precisions)
-    for key in keys:  # passes complete but the row not written: a crash in between
+    for key in ready:
         finish(key)
-    # Pass-major order: every block once, then every block again, so that the passes of
-    # one block are far apart in time.
-    todo = [(i, k) for i in range(P) for k in keys if k not in done and (k, i) not in per_pass]
-    calib = {p: sample_archs(space, calibration_n, calibration_seed, workload.device, p)
-             for p in workload.precisions} if calibration_n > 0 else {}
-    calib_done = old.calib
-    calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
-                  if (a.arch_id, i) not in calib_done]
-    total = len(todo) + len(calib_todo)
     per = timer.repeats * timer.window_ms / 1e3 * 1.4
     log(f"{csv}: {len(todo)} block and {len(calib_todo)} calibration-model measurements "
         f"({P} pass(es)) on {workload.device} ({threads} CPU thread(s)), about "
@@ -198,6 +218,11 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     meta["build_seconds_last_run"] = round(time.perf_counter() - t0, 1)
     meta["load_average_end"] = fingerprint.load_average()
     write_meta(json_path(csv), meta)
+    return _load(csv, space, workload, calibration_n)
+
+
+def _load(csv: Path, space: SearchSpace, workload: Workload, calibration_n: int) -> LatencyTable:
+    """The finished table, checked against what the build was asked for."""
     return LatencyTable.load(csv, space=space, device=workload.device,
                              batch_size=workload.batch_size, seq_len=workload.seq_len,
                              mode=workload.mode, precisions=workload.precisions,

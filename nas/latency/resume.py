@@ -168,3 +168,38 @@ def check_resume(csv: Path, meta_old: dict[str, Any] | None, new: dict[str, Any]
         raise ConfigError(f"{csv}: existing rows were measured with {'; '.join(wrong)}; refusing "
                           f"to mix measurements: delete {csv.name} and {json_path(csv).name}, or "
                           "set latency.table to another file")
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], calibration_n: int,
+                calibration_seed: int) -> list[str]:
+    """What a build asks for that the finished table ``old`` was not built with.
+
+    Only what would change the table counts: its precisions, the shapes of its space and
+    its correction. Timer settings do not; the rows stand as they were measured.
+
+    Args:
+        old: the finished table's JSON.
+        new: the JSON this build would write.
+        calibration_n, calibration_seed: the correction this build asks for.
+
+    Returns:
+        ``"what (table: what it has)"`` per difference; empty when the table is as asked.
+    """
+    out = []
+    have = list(old["workload"]["precisions"])
+    extra = [p for p in new["workload"]["precisions"] if p not in have]
+    if extra:
+        out.append(f"precisions {extra} (table: {have})")
+    for k in ("n_layer", "d_model", "n_head", "d_ff", "block_size"):
+        if old["space"].get(k) != new["space"][k]:
+            out.append(f"space {k} {new['space'][k]} (table: {old['space'].get(k)})")
+    cal = old.get("calibration") or {}
+    want = f"n={calibration_n} seed={calibration_seed}" if calibration_n > 0 else "none"
+    wrong: dict[str, list[str]] = {}  # what the table has -> the precisions it has that for
+    for p in new["workload"]["precisions"]:
+        c = cal.get(p)
+        got = f"n={c.get('n')} seed={c.get('seed')}" if isinstance(c, dict) else "none"
+        if got != want:
+            wrong.setdefault(got, []).append(p)
+    out += [f"calibration {want} of {', '.join(ps)} (table: {got})" for got, ps in wrong.items()]
+    return out
