@@ -1,4 +1,6 @@
-"""``python -m nas.latency`` never damages a user's files: it refuses foreign files untouched."""
+"""``python -m nas.latency`` keeps a user's data safe: it refuses foreign files untouched,
+leaves a finished table byte-identical when it has nothing to measure, and never
+predicts an architecture outside the table's space."""
 from __future__ import annotations
 
 import hashlib
@@ -169,3 +171,19 @@ def test_unfinished_build_with_nothing_left_to_measure_is_finished_in_one_write(
     assert written == [True]
     assert json.loads(json_path(path).read_text())["complete"] is True
     assert {f: f.read_bytes() for f in tmp_path.glob("t.*csv")} == rows
+
+
+@pytest.mark.parametrize("arch, meta_edit, words", [
+    ((3, 64, [1, 1, 1], [64, 64, 64], "fp32"), {}, "n_layer 3"),
+    ((1, 32, [1], [64], "fp32"), {"d_model": [64]}, "d_model 32"),  # its rows are there
+    ((1, 32, [1], [64], "int8"), {"precisions": ["fp32"]}, "precision 'int8'"),  # and here
+])
+def test_predict_refuses_an_architecture_outside_the_tables_space(tmp_path, arch, meta_edit, words):
+    path = fake_table(tmp_path)
+    meta = json.loads(json_path(path).read_text())
+    meta["workload" if "precisions" in meta_edit else "space"].update(meta_edit)
+    json_path(path).write_text(json.dumps(meta))
+    space().make(*arch).to_yaml(tmp_path / "a.yaml")
+    r = latency("predict", f"latency.table={path}", f"predict.arch={tmp_path / 'a.yaml'}")
+    line = one_error_line(r)
+    assert words in line and str(path) in line and r.stdout == ""

@@ -7,6 +7,7 @@ never returns a guessed number.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -44,6 +45,16 @@ def _other_path(path: Path, device: str, batch_size: int, seq_len: int) -> Path:
     return path.with_name(f"{path.stem}-{device}-b{batch_size}-t{seq_len}.csv")
 
 
+def _own_space(d: dict[str, Any], where: Path) -> SearchSpace | None:
+    """The search space a table's JSON records, or None when it records only part of it."""
+    if not all(k in d for k in ("n_layer", "d_model", "n_head", "d_ff", "precision")):
+        return None
+    try:
+        return SearchSpace.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: its search space is damaged ({e}); rebuild the table") from None
+
+
 class LatencyTable:
     """Measured block latencies of one device and workload, and the predictor.
 
@@ -52,7 +63,9 @@ class LatencyTable:
         device: ``"cpu"`` or ``"cuda"``.
         batch_size, seq_len: the workload the blocks were measured on.
         mode: ``"eager"`` or ``"graph"``.
-        precisions: the precisions the table has rows for.
+        precisions: the precisions the table was built for and has rows for.
+        space: the search space it was built for (None when its JSON predates recording
+            the whole space); it predicts architectures of that space only.
         meta: the JSON fingerprint, as read.
         rows: the validated CSV, as a DataFrame.
     """
@@ -73,7 +86,11 @@ class LatencyTable:
         self.passes: int = int((meta.get("timer") or {}).get("passes", 1))
         self._ms: dict[BlockKey, float] = {
             row_key(r): float(r["median_ms"]) for r in rows.to_dict("records")}
-        self.precisions: tuple[str, ...] = tuple(sorted(set(rows["precision"])))
+        # Rows of a precision the JSON does not list have no say: no correction was fitted
+        # with them in mind.
+        self.precisions: tuple[str, ...] = tuple(sorted(set(rows["precision"])
+                                                        & set(w["precisions"])))
+        self.space: SearchSpace | None = _own_space(meta["space"], json_path(path))
         cal = meta.get("calibration") or {}
         if not isinstance(cal, dict):
             raise ConfigError(f"{json_path(path)}: 'calibration' must be an object; rebuild the table")
@@ -184,13 +201,33 @@ class LatencyTable:
                               f"{space.block_size} of search space '{space.name}'")
         self._check_precisions(precs, require_calibration)
         gone = self.missing(space, precs)
+        cmd = build_command(self.path, self.device, self.batch_size, self.seq_len, space.name,
+                            self.mode)
         if gone:
             more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
-            cmd = build_command(self.path, self.device, self.batch_size, self.seq_len, space.name,
-                                self.mode)
             raise ConfigError(
                 f"{self.path}: does not cover search space '{space.name}': no row for "
                 f"{', '.join(k.describe() for k in gone[:3])}{more}; build it with: {cmd}")
+        beyond = self._beyond(space)
+        if beyond:
+            raise ConfigError(
+                f"{self.path}: search space '{space.name}' reaches beyond the space the table "
+                f"was built for: {'; '.join(beyond)}; build a table for it with: {cmd}")
+
+    def _beyond(self, space: SearchSpace) -> list[str]:
+        """What ``space`` allows that the table's own space does not."""
+        own = self.space
+        if own is None:
+            return []
+        out = []
+        if space.n_layer_min < own.n_layer_min or space.n_layer_max > own.n_layer_max:
+            out.append(f"n_layer {space.n_layer_min}..{space.n_layer_max} (table: "
+                       f"{own.n_layer_min}..{own.n_layer_max})")
+        for key in ("d_model", "n_head", "d_ff"):
+            extra = sorted(set(getattr(space, key)) - set(getattr(own, key)))
+            if extra:
+                out.append(f"{key} {extra} (table: {list(getattr(own, key))})")
+        return out
 
     # --- prediction --------------------------------------------------------------
     def block_ms(self, key: BlockKey) -> float:
@@ -226,7 +263,28 @@ class LatencyTable:
             raise ConfigError(f"{self.path}: {arch.describe()} is outside the table's coverage: no "
                               f"row for {', '.join(k.describe() for k in gone[:3])}; "
                               f"{self._coverage()}")
+        self._check_in_space(arch)
         return float(sum(self._ms[k] for k in keys))
+
+    def _check_in_space(self, arch: ArchConfig) -> None:
+        """Refuse an architecture outside the space the table was built for.
+
+        Its blocks may all have rows (a deeper model repeats the same blocks), but the
+        correction was fitted on that space's architectures only: beyond it a
+        prediction would be an extrapolation, not a measurement.
+        """
+        own = self.space
+        if own is None:
+            return
+        # The context only sizes the position table; what was timed is seq_len, checked
+        # against the context above.
+        if arch.block_size != own.block_size:
+            arch = dataclasses.replace(arch, block_size=own.block_size)
+        try:
+            own.check(arch)
+        except ConfigError as e:
+            raise ConfigError(f"{self.path}: {arch.describe()}: {e}; the table was measured and "
+                              "calibrated for that space only") from None
 
     def predict_ms(self, arch: ArchConfig) -> float:
         """Predicted end-to-end forward latency of ``arch`` in milliseconds.
@@ -236,7 +294,8 @@ class LatencyTable:
         built without calibration).
 
         Raises:
-            ConfigError: a block or precision of ``arch`` the table does not cover.
+            ConfigError: a block or precision of ``arch`` the table does not cover, or an
+                architecture outside the search space the table was built for.
         """
         raw = self.raw_sum_ms(arch)
         cal = self.calibration.get(arch.precision)
