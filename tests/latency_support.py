@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from nas.latency.spec import space_blocks
-from nas.latency.table import COLUMNS, FORMAT, json_path, write_meta
+from nas.latency.files import COLUMNS, FORMAT, json_path, write_meta
 from nas.space import SearchSpace
 
 SPACE = {

@@ -14,7 +14,7 @@ from nas.latency import LatencyTable, Workload, space_blocks
 from nas.latency import blocks as blocks_mod
 from nas.latency.build import build_table, passes_path
 from nas.latency.measure import TimerSettings
-from nas.latency.table import calibration_path, json_path
+from nas.latency.files import calibration_path, json_path
 from nas.latency.validate import validate
 from nas.space import SearchSpace
 

@@ -9,7 +9,7 @@ import pytest
 from latency_support import SPACE, block_ms, fake_table, space
 from nas.errors import ConfigError
 from nas.latency import BlockKey, LatencyTable, arch_blocks
-from nas.latency.table import json_path
+from nas.latency.files import json_path
 from nas.space import SearchSpace
 
 
@@ -160,3 +160,61 @@ def test_missing_calibration_is_refused_when_required(tmp_path):
     t = LatencyTable.load(path, space=space(), require_calibration=False)
     arch = space().smallest()
     assert t.predict_ms(arch) == t.raw_sum_ms(arch)  # the plain sum, said so by the caller
+
+
+def _rewrite_meta(path, fn):
+    meta = json.loads(json_path(path).read_text())
+    fn(meta)
+    json_path(path).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("space_edit, arch, words", [
+    ({}, (3, 64, [2, 1, 1], [128, 64, 64], "fp32"), r"n_layer 3 \(allowed 1\.\.2\)"),
+    # Rows for these shapes exist, but the space the table was built for has none of them.
+    ({"d_model": [64]}, (1, 32, [1], [64], "fp32"), r"d_model 32 \(allowed \[64\]\)"),
+    ({"n_head": [1]}, (1, 64, [2], [64], "fp32"), r"n_head \[2\] \(allowed \[1\]\)"),
+    ({"d_ff": [128]}, (2, 64, [1, 1], [64, 128], "int8"), r"d_ff \[64\] \(allowed \[128\]\)"),
+])
+def test_architecture_outside_the_tables_space_is_refused_though_its_blocks_have_rows(
+        tmp_path, space_edit, arch, words):
+    path = fake_table(tmp_path)
+    _rewrite_meta(path, lambda m: m["space"].update(space_edit))
+    t = LatencyTable.load(path)
+    a = space().make(*arch)
+    assert all(k in t._ms for k in arch_blocks(a))  # a plain sum would give a number
+    with pytest.raises(ConfigError, match=words) as e:
+        t.predict_ms(a)
+    assert "fake.csv" in str(e.value) and "lat_micro" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_precision_the_table_was_not_built_for_is_refused_though_it_has_rows(tmp_path):
+    path = fake_table(tmp_path)
+    _rewrite_meta(path, lambda m: m["workload"].update(precisions=["fp32"]))
+    t = LatencyTable.load(path)
+    assert t.precisions == ("fp32",)
+    with pytest.raises(ConfigError, match="precision 'int8'"):
+        t.predict_ms(space().make(1, 32, [1], [64], "int8"))
+    with pytest.raises(ConfigError, match=r"precision\(s\) \['int8'\]"):
+        LatencyTable.load(path, space=space())
+
+
+def test_only_the_context_of_an_architecture_may_differ_from_the_tables_space(tmp_path):
+    t = LatencyTable.load(fake_table(tmp_path))  # measured at seq_len 16 = the space's context
+    longer = SearchSpace.from_dict({**SPACE, "block_size": 32}).make(2, 64, [2, 1], [128, 64])
+    assert t.predict_ms(longer) == t.predict_ms(space().make(2, 64, [2, 1], [128, 64]))
+
+
+def test_a_table_that_does_not_record_its_whole_space_predicts_what_it_has_rows_for(tmp_path):
+    path = fake_table(tmp_path)
+    _rewrite_meta(path, lambda m: m["space"].pop("n_layer"))
+    assert LatencyTable.load(path).predict_ms(space().make(3, 32, [1] * 3, [64] * 3)) > 0
+
+
+def test_space_beyond_the_tables_is_refused_at_load(tmp_path):
+    path = fake_table(tmp_path)
+    deeper = SearchSpace.from_dict({**SPACE, "n_layer": {"min": 1, "max": 3}})
+    with pytest.raises(ConfigError, match=r"reaches beyond.*n_layer 1\.\.3 \(table: 1\.\.2\)"):
+        LatencyTable.load(path, space=deeper)
+    _rewrite_meta(path, lambda m: m["space"].update(d_ff=[128]))
+    with pytest.raises(ConfigError, match=r"d_ff \[64\] \(table: \[128\]\).*nas.latency build"):
+        LatencyTable.load(path, space=space())

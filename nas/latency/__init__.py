@@ -17,8 +17,9 @@ Build, predict and validate (Hydra, ``conf/latency.yaml``)::
 How: every block (``spec.py``) is the real module of ``nas.model`` timed back to back
 (``measure.py``, ``blocks.py``); a per-precision linear correction fitted on end-to-end
 measurements of random architectures (``calibrate.py``) turns the sum of a model's
-blocks into its latency; both live with the table (``table.py``), and ``validate.py``
-checks the predictor on architectures drawn from another seed.
+blocks into its latency; both live with the table (``files.py``), which the predictor
+loads and checks (``table.py``), and ``validate.py`` checks the predictor on
+architectures drawn from another seed.
 """
 from nas.latency.calibrate import Calibration
 from nas.latency.spec import BlockKey, Workload, arch_blocks, space_blocks

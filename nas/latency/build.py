@@ -5,7 +5,11 @@ end-to-end timings of the calibration architectures (``<name>.calib.csv``) and, 
 everything is measured in several passes, each pass (``<name>.passes.csv``). A build that
 stops halfway therefore keeps its work: run the same command again and it measures
 only what is missing, after checking that the existing rows were measured on this
-machine for this workload (it never mixes two measurements in one table).
+machine for this workload (it never mixes two measurements in one table). On a
+finished table with nothing left to measure it writes nothing at all, so the studies
+that recorded the table's hash can still resume. It reads
+every file it would append to before it changes any (``resume.py``), so a file that is
+not a table's is refused untouched.
 """
 from __future__ import annotations
 
@@ -15,27 +19,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
 from nas.errors import ConfigError
 from nas.latency import fingerprint
 from nas.latency.calibrate import fit
+from nas.latency.files import COLUMNS, FORMAT, RowWriter, calibration_path, json_path, write_meta
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
+from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, cut_partial_line,
+                                differences, passes_path, read_earlier)
 from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, space_blocks
-from nas.latency.table import (COLUMNS, FORMAT, LatencyTable, RowWriter, calibration_path,
-                               check_rows, json_path, read_meta, write_meta)
+from nas.latency.table import LatencyTable
 from nas.space import ROOT, SearchSpace
-
-CALIB_COLUMNS = ("arch_id", "arch", "precision", "n_layer", "pass", "raw_sum_ms", "median_ms",
-                 "p10_ms", "p90_ms", "repeats", "inner")
-PASS_COLUMNS = COLUMNS + ("pass",)
-
-
-def passes_path(path: str | Path) -> Path:
-    """Every pass of every block when ``passes > 1``: ``x.passes.csv``."""
-    p = Path(path)
-    return p.with_name(p.stem + ".passes.csv")
-
 
 def git_revision() -> str | None:
     """The repository's commit (``+dirty`` when files changed), or None outside git."""
@@ -49,79 +42,9 @@ def git_revision() -> str | None:
         return None
 
 
-def _cut_partial_line(path: Path) -> bool:
-    """Drop a last line that a crash left half-written; True when one was dropped."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-        return True
-    return False
-
-
-def _read_appended(path: Path, columns: tuple[str, ...], log: Callable[[str], None]) -> pd.DataFrame:
-    """Rows an earlier (maybe interrupted) build appended to ``path``; empty if none."""
-    if not path.exists():
-        return pd.DataFrame(columns=list(columns))
-    if _cut_partial_line(path):
-        log(f"{path}: dropped a half-written last line (interrupted build)")
-    df = pd.read_csv(path, dtype={"kind": str, "precision": str})
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}; delete it to re-measure")
-    return df
-
-
-def _key(r: dict[str, Any]) -> BlockKey:
-    return BlockKey(r["kind"], int(r["d_model"]), int(r["n_head"]), int(r["d_ff"]), r["precision"])
-
-
-def _existing_rows(path: Path, log: Callable[[str], None]) -> dict[BlockKey, dict[str, Any]]:
-    df = _read_appended(path, COLUMNS, log)
-    if df.empty:
-        return {}
-    return {_key(r): r for r in check_rows(df, path).to_dict("records")}
-
-
-def _existing_passes(path: Path, log: Callable[[str], None]) -> dict[tuple[BlockKey, int], dict]:
-    df = _read_appended(path, PASS_COLUMNS, log)
-    if df.empty:
-        return {}
-    out = {}
-    for i, sub in df.groupby("pass"):
-        for r in check_rows(sub.drop(columns=["pass"]), path).to_dict("records"):
-            out[(_key(r), int(i))] = r
-    return out
-
-
-def _existing_calib(path: Path, log: Callable[[str], None]) -> dict[tuple[str, int], dict]:
-    df = _read_appended(path, CALIB_COLUMNS, log).dropna()
-    df = df[df["median_ms"] > 0]
-    return {(str(r["arch_id"]), int(r["pass"])): r for r in df.to_dict("records")}
-
-
 def best_pass(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The pass with the lowest median: the one other processes disturbed least."""
     return min(rows, key=lambda r: float(r["median_ms"]))
-
-
-def _check_resume(csv: Path, meta_old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-    """Refuse to add rows to a table measured elsewhere or for another workload."""
-    if meta_old is None:
-        raise ConfigError(f"{csv}: has rows but no {json_path(csv).name} saying what measured "
-                          "them; delete it (or restore the JSON) and build again")
-    wrong = [f"{k} {meta_old['workload'].get(k)!r} (now {new['workload'][k]!r})"
-             for k in ("device", "batch_size", "seq_len", "mode", "threads")
-             if meta_old["workload"].get(k) != new["workload"][k]]
-    wrong += [f"{k} {meta_old['space'].get(k)!r} (now {new['space'][k]!r})"
-              for k in ("head_dim", "vocab_size") if meta_old["space"].get(k) != new["space"][k]]
-    old_clock = meta_old.get("timer", {}).get("cpu_clock", "wall")
-    if new["workload"]["device"] == "cpu" and old_clock != new["timer"]["cpu_clock"]:
-        wrong.append(f"cpu_clock {old_clock!r} (now {new['timer']['cpu_clock']!r})")
-    wrong += fingerprint.mismatches(meta_old["fingerprint"], new["fingerprint"])
-    if wrong:
-        raise ConfigError(f"{csv}: existing rows were measured with {'; '.join(wrong)}; refusing "
-                          f"to mix measurements: delete {csv.name} and {json_path(csv).name}, or "
-                          "set latency.table to another file")
 
 
 def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer: TimerSettings,
@@ -147,7 +70,9 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         The finished table, loaded and checked.
 
     Raises:
-        ConfigError: CUDA asked but absent, or existing rows from another machine or workload.
+        ConfigError: CUDA asked but absent, a file at the table's paths that a build did
+            not write, or existing rows from another machine or workload; in every case
+            before any file is changed.
     """
     import torch
     from tqdm import tqdm
@@ -176,19 +101,52 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         "calibration": {},
     }
     P = timer.passes
-    done = _existing_rows(csv, log)
-    per_pass = _existing_passes(passes_path(csv), log) if P > 1 else {}
     calib_csv = calibration_path(csv)
-    old = read_meta(json_path(csv)) if json_path(csv).exists() else None
-    if done or per_pass or (old is not None and calib_csv.exists()):
-        _check_resume(csv, old, meta)
+    # Everything is read and checked before anything is written: a refusal leaves the
+    # files as they were.
+    old = read_earlier(csv, passes=P > 1, calibration=calibration_n > 0)
+    done, per_pass, calib_done = old.rows, old.passes, old.calib
+    if done or per_pass or (old.meta is not None and calib_csv.exists()):
+        check_resume(csv, old.meta, meta)
+
+    keys = space_blocks(space, workload.precisions)
+    # Pass-major order: every block once, then every block again, so that the passes of
+    # one block are far apart in time.
+    todo = [(i, k) for i in range(P) for k in keys if k not in done and (k, i) not in per_pass]
+    # Passes complete but the row not written: a crash in between.
+    ready = [k for k in keys if k not in done and all((k, i) in per_pass for i in range(P))]
+    calib = {p: sample_archs(space, calibration_n, calibration_seed, workload.device, p)
+             for p in workload.precisions} if calibration_n > 0 else {}
+    calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
+                  if (a.arch_id, i) not in calib_done]
+    total = len(todo) + len(calib_todo)
+    appends = bool(total or ready or old.partial)
+    if not appends and old.complete:
+        # Studies record the table's hash: a build with nothing to add must not refit
+        # the correction from the rounded CSV values or restamp the JSON.
+        wanted = differences(old.meta, meta, calibration_n, calibration_seed)
+        if wanted:
+            raise ConfigError(
+                f"{csv}: finished, and this build has nothing to measure, but it asks for "
+                f"{'; '.join(wanted)}; refusing to rewrite a finished table (studies made with "
+                f"it would no longer resume): repeat its command ({old.meta.get('command')}) or "
+                "set latency.table to another file")
+        log(f"{csv}: complete, nothing to measure; its files are left as they were")
+        return _load(csv, space, workload, calibration_n)
+
+    if done or per_pass:
         log(f"{csv}: resuming, {len(done)} rows and {len(per_pass)} passes already measured")
-    for note in fingerprint.version_notes(old["fingerprint"], meta["fingerprint"]) if old else []:
+    for note in (fingerprint.version_notes(old.meta["fingerprint"], meta["fingerprint"])
+                 if old.meta else []):
         log(f"{csv}: note: {note}")
-    write_meta(json_path(csv), meta)
+    for f in old.partial:
+        cut_partial_line(f)
+        log(f"{f}: dropped a half-written last line (interrupted build)")
+    if appends:  # marked unfinished while its files grow
+        write_meta(json_path(csv), meta)
 
     writer = RowWriter(csv, COLUMNS)
-    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 else None
+    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 and todo else None
 
     def finish(key: BlockKey) -> None:
         """Write the table row of ``key`` once all its passes are in."""
@@ -197,18 +155,8 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             done[key] = best_pass(have)
             writer.append(done[key])
 
-    keys = space_blocks(space, workload.precisions)
-    for key in keys:  # passes complete but the row not written: a crash in between
+    for key in ready:
         finish(key)
-    # Pass-major order: every block once, then every block again, so that the passes of
-    # one block are far apart in time.
-    todo = [(i, k) for i in range(P) for k in keys if k not in done and (k, i) not in per_pass]
-    calib = {p: sample_archs(space, calibration_n, calibration_seed, workload.device, p)
-             for p in workload.precisions} if calibration_n > 0 else {}
-    calib_done = _existing_calib(calib_csv, log) if calib else {}
-    calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
-                  if (a.arch_id, i) not in calib_done]
-    total = len(todo) + len(calib_todo)
     per = timer.repeats * timer.window_ms / 1e3 * 1.4
     log(f"{csv}: {len(todo)} block and {len(calib_todo)} calibration-model measurements "
         f"({P} pass(es)) on {workload.device} ({threads} CPU thread(s)), about "
@@ -270,6 +218,11 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     meta["build_seconds_last_run"] = round(time.perf_counter() - t0, 1)
     meta["load_average_end"] = fingerprint.load_average()
     write_meta(json_path(csv), meta)
+    return _load(csv, space, workload, calibration_n)
+
+
+def _load(csv: Path, space: SearchSpace, workload: Workload, calibration_n: int) -> LatencyTable:
+    """The finished table, checked against what the build was asked for."""
     return LatencyTable.load(csv, space=space, device=workload.device,
                              batch_size=workload.batch_size, seq_len=workload.seq_len,
                              mode=workload.mode, precisions=workload.precisions,

@@ -1,54 +1,25 @@
-"""Latency tables: a CSV of block timings next to a JSON fingerprint, and the predictor.
+"""The latency predictor: a table loaded, checked against what is asked, and summed.
 
-``<name>.csv`` has one row per block, shape and precision (see :data:`COLUMNS`), read
-and written with pandas. ``<name>.json`` says what measured it and for what: the
-hardware and software fingerprint, the workload (device, batch size, sequence length,
-mode, threads), the search space, the timer settings, the command, and the per-precision
-:class:`~nas.latency.calibrate.Calibration` the predictor applies. Loading checks both
-files and refuses, with a one-line :class:`ConfigError` naming the file, anything it
-cannot vouch for: a predictor never returns a guessed number.
+:class:`LatencyTable` loads a table's CSV and JSON (``files.py``) and refuses, with a
+one-line :class:`ConfigError` naming the file, anything it cannot vouch for: another
+device or workload, a space it does not cover, an architecture outside it. A predictor
+never returns a guessed number.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import dataclasses
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency.calibrate import Calibration
-from nas.latency.spec import KINDS, BlockKey, arch_blocks, space_blocks
-from nas.space import PRECISIONS, ROOT, ArchConfig, SearchSpace
+from nas.latency.files import json_path, read_meta, read_rows, resolve, row_key
+from nas.latency.spec import BlockKey, arch_blocks, space_blocks
+from nas.space import ArchConfig, SearchSpace
 
-FORMAT = 1
-KEY_COLUMNS = ("kind", "d_model", "n_head", "d_ff", "precision")
-INT_COLUMNS = ("d_model", "n_head", "d_ff", "batch_size", "seq_len", "repeats", "inner")
-TIME_COLUMNS = ("median_ms", "p10_ms", "p90_ms")
-COLUMNS = KEY_COLUMNS + ("batch_size", "seq_len") + TIME_COLUMNS + ("repeats", "inner")
 PREDICTED_KINDS = ("embedding", "attention", "ffn", "head")
-
-
-def json_path(path: str | Path) -> Path:
-    """The fingerprint file of a table: ``x.csv`` -> ``x.json``."""
-    return Path(path).with_suffix(".json")
-
-
-def calibration_path(path: str | Path) -> Path:
-    """The end-to-end measurements the calibration was fitted on: ``x.calib.csv``."""
-    p = Path(path)
-    return p.with_name(p.stem + ".calib.csv")
-
-
-def resolve(path: str | Path) -> Path:
-    """``path`` as given, or under the repository root when it is relative and only there."""
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and (ROOT / p).exists():
-        return ROOT / p
-    return p
 
 
 def build_command(path: str | Path, device: str | None = None, batch_size: int | None = None,
@@ -74,133 +45,14 @@ def _other_path(path: Path, device: str, batch_size: int, seq_len: int) -> Path:
     return path.with_name(f"{path.stem}-{device}-b{batch_size}-t{seq_len}.csv")
 
 
-def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
-    """Validate a table's rows; return them with proper dtypes.
-
-    Raises:
-        ConfigError: a missing column, an empty or non-numeric value, a negative or zero
-            time, p10 > median > p90, an unknown kind or precision, a duplicate row.
-    """
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{where}: missing column(s) {missing}; a table has {list(COLUMNS)} "
-                          "(truncated or hand-edited? rebuild it)")
-    df = df[list(COLUMNS)].copy()
-    if df.empty:
-        raise ConfigError(f"{where}: no rows; rebuild the table")
-    for c in ("kind", "precision"):
-        bad = df[c].isna()
-        if bad.any():
-            raise ConfigError(f"{where}: line {_line(df, bad)}: empty '{c}' "
-                              "(truncated or hand-edited?)")
-        df[c] = df[c].astype(str).str.strip()
-    for c in INT_COLUMNS + TIME_COLUMNS:
-        num = pd.to_numeric(df[c], errors="coerce")
-        bad = num.isna() | ~np.isfinite(num)
-        if bad.any():
-            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is empty, NaN or not a "
-                              "number (truncated or hand-edited?)")
-        if c in INT_COLUMNS:
-            if (num != num.round()).any():
-                raise ConfigError(f"{where}: line {_line(df, num != num.round())}: column '{c}' "
-                                  "must be an integer")
-            num = num.astype(int)
-        df[c] = num
-    for c in TIME_COLUMNS:
-        bad = df[c] <= 0
-        if bad.any():
-            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
-                              f"{df.loc[bad, c].iloc[0]}; times must be positive")
-    bad = (df["p10_ms"] > df["median_ms"] * (1 + 1e-9)) | (df["median_ms"] > df["p90_ms"] * (1 + 1e-9))
-    if bad.any():
-        raise ConfigError(f"{where}: line {_line(df, bad)}: p10_ms <= median_ms <= p90_ms does not "
-                          "hold (hand-edited?)")
-    for c in ("d_model", "batch_size", "seq_len", "repeats", "inner"):
-        bad = df[c] < 1
-        if bad.any():
-            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' must be >= 1")
-    bad = ~df["kind"].isin(KINDS)
-    if bad.any():
-        raise ConfigError(f"{where}: line {_line(df, bad)}: unknown kind "
-                          f"{df.loc[bad, 'kind'].iloc[0]!r}; known: {list(KINDS)}")
-    known = sorted(set(PRECISIONS["cpu"]) | set(PRECISIONS["cuda"]))
-    bad = ~df["precision"].isin(known)
-    if bad.any():
-        raise ConfigError(f"{where}: line {_line(df, bad)}: unknown precision "
-                          f"{df.loc[bad, 'precision'].iloc[0]!r}; known: {known}")
-    dup = df.duplicated(list(KEY_COLUMNS))
-    if dup.any():
-        raise ConfigError(f"{where}: line {_line(df, dup)}: duplicate row for "
-                          f"{_key(df[dup].iloc[0]).describe()}")
-    return df
-
-
-def _line(df: pd.DataFrame, mask: pd.Series) -> int:
-    return int(np.flatnonzero(np.asarray(mask))[0]) + 2  # 1-based, after the header
-
-
-def _key(row: Mapping[str, Any]) -> BlockKey:
-    return BlockKey(str(row["kind"]), int(row["d_model"]), int(row["n_head"]), int(row["d_ff"]),
-                    str(row["precision"]))
-
-
-def read_rows(path: str | Path) -> pd.DataFrame:
-    """Read and validate a table CSV (raises ConfigError naming the file)."""
-    p = Path(path)
+def _own_space(d: dict[str, Any], where: Path) -> SearchSpace | None:
+    """The search space a table's JSON records, or None when it records only part of it."""
+    if not all(k in d for k in ("n_layer", "d_model", "n_head", "d_ff", "precision")):
+        return None
     try:
-        with open(p, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":  # every row is written whole, with its line end
-                    raise ConfigError(f"{p}: the last line has no line end (truncated?); rebuild "
-                                      "the table, or re-run its build to resume")
-        df = pd.read_csv(p, dtype={"kind": str, "precision": str})
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: latency table not found") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{p}: not a readable CSV ({first}); rebuild the table") from None
-    return check_rows(df, p)
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """Read and check a table's JSON fingerprint (``path`` is the JSON file)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: fingerprint file not found next to the table; a table without "
-                          "one cannot be trusted, rebuild it")
-    try:
-        meta = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid JSON ({e.__class__.__name__}); rebuild the table") from None
-    if not isinstance(meta, dict):
-        raise ConfigError(f"{p}: expected a JSON object; rebuild the table")
-    need = {"workload": ("device", "batch_size", "seq_len", "mode", "precisions", "threads"),
-            "space": ("name", "head_dim", "vocab_size", "block_size"),
-            "fingerprint": ("device",)}
-    for section, keys in need.items():
-        if not isinstance(meta.get(section), dict):
-            raise ConfigError(f"{p}: missing section '{section}'; rebuild the table")
-        for k in keys:
-            if k not in meta[section]:
-                raise ConfigError(f"{p}: missing '{section}.{k}'; rebuild the table")
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{p}: format {meta.get('format')!r}; this code reads format {FORMAT}, "
-                          "rebuild the table")
-    return meta
-
-
-def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
-    """Write the JSON fingerprint atomically (a crash never leaves half a file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is meant to be shared
-    os.replace(tmp, p)
+        return SearchSpace.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: its search space is damaged ({e}); rebuild the table") from None
 
 
 class LatencyTable:
@@ -211,7 +63,9 @@ class LatencyTable:
         device: ``"cpu"`` or ``"cuda"``.
         batch_size, seq_len: the workload the blocks were measured on.
         mode: ``"eager"`` or ``"graph"``.
-        precisions: the precisions the table has rows for.
+        precisions: the precisions the table was built for and has rows for.
+        space: the search space it was built for (None when its JSON predates recording
+            the whole space); it predicts architectures of that space only.
         meta: the JSON fingerprint, as read.
         rows: the validated CSV, as a DataFrame.
     """
@@ -231,8 +85,12 @@ class LatencyTable:
         self.cpu_clock: str = str((meta.get("timer") or {}).get("cpu_clock", "wall"))
         self.passes: int = int((meta.get("timer") or {}).get("passes", 1))
         self._ms: dict[BlockKey, float] = {
-            _key(r): float(r["median_ms"]) for r in rows.to_dict("records")}
-        self.precisions: tuple[str, ...] = tuple(sorted(set(rows["precision"])))
+            row_key(r): float(r["median_ms"]) for r in rows.to_dict("records")}
+        # Rows of a precision the JSON does not list have no say: no correction was fitted
+        # with them in mind.
+        self.precisions: tuple[str, ...] = tuple(sorted(set(rows["precision"])
+                                                        & set(w["precisions"])))
+        self.space: SearchSpace | None = _own_space(meta["space"], json_path(path))
         cal = meta.get("calibration") or {}
         if not isinstance(cal, dict):
             raise ConfigError(f"{json_path(path)}: 'calibration' must be an object; rebuild the table")
@@ -343,13 +201,33 @@ class LatencyTable:
                               f"{space.block_size} of search space '{space.name}'")
         self._check_precisions(precs, require_calibration)
         gone = self.missing(space, precs)
+        cmd = build_command(self.path, self.device, self.batch_size, self.seq_len, space.name,
+                            self.mode)
         if gone:
             more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
-            cmd = build_command(self.path, self.device, self.batch_size, self.seq_len, space.name,
-                                self.mode)
             raise ConfigError(
                 f"{self.path}: does not cover search space '{space.name}': no row for "
                 f"{', '.join(k.describe() for k in gone[:3])}{more}; build it with: {cmd}")
+        beyond = self._beyond(space)
+        if beyond:
+            raise ConfigError(
+                f"{self.path}: search space '{space.name}' reaches beyond the space the table "
+                f"was built for: {'; '.join(beyond)}; build a table for it with: {cmd}")
+
+    def _beyond(self, space: SearchSpace) -> list[str]:
+        """What ``space`` allows that the table's own space does not."""
+        own = self.space
+        if own is None:
+            return []
+        out = []
+        if space.n_layer_min < own.n_layer_min or space.n_layer_max > own.n_layer_max:
+            out.append(f"n_layer {space.n_layer_min}..{space.n_layer_max} (table: "
+                       f"{own.n_layer_min}..{own.n_layer_max})")
+        for key in ("d_model", "n_head", "d_ff"):
+            extra = sorted(set(getattr(space, key)) - set(getattr(own, key)))
+            if extra:
+                out.append(f"{key} {extra} (table: {list(getattr(own, key))})")
+        return out
 
     # --- prediction --------------------------------------------------------------
     def block_ms(self, key: BlockKey) -> float:
@@ -385,7 +263,28 @@ class LatencyTable:
             raise ConfigError(f"{self.path}: {arch.describe()} is outside the table's coverage: no "
                               f"row for {', '.join(k.describe() for k in gone[:3])}; "
                               f"{self._coverage()}")
+        self._check_in_space(arch)
         return float(sum(self._ms[k] for k in keys))
+
+    def _check_in_space(self, arch: ArchConfig) -> None:
+        """Refuse an architecture outside the space the table was built for.
+
+        Its blocks may all have rows (a deeper model repeats the same blocks), but the
+        correction was fitted on that space's architectures only: beyond it a
+        prediction would be an extrapolation, not a measurement.
+        """
+        own = self.space
+        if own is None:
+            return
+        # The context only sizes the position table; what was timed is seq_len, checked
+        # against the context above.
+        if arch.block_size != own.block_size:
+            arch = dataclasses.replace(arch, block_size=own.block_size)
+        try:
+            own.check(arch)
+        except ConfigError as e:
+            raise ConfigError(f"{self.path}: {arch.describe()}: {e}; the table was measured and "
+                              "calibrated for that space only") from None
 
     def predict_ms(self, arch: ArchConfig) -> float:
         """Predicted end-to-end forward latency of ``arch`` in milliseconds.
@@ -395,7 +294,8 @@ class LatencyTable:
         built without calibration).
 
         Raises:
-            ConfigError: a block or precision of ``arch`` the table does not cover.
+            ConfigError: a block or precision of ``arch`` the table does not cover, or an
+                architecture outside the search space the table was built for.
         """
         raw = self.raw_sum_ms(arch)
         cal = self.calibration.get(arch.precision)
@@ -412,22 +312,3 @@ class LatencyTable:
         hw = self.fingerprint.get("gpu_name") or self.fingerprint.get("cpu_model") or "?"
         return (f"{self.path.name}: {self.device} ({hw}), batch {self.batch_size}, seq "
                 f"{self.seq_len}, {self.mode}, {', '.join(self.precisions)}, {len(self._ms)} rows")
-
-
-class RowWriter:
-    """Append rows to a CSV as they are measured, so an interrupted build keeps them."""
-
-    def __init__(self, path: str | Path, columns: Iterable[str]):
-        self.path, self.columns = Path(path), list(columns)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            pd.DataFrame(columns=self.columns).to_csv(self.path, index=False)
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Write one row, flushed and synced to disk."""
-        line = pd.DataFrame([{c: row[c] for c in self.columns}]).to_csv(
-            index=False, header=False, float_format="%.6g")
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())

@@ -21,9 +21,10 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency import fingerprint
+from nas.latency.files import calibration_path
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.spec import Workload, sample_archs
-from nas.latency.table import LatencyTable, calibration_path
+from nas.latency.table import LatencyTable
 from nas.space import SearchSpace
 
 GOAL_WITHIN_10 = 0.95
