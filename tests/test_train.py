@@ -271,7 +271,9 @@ def test_train_config_errors_name_the_key(d, key):
         TrainConfig.from_dict(d)
 
 
-@pytest.mark.parametrize("recipe, space", [("tiny", "tiny"), ("shakespeare", "shakespeare")])
+@pytest.mark.parametrize("recipe, space", [("tiny", "tiny"), ("shakespeare", "shakespeare"),
+                                           ("shakespeare_supernet", "shakespeare"),
+                                           ("shakespeare_finetune", "shakespeare")])
 def test_train_config_group_composes(recipe, space):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -282,11 +284,15 @@ def test_train_config_group_composes(recipe, space):
     tcfg = TrainConfig.from_dict(raw["train"])
     assert SearchSpace.from_dict(raw["search_space"]).name == space
     assert raw["out_dir"] == f"outputs/supernet/{space}" and raw["resume"] is None
-    if recipe == "shakespeare":
-        assert (tcfg.batch_size, tcfg.lr, tcfg.min_lr, tcfg.warmup, tcfg.dropout) == \
-            (64, 1e-3, 1e-4, 100, 0.2)
-    else:
+    if recipe == "tiny":
         assert tcfg.device == "cpu" and tcfg.dropout == 0.0
+    else:  # nanoGPT's shakespeare-char batches and regularisation
+        assert (tcfg.batch_size, tcfg.dropout, tcfg.distill_alpha) == (64, 0.2, 0.0)
+    if recipe in ("shakespeare", "shakespeare_supernet"):
+        assert (tcfg.lr, tcfg.min_lr, tcfg.warmup) == (1e-3, 1e-4, 100)
+        assert tcfg.steps == (6000 if recipe == "shakespeare_supernet" else 3000)
+    if recipe == "shakespeare_finetune":
+        assert tcfg.lr < 1e-3 and tcfg.steps < 3000 and tcfg.patience > 0
 
 
 def _cli(tmp_path, *args):

@@ -10,8 +10,8 @@ Writes, next to the state (CPU only; pandas and matplotlib):
   speed-up over the baseline in the same precision and mode;
 - ``headline.png``: test loss against measured latency;
 - ``recipes.csv``: the distillation weights side by side;
-- ``../ranking_fidelity/h100_shakespeare/``: ``ranking.csv``, ``summary.json``,
-  ``scatter.png``.
+- ``../ranking_fidelity/h100_shakespeare/`` (for the committed state; else
+  ``ranking_fidelity/`` next to the state): ``ranking.csv``, ``summary.json``, ``scatter.png``.
 """
 from __future__ import annotations
 
@@ -214,6 +214,9 @@ def ranking(results: dict[str, Any], plan: run.Plan, out: Path) -> dict[str, Any
                                               for name in scores},
          "kendall_tau_by_supernet_vs_seed1": {name: tau(f"supernet_val_loss_{name}", "standalone_test_loss_seed1")
                                               for name in scores},
+         "kendall_tau_by_supernet_and_source": {
+             name: {src: tau(f"supernet_val_loss_{name}", gt, df[df.source == src])
+                    for src in ("search region", "stratified")} for name in scores},
          "kendall_tau_standalone_val_vs_test": tau("standalone_val_loss_mean", gt),
          "kendall_tau_search_region_only": tau("supernet_val_loss", gt,
                                                df[df.source == "search region"]),
@@ -226,23 +229,29 @@ def ranking(results: dict[str, Any], plan: run.Plan, out: Path) -> dict[str, Any
 
 
 def _scatter(df: pd.DataFrame, s: dict[str, Any], path: Path) -> None:
+    """One panel per supernet: its score against the ground truth."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for src, m in (("search region", "o"), ("stratified", "s")):
-        d = df[df.source == src]
-        ax.errorbar(d.standalone_test_loss_mean, d.supernet_val_loss,
-                    xerr=(d.standalone_test_loss_seed0 - d.standalone_test_loss_seed1).abs() / 2,
-                    fmt=m, capsize=2, label=f"{src} ({len(d)})")
-    ax.set_xlabel("test loss trained alone (mean of 2 seeds; bar: half the seed gap)")
-    ax.set_ylabel("validation loss with the supernet's weights")
-    ax.set_title(f"Kendall tau {s['kendall_tau']:.2f} (seed-vs-seed ceiling "
-                 f"{s['noise_ceiling_kendall_tau_seed0_vs_seed1']:.2f})", fontsize=10)
-    ax.legend(fontsize=8)
+    names = list(s["kendall_tau_by_supernet"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.6), sharex=True)
+    for ax, name in zip(axes, names):
+        for src, m in (("search region", "o"), ("stratified", "s")):
+            d = df[df.source == src]
+            ax.errorbar(d.standalone_test_loss_mean, d[f"supernet_val_loss_{name}"],
+                        xerr=(d.standalone_test_loss_seed0 - d.standalone_test_loss_seed1).abs() / 2,
+                        fmt=m, capsize=2, label=f"{src} ({len(d)})")
+        ax.set_title(f"supernet {name}: Kendall tau {s['kendall_tau_by_supernet'][name]:.2f}",
+                     fontsize=9)
+        ax.set_xlabel("test loss trained alone (mean of 2 seeds)")
+    axes[0].set_ylabel("validation loss with the supernet's weights")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"20 shakespeare architectures; seed 0 ranks seed 1 at tau "
+                 f"{s['noise_ceiling_kendall_tau_seed0_vs_seed1']:.2f} (bars: half the seed gap)",
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
@@ -250,12 +259,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--state", type=Path, default=HERE / "state.jsonl")
     ap.add_argument("--ranking-out", type=Path,
-                    default=HERE.parent / "ranking_fidelity" / "h100_shakespeare")
+                    help="default: ../ranking_fidelity/h100_shakespeare for the committed state, "
+                         "else ranking_fidelity/ next to the state")
     ap.add_argument("--smoke", action="store_true", help="the state of a --smoke run")
     args = ap.parse_args(argv)
     results = run.load_state(args.state)
     plan = run.Plan(run.SMOKE if args.smoke else run.Setup(), results, Path("/nonexistent"))
     out = args.state.parent
+    if args.ranking_out is None:
+        committed = args.state.resolve() == (HERE / "state.jsonl").resolve()
+        args.ranking_out = (HERE.parent / "ranking_fidelity" / "h100_shakespeare" if committed
+                            else out / "ranking_fidelity")
     args.ranking_out.mkdir(parents=True, exist_ok=True)
     rs = ranking(results, plan, args.ranking_out)
     rec = recipes(results, plan, out, rs["kendall_tau_by_supernet"])
