@@ -90,7 +90,23 @@ class ArchConfig:
                          if f.name not in d and f.default is dataclasses.MISSING)
         if missing:
             raise ConfigError(f"architecture: missing key(s) {missing}")
-        return cls(**d)
+        # Types first: a string or a null would otherwise fail deep inside, or a scalar
+        # n_head be taken for a list.
+        kw: dict[str, Any] = {}
+        for key, v in d.items():
+            if key in ("n_head", "d_ff"):
+                if not isinstance(v, Sequence) or isinstance(v, str):
+                    raise ConfigError(f"architecture: {key}: {v!r} must be a list of positive "
+                                      "integers, one per layer")
+                kw[key] = tuple(_positive("architecture", f"{key}[{i}]", x) for i, x in enumerate(v))
+            elif key == "precision":
+                if not isinstance(v, str):
+                    raise ConfigError(f"architecture: precision: {v!r} must be one of "
+                                      "fp32, bf16, fp16, int8")
+                kw[key] = v
+            else:
+                kw[key] = _positive("architecture", key, v)
+        return cls(**kw)
 
     def to_yaml(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
         """Write the architecture; ``extra`` (predicted latency, loss...) goes under ``meta``."""
@@ -106,12 +122,21 @@ class ArchConfig:
         if not p.is_file():
             raise ConfigError(f"{p}: architecture file not found")
         try:
-            doc = yaml.safe_load(p.read_text())
+            doc = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a text file (not UTF-8); an architecture is a YAML "
+                              "file written by nas.search or nas.export") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{p}: expected a mapping with an 'arch' key")
-        return cls.from_dict(doc.get("arch", doc))
+        d = doc.get("arch", doc)
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: arch: {d!r} must be a mapping of the architecture's keys")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
 
     def describe(self) -> str:
         """Short human-readable form, e.g. ``L4 d128 h[4,4,2,4] f[512,...] fp32``."""
@@ -300,6 +325,12 @@ class SearchSpace:
 def _int(where: str, key: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(f"{where}: {key}: {v!r} must be an integer")
+    return v
+
+
+def _positive(where: str, key: str, v: Any) -> int:
+    if _int(where, key, v) < 1:
+        raise ConfigError(f"{where}: {key}: {v!r} must be a positive integer")
     return v
 
 

@@ -126,3 +126,37 @@ def test_precision_not_supported_on_device_is_named():
     assert space.contains(arch, "cuda") and not space.contains(arch, "cpu")
     with pytest.raises(ConfigError, match="precision fp16 .*allowed on cpu"):
         space.check(arch, "cpu")
+
+
+ARCH = {"n_layer": 2, "d_model": 64, "n_head": [1, 2], "d_ff": [128, 256], "head_dim": 32}
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"n_layer": "three"}, "n_layer: 'three' must be an integer"),
+    ({"n_layer": True}, "n_layer: True must be an integer"),
+    ({"n_head": ["a", "b"]}, "n_head[0]: 'a' must be an integer"),
+    ({"n_head": 2}, "n_head: 2 must be a list"),
+    ({"d_ff": "128,256"}, "d_ff: '128,256' must be a list"),
+    ({"d_model": None}, "d_model: None must be an integer"),
+    ({"d_model": 64.5}, "d_model: 64.5 must be an integer"),
+    ({"head_dim": 0}, "head_dim: 0 must be a positive integer"),
+    ({"d_ff": [128, -1]}, "d_ff[1]: -1 must be a positive integer"),
+    ({"precision": 16}, "precision: 16 must be one of"),
+])
+def test_arch_of_wrong_types_names_the_key(over, words):
+    with pytest.raises(ConfigError) as e:
+        ArchConfig.from_dict({**ARCH, **over})
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content, words", [
+    (yaml.safe_dump({"arch": {**ARCH, "n_head": 2}}).encode(), "n_head: 2 must be a list"),
+    (bytes(range(256)), "not a text file"),
+    (b"arch: [1, 2]\n", "arch: [1, 2] must be a mapping"),
+])
+def test_arch_file_errors_name_the_file(tmp_path, content, words):
+    path = tmp_path / "a.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        ArchConfig.from_yaml(path)
+    assert str(e.value).startswith(f"{path}: ") and words in str(e.value)
