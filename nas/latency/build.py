@@ -24,8 +24,8 @@ from nas.latency import fingerprint
 from nas.latency.calibrate import fit
 from nas.latency.files import COLUMNS, FORMAT, RowWriter, calibration_path, json_path, write_meta
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
-from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, cut_partial_line,
-                                differences, passes_path, read_earlier)
+from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, check_timer,
+                                cut_partial_line, differences, passes_path, read_earlier)
 from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, space_blocks
 from nas.latency.table import LatencyTable
 from nas.space import ROOT, SearchSpace
@@ -134,6 +134,8 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         log(f"{csv}: complete, nothing to measure; its files are left as they were")
         return _load(csv, space, workload, calibration_n)
 
+    if old.meta is not None and (done or per_pass or calib_done):
+        check_timer(csv, old.meta, meta)  # only here: a build that adds nothing may differ
     if done or per_pass:
         log(f"{csv}: resuming, {len(done)} rows and {len(per_pass)} passes already measured")
     for note in (fingerprint.version_notes(old.meta["fingerprint"], meta["fingerprint"])

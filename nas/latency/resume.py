@@ -170,6 +170,27 @@ def check_resume(csv: Path, meta_old: dict[str, Any] | None, new: dict[str, Any]
                           "set latency.table to another file")
 
 
+TIMER_KEYS = ("repeats", "warmup", "window_ms", "max_inner", "passes")
+
+
+def check_timer(csv: Path, meta_old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to add rows timed otherwise than the rows already in the table.
+
+    The JSON records one set of timer settings for the whole table, so rows measured with
+    other repeats, windows or passes could never be told apart from the first ones.
+    """
+    old, now = meta_old.get("timer"), new["timer"]
+    if not isinstance(old, dict):
+        return  # a table from before timer settings were recorded: nothing to compare
+    keys = TIMER_KEYS + (("graph_calls",) if new["workload"]["mode"] == "graph" else ())
+    wrong = [f"{k} {old.get(k)!r} (now {now[k]!r})" for k in keys
+             if k in old and old[k] != now[k]]
+    if wrong:
+        raise ConfigError(f"{csv}: the table was measured with other timer settings: "
+                          f"{'; '.join(wrong)}; refusing to mix them in one table: repeat its "
+                          f"command ({meta_old.get('command')}) or set latency.table to another file")
+
+
 def differences(old: dict[str, Any], new: dict[str, Any], calibration_n: int,
                 calibration_seed: int) -> list[str]:
     """What a build asks for that the finished table ``old`` was not built with.
