@@ -20,6 +20,7 @@ import contextlib
 import csv
 import dataclasses
 import math
+import os
 import random
 import sys
 import time
@@ -34,7 +35,9 @@ from nas.checkpoint import FORMAT, check_space, read_checkpoint, same_space, sav
 from nas.data import CharCorpus, fixed_batches, get_batch, load_corpus
 from nas.errors import ConfigError, exit_on_user_error
 from nas.model import GPT, Supernet, copy_slices
+from nas.outputs import check_folder
 from nas.score import TEST_BATCHES, AccuracyScorer, evaluate, split_loss
+from nas.signals import held
 from nas.space import ArchConfig, SearchSpace, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -354,57 +357,59 @@ def _fit(run: _Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
     tokens, pending = 0, []
     run.seconds = 0.0
     t0 = time.perf_counter()
-    while run.step < cfg.steps:
-        x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        for g in run.opt.param_groups:
-            g["lr"] = lr_at(run.step, cfg)
-        archs = run.pick()
-        pending.append(train_step(model, run.opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip,
-                                  amp)[0])
-        tokens += x.numel() * len(archs)  # every sub-network pass counts
-        run.step += 1
-        last = run.step == cfg.steps
-        do_eval = last or (cfg.eval_every and run.step % cfg.eval_every == 0)
-        if run.step % cfg.log_every and not do_eval:
-            continue
-        # .item() only here: a sync every step would slow a GPU down.
-        _sync(device)
-        now = time.perf_counter()
-        run.seconds += now - t0
-        run.tokens_per_s = tokens / run.seconds
-        loss = torch.stack(pending).mean().item()
-        pending = []
-        row: dict[str, Any] = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, cfg),
-                               "tokens_per_s": run.tokens_per_s}
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{run.tokens_per_s:,.0f}")
-        bar.update(run.step - bar.n)
-        if do_eval:
-            model.eval()
-            seen: dict[str, float] = {}  # the baseline may be the largest: evaluate it once
-            for name, arch in val_archs.items():
-                if arch.arch_id not in seen:
-                    seen[arch.arch_id] = evaluate(model, val_batches, arch)
-                row[f"val_{name}"] = seen[arch.arch_id]
-            model.train()
-            # Validation is a result: stdout; the bar is on stderr.
-            bar.write(f"step {run.step}: " + ", ".join(
-                f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs), file=sys.stdout)
-            run.history.append(row)
-            if save is not None:
-                save()
-            if track is not None:
-                if row[f"val_{track}"] < run.best_val:
-                    run.best_val, run.best_step = row[f"val_{track}"], run.step
-                    run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                elif cfg.patience and run.step - run.best_step >= cfg.patience * cfg.eval_every:
-                    bar.write(f"stopping early at step {run.step}: no better validation since "
-                              f"step {run.best_step}", file=sys.stdout)
-                    break
-        else:
-            run.history.append(row)
-        t0 = time.perf_counter()  # evaluation and saving are not training time
-    bar.close()
+    try:  # closed on a stop too, so that the message after it starts on a line of its own
+        while run.step < cfg.steps:
+            x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for g in run.opt.param_groups:
+                g["lr"] = lr_at(run.step, cfg)
+            archs = run.pick()
+            pending.append(train_step(model, run.opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip,
+                                      amp)[0])
+            tokens += x.numel() * len(archs)  # every sub-network pass counts
+            run.step += 1
+            last = run.step == cfg.steps
+            do_eval = last or (cfg.eval_every and run.step % cfg.eval_every == 0)
+            if run.step % cfg.log_every and not do_eval:
+                continue
+            # .item() only here: a sync every step would slow a GPU down.
+            _sync(device)
+            now = time.perf_counter()
+            run.seconds += now - t0
+            run.tokens_per_s = tokens / run.seconds
+            loss = torch.stack(pending).mean().item()
+            pending = []
+            row: dict[str, Any] = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, cfg),
+                                   "tokens_per_s": run.tokens_per_s}
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{run.tokens_per_s:,.0f}")
+            bar.update(run.step - bar.n)
+            if do_eval:
+                model.eval()
+                seen: dict[str, float] = {}  # the baseline may be the largest: evaluate it once
+                for name, arch in val_archs.items():
+                    if arch.arch_id not in seen:
+                        seen[arch.arch_id] = evaluate(model, val_batches, arch)
+                    row[f"val_{name}"] = seen[arch.arch_id]
+                model.train()
+                # Validation is a result: stdout; the bar is on stderr.
+                bar.write(f"step {run.step}: " + ", ".join(
+                    f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs), file=sys.stdout)
+                run.history.append(row)
+                if save is not None:
+                    save()
+                if track is not None:
+                    if row[f"val_{track}"] < run.best_val:
+                        run.best_val, run.best_step = row[f"val_{track}"], run.step
+                        run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    elif cfg.patience and run.step - run.best_step >= cfg.patience * cfg.eval_every:
+                        bar.write(f"stopping early at step {run.step}: no better validation since "
+                                  f"step {run.best_step}", file=sys.stdout)
+                        break
+            else:
+                run.history.append(row)
+            t0 = time.perf_counter()  # evaluation and saving are not training time
+    finally:
+        bar.close()
     model.eval()
 
 
@@ -421,10 +426,12 @@ def _checkpoint(run: _Run, space: SearchSpace, corpus: CharCorpus, cfg: TrainCon
 
 def _write_log(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     keys = ["step", "loss", "lr", "tokens_per_s", "val_largest", "val_smallest", "val_baseline"]
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(f".{path.name}.tmp")  # renamed over the log: never half a file
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
+    os.replace(tmp, path)
 
 
 def _run_identity(ckpt_train: Mapping[str, Any], cfg: TrainConfig) -> bool:
@@ -496,8 +503,9 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
         run.set_rng_state(ckpt["rng"])
 
     def save() -> None:
-        save_atomic(_checkpoint(run, space, corpus, cfg), final)
-        _write_log(run.history, out_dir / "log.csv")
+        with held():  # a Ctrl-C waits for the checkpoint and its log to be written whole
+            save_atomic(_checkpoint(run, space, corpus, cfg), final)
+            _write_log(run.history, out_dir / "log.csv")
 
     if run.step >= cfg.steps:
         if src != final:  # a finished checkpoint from elsewhere: still land it in out_dir
@@ -660,10 +668,14 @@ def _main(cfg: Any) -> Path:
 
     t0 = time.perf_counter()
     raw = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(raw["search_space"], Mapping):
+        raise ConfigError(f"search_space: {raw['search_space']!r} is not a search space; its "
+                          "YAML file must be a mapping (n_layer, d_model, n_head, d_ff, precision)")
     space = SearchSpace.from_dict(raw["search_space"])
     tcfg = TrainConfig.from_dict(raw["train"])
     corpus = load_corpus(tcfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
     out_dir = Path(raw["out_dir"])
+    check_folder(out_dir, "out_dir")  # now, not after hours of training
     resume = Path(raw["resume"]) if raw.get("resume") else None
     init = raw.get("init") or "scratch"
     if init not in ("scratch", "supernet"):
@@ -672,6 +684,11 @@ def _main(cfg: Any) -> Path:
         raise ConfigError("init: 'supernet' fine-tunes one architecture; give arch=<yaml> too")
     if raw.get("arch"):  # one architecture (an exported winner, say) trained alone
         arch = ArchConfig.from_yaml(raw["arch"])
+        try:
+            space.check(arch, resolve_device(tcfg.device))
+        except ConfigError as e:
+            raise ConfigError(f"arch: {raw['arch']}: {e}; pick search_space=<the space it "
+                              "belongs to>") from None
         corpus = load_corpus(tcfg.data, block_size=arch.block_size, vocab_size=arch.vocab_size)
         supernet = None
         if init == "supernet":
@@ -697,7 +714,8 @@ def _main(cfg: Any) -> Path:
     print(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
           f"{tcfg.steps} steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
     path = train_supernet(space, corpus, tcfg, out_dir, resume=resume)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with held():
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     supernet = load_supernet(path, space, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, n_batches=tcfg.eval_batches, batch_size=EVAL_BATCH_SIZE)
     print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "
@@ -710,28 +728,6 @@ def _main(cfg: Any) -> Path:
     return path
 
 
-@exit_on_user_error
-def _check_yaml(overrides: list[str]) -> None:
-    """Compose the config once before Hydra does, to turn a YAML syntax error in a config
-    file into one line: Hydra itself answers one with a full stack trace."""
-    import yaml
-    from hydra import compose, initialize_config_dir
-
-    if any(a.startswith("-") for a in overrides):  # --help, --cfg, --multirun: Hydra's business
-        return
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            compose("train", overrides=overrides)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
-        raise ConfigError(f"{where}: not valid YAML ({e.problem or e.context})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"a config file is not valid YAML ({e.__class__.__name__})") from None
-    except Exception:  # noqa: BLE001 - anything else Hydra reports well itself, just below
-        pass
-
-
 def main() -> None:
     """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT] [arch=YAML]
     [init=scratch|supernet supernet.checkpoint=PT]``.
@@ -742,8 +738,13 @@ def main() -> None:
     """
     import hydra  # here, not at the top: library users need no Hydra
 
-    _check_yaml(sys.argv[1:])
-    hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")(_main)()
+    from nas.cli_checks import precheck
+    from nas.signals import stop_cleanly
+
+    precheck(sys.argv[1:], "train")
+    with stop_cleanly("kept: the supernet checkpoint of the last evaluation; run the same "
+                      "command again to continue (a model trained alone is saved at its end only)"):
+        hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")(_main)()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from nas.errors import ConfigError, exit_on_user_error
 from nas.latency.measure import CPU_CLOCKS, TimerSettings
 from nas.latency.spec import Workload
+from nas.outputs import check_file, check_folder
 from nas.space import ArchConfig, SearchSpace, load_space
 
 VERBS = ("build", "predict", "validate")
@@ -131,6 +132,7 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
     w = c.workload
     if c.verb == "build":
         from nas.latency.build import build_table
+        check_file(c.table, "latency.table")  # before measuring, not when the first row is ready
         table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
                             calibration_seed=c.calibration_seed, command=c.command,
                             graph_calls=c.graph_calls, progress=c.progress)
@@ -148,6 +150,7 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
         print(f"{ms:.4f} ms{how}  {arch.describe()}  [{table.describe()}]")
         return ms
     from nas.latency.validate import validate
+    check_folder(c.validate_out, "validate.out")  # before measuring, not when reporting
     table = LatencyTable.load(c.table, space=c.space, device=w.device, batch_size=w.batch_size,
                               seq_len=w.seq_len, mode=w.mode)
     precisions = c.validate_precisions or tuple(p for p in table.precisions
@@ -177,5 +180,13 @@ def _bare_verb(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    from nas.cli_checks import precheck
+    from nas.signals import stop_cleanly
+
     sys.argv[1:] = _bare_verb(sys.argv[1:])
-    main()
+    precheck(sys.argv[1:], "latency", VERBS)
+    verb = ([a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("verb=")] or ["build"])[-1]
+    with stop_cleanly("kept: the table rows already measured; run the same command again to "
+                      "measure the rest" if verb == "build" else
+                      "nothing written: a report is written at the end of a run"):
+        main()

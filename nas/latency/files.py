@@ -21,6 +21,7 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency.spec import KINDS, BlockKey
+from nas.signals import held
 from nas.space import PRECISIONS, ROOT
 
 FORMAT = 1
@@ -176,12 +177,13 @@ def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
     """Write the JSON fingerprint atomically (a crash never leaves half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is meant to be shared
-    os.replace(tmp, p)
+    with held():  # a Ctrl-C here would leave the temporary file behind
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is meant to be shared
+        os.replace(tmp, p)
 
 
 class RowWriter:
@@ -191,13 +193,14 @@ class RowWriter:
         self.path, self.columns = Path(path), list(columns)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() or self.path.stat().st_size == 0:
-            pd.DataFrame(columns=self.columns).to_csv(self.path, index=False)
+            with held():
+                pd.DataFrame(columns=self.columns).to_csv(self.path, index=False)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row, flushed and synced to disk."""
         line = pd.DataFrame([{c: row[c] for c in self.columns}]).to_csv(
             index=False, header=False, float_format="%.6g")
-        with open(self.path, "a") as f:
+        with held(), open(self.path, "a") as f:  # a Ctrl-C waits for the whole line
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
