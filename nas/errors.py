@@ -1,9 +1,15 @@
-"""The one exception type for mistakes a user can fix, and how entry points report it."""
+"""The one exception type for mistakes a user can fix, the output-path checks every
+command shares, and how entry points report errors and signals."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
+import os
+import signal
 import sys
-from typing import Callable, TypeVar
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -16,8 +22,70 @@ class ConfigError(ValueError):
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program was, like Ctrl-C (see :func:`stop_on_signals`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn the first SIGINT or SIGTERM into :class:`Interrupted`; ignore the ones after it.
+
+    A second Ctrl-C would otherwise interrupt the clean-up of the first (marking the
+    running trial failed, closing the storage) and end in a traceback; that clean-up
+    takes milliseconds, so later signals are ignored until the program exits.
+    """
+    def handler(signum: int, _frame: object) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            if signal.getsignal(s) is handler:
+                signal.signal(s, h)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, reporting a bad option as one line (its default is the usage, then the error)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_out_dir(path: Path, key: str) -> None:
+    """Refuse an output folder that cannot be made or written, before any work is done.
+
+    Args:
+        path: the folder (it may not exist yet).
+        key: the option or config key named in the message.
+
+    Raises:
+        ConfigError: ``path`` or one of its parents is a file, or the nearest existing
+            folder is not writable.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {path} is a file; give a folder")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key}: {path} cannot be made: {parent} is a file; give a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {path} cannot be written: {parent} is not writable; "
+                          "give a folder you can write to")
+
+
 def exit_on_user_error(fn: F) -> F:
-    """Wrap a command's main: a ConfigError becomes one line on stderr and exit status 2."""
+    """Wrap a command's main: a ConfigError becomes one line on stderr and exit status 2;
+    Ctrl-C (130) or SIGTERM (143, under :func:`stop_on_signals`), one line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -26,9 +94,11 @@ def exit_on_user_error(fn: F) -> F:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted: completed work is saved; re-run the same command to resume",
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+            name = "terminated" if signum == signal.SIGTERM else "interrupted"
+            print(f"{name}: completed work is saved; re-run the same command to resume",
                   file=sys.stderr)
-            sys.exit(130)
+            sys.exit(128 + signum)
 
     return wrapper  # type: ignore[return-value]

@@ -21,10 +21,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from nas.errors import ConfigError, exit_on_user_error
-from nas.results import choose_winner, pareto_frame, trials_frame
+from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
+from nas.results import check_search_study, choose_winner, pareto_frame, trials_frame
 from nas.space import ArchConfig
-from nas.study import METRICS, find_study, open_storage, study_names
+from nas.study import METRICS, damaged_storage_is_refused, find_study, open_storage, study_names
 
 DEFAULT_STORAGE = "sqlite:///outputs/nas.db"
 PARETO_DIR = "pareto"
@@ -107,7 +107,7 @@ def export_study(study: optuna.Study, out_dir: Path, budget_ms: float | None = N
 
 def load_named_study(storage_url: str, name: str | None) -> optuna.Study:
     """Open ``name`` in ``storage_url``; with no name, the storage's only study."""
-    storage = open_storage(storage_url, key="--storage")
+    storage = open_storage(storage_url, key="--storage", create=False)
     names = study_names(storage)
     if name is None:
         if len(names) != 1:
@@ -116,6 +116,7 @@ def load_named_study(storage_url: str, name: str | None) -> optuna.Study:
     study = find_study(storage, name)
     if study is None:
         raise ConfigError(f"--study: no study {name!r} in {storage_url}; available: {names}")
+    check_search_study(study)
     return study
 
 
@@ -131,16 +132,23 @@ def _positive(v: str) -> float:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Exported:
-    ap = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m nas.export", description=__doc__.split("\n")[0])
     ap.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL or journal file")
     ap.add_argument("--study", default=None, help="study name (default: the storage's only one)")
     ap.add_argument("--budget-ms", type=_positive, default=None,
                     help="choose the winner under this latency (default: the study's budget)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<study>)")
     args = ap.parse_args(argv)
-    study = load_named_study(args.storage, args.study)
-    out = args.out or Path("outputs") / study.study_name
-    res = export_study(study, out, args.budget_ms)
+    if args.out is not None:
+        check_out_dir(args.out, "--out")
+    with damaged_storage_is_refused(args.storage, "--storage"):
+        study = load_named_study(args.storage, args.study)
+        out = args.out or Path("outputs") / study.study_name
+        check_out_dir(out, "--out")
+        try:
+            res = export_study(study, out, args.budget_ms)
+        except OSError as e:  # a folder that turned out unwritable, a full disk
+            raise ConfigError(f"--out: cannot write into {out} ({e.strerror or e})") from None
     print(f"pareto front: {len(res.pareto_yamls)} architectures -> {res.pareto_csv}")
     if res.winner is None:
         print(f"winner: no Pareto-optimal architecture within {res.budget_ms} ms")

@@ -14,6 +14,7 @@ import sys
 import types
 import typing
 from dataclasses import field
+from pathlib import Path
 from typing import Any, Optional
 
 def schema_of(cls: type) -> type:
@@ -101,23 +102,88 @@ def _first(e: BaseException) -> str:
     return lines[0] if lines else e.__class__.__name__
 
 
-def precheck(argv: list[str]) -> None:
+MULTIRUN = ("-m", "--multirun")
+
+
+def precheck(argv: list[str]) -> Path | None:
     """Compose the config with ``argv``'s overrides; exit 2 with one line if it fails.
 
-    Hydra's own flags (``--help``, ``--cfg``, ``-m`` sweeps...) are left to Hydra.
-    """
-    if any(a.startswith("-") for a in argv):
-        return
-    from hydra import compose, initialize_config_dir
+    Everything that decides where Hydra writes (``search.*``, ``hydra.run.dir``) is
+    checked here, since Hydra creates its run folder before the search starts. A sweep
+    (``-m``) is checked job by job. Hydra's other flags (``--help``, ``--cfg``...) are
+    left to Hydra.
 
-    from nas.search import CONF_DIR
+    Returns:
+        The run folder (``hydra.run.dir``), or None for a sweep or Hydra's flags.
+    """
+    sweep = any(a in MULTIRUN for a in argv)
+    overrides = [a for a in argv if a not in MULTIRUN]
+    if any(a.startswith("-") for a in overrides):
+        return None
+    from nas.errors import ConfigError
+
+    try:
+        if not sweep:
+            return _check_job(overrides, sweep=False)
+        for job in _sweep_jobs(overrides):
+            _check_job(job, sweep=True)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return None
+
+
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override lists of a ``-m`` sweep's jobs, as Hydra's basic sweeper expands them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nas.errors import ConfigError
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    except Exception as e:  # noqa: BLE001 - a malformed sweep is a user mistake
+        raise ConfigError(error_line(e)) from None
+
+
+def _check_job(overrides: list[str], sweep: bool) -> Path:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from nas.errors import ConfigError, check_out_dir
+    from nas.search import CONF_DIR, SearchConfig
+    from nas.search_setup import typed
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
-            compose(config_name="config", overrides=argv)
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except Exception as e:  # noqa: BLE001 - any composition failure is a user mistake here
-        print(f"error: {error_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        raise ConfigError(error_line(e)) from None
+    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the default study name
+    typed(SearchConfig, cfg.search, "search")
+    if sweep:
+        key, run_dir = "hydra.sweep.dir", Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    else:
+        key, run_dir = "hydra.run.dir", Path(str(cfg.hydra.run.dir))
+    check_out_dir(run_dir, key)
+    return run_dir
+
+
+def save_run_record(cfg: Any, hydra_cfg: Any, out_dir: Path) -> None:
+    """Hydra's record of a run (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``).
+
+    Written by the search once its checks pass rather than by Hydra before they run
+    (``hydra.output_subdir: null``), so a refused command leaves the record of the
+    study's last real run as it was.
+    """
+    from omegaconf import OmegaConf
+
+    record = out_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, record / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
 
 
 def compose_config(overrides: list[str]) -> Any:

@@ -8,19 +8,20 @@ touches pyplot's global state or needs a display.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nas.errors import ConfigError, exit_on_user_error
+from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
 from nas.results import choose_winner, pareto_frame, trials_frame
+from nas.study import damaged_storage_is_refused
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 DASHES = ["-", "--", ":", "-."]
+FORMATS = (".png", ".pdf", ".svg")
 
 
 def _step(ax, front: pd.DataFrame, **kw) -> None:
@@ -129,29 +130,55 @@ def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pa
     return path
 
 
+def out_file(path: Path, key: str = "--out") -> Path:
+    """The figure file for ``path``: ``.png`` added when it has no extension.
+
+    Raises:
+        ConfigError: an extension other than :data:`FORMATS`, a folder, or a place that
+            cannot be written.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a folder; give a file ending in {', '.join(FORMATS)}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    if path.suffix.lower() not in FORMATS:
+        raise ConfigError(f"{key}: {path.name!r} has the extension {path.suffix!r}; "
+                          f"allowed: {', '.join(FORMATS)}")
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a folder; give a file ending in {', '.join(FORMATS)}")
+    check_out_dir(path.parent, key)
+    return path
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
     from nas.export import DEFAULT_STORAGE, load_named_study
 
-    ap = argparse.ArgumentParser(prog="python -m nas.plot", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m nas.plot", description=__doc__.split("\n")[0])
     ap.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL or journal file")
     ap.add_argument("--study", action="append", default=None,
                     help="a study name; repeat it to put several fronts on one figure")
     ap.add_argument("--out", type=Path, default=None,
-                    help="the PNG (default: outputs/<study>/pareto.png, or outputs/fronts.png)")
+                    help=f"the figure, {', '.join(FORMATS)} (default: outputs/<study>/pareto.png, "
+                         "or outputs/fronts.png)")
     args = ap.parse_args(argv)
+    out = out_file(args.out) if args.out is not None else None
     names = args.study or [None]
-    studies = [load_named_study(args.storage, n) for n in names]
-    if len(studies) == 1:
-        s = studies[0]
-        out = args.out or Path("outputs") / s.study_name / "pareto.png"
-        plot_pareto(trials_frame(s), out, s.study_name, s.user_attrs.get("latency_budget_ms"),
-                    s.user_attrs.get("hardware"))
-    else:
-        if len({s.study_name for s in studies}) != len(studies):
-            raise ConfigError("--study: a study is named twice")
-        out = args.out or Path("outputs") / "fronts.png"
-        plot_fronts({s.study_name: trials_frame(s) for s in studies}, out)
+    if len(set(names)) != len(names):
+        raise ConfigError("--study: a study is named twice")
+    with damaged_storage_is_refused(args.storage, "--storage"):
+        studies = [load_named_study(args.storage, n) for n in names]
+        try:
+            if len(studies) == 1:
+                s = studies[0]
+                out = out or out_file(Path("outputs") / s.study_name / "pareto.png")
+                plot_pareto(trials_frame(s), out, s.study_name, s.user_attrs.get("latency_budget_ms"),
+                            s.user_attrs.get("hardware"))
+            else:
+                out = out or out_file(Path("outputs") / "fronts.png")
+                plot_fronts({s.study_name: trials_frame(s) for s in studies}, out)
+        except OSError as e:  # a folder that turned out unwritable, a full disk
+            raise ConfigError(f"--out: cannot write {out} ({e.strerror or e})") from None
     print(f"plot: {out}")
     return out
 

@@ -13,10 +13,35 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from nas.errors import ConfigError
 from nas.space import ArchConfig
+from nas.study import DIRECTIONS, METRICS
 
 COLUMNS = ["number", "state", "val_loss", "latency_ms", "feasible", "scored", "pareto", "baseline",
            "arch_id", "arch", "params", "n_layer", "d_model", "precision", "duration_s"]
+
+
+def check_search_study(study: optuna.Study, key: str = "--study") -> None:
+    """Refuse a study these tables cannot be read from: not made by ``nas.search``, or empty.
+
+    Raises:
+        ConfigError: other objectives, no finished trial, or trials without architectures.
+    """
+    name = study.study_name
+    directions = [d.name.lower() for d in study.directions]
+    metrics = study.metric_names
+    if directions != [d.name.lower() for d in DIRECTIONS] or (
+            metrics is not None and list(metrics) != list(METRICS)):
+        have = ", ".join(f"{m} ({d})" for m, d in zip(metrics or ["?"] * len(directions), directions))
+        raise ConfigError(f"{key}: {name!r} has objectives {have}; only a study of nas.search "
+                          "(val_loss, latency_ms, both minimised) can be read")
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        raise ConfigError(f"{key}: {name!r} has no finished trial yet; run python -m nas.search "
+                          "to fill it")
+    if not all("arch" in t.user_attrs for t in done):
+        raise ConfigError(f"{key}: {name!r} has trials without an architecture; only a study of "
+                          "nas.search can be read")
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

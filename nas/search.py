@@ -23,11 +23,12 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from nas.errors import ConfigError, exit_on_user_error
+from nas.errors import ConfigError, exit_on_user_error, stop_on_signals
 from nas.objective import Objective
 from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
 from nas.space import ArchConfig, SearchSpace, genome_of
-from nas.study import count_complete, enqueue_once, fail_dead_trials, open_storage, open_study
+from nas.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
+                       open_storage, open_study)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -72,6 +73,9 @@ class SearchConfig:
                               "milliseconds, or null for no budget")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, cuda")
+        if not 0 <= self.seed < 2**32:  # what numpy, and so every sampler, accepts
+            raise ConfigError(f"search.seed: {self.seed} is not allowed; give an integer from 0 "
+                              f"to {2**32 - 1}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,10 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     try:
         if todo:
             study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
+    except KeyboardInterrupt:
+        # Interrupted while the trial was being stored: it is ours and cannot finish.
+        fail_dead_trials(study)
+        raise
     finally:
         bar.close()
     # A run killed between creating a trial and claiming it leaves an unclaimed one, failed
@@ -268,9 +276,18 @@ def summary(result: SearchResult, budget_ms: float | None, hardware: str,
     return "\n".join(lines)
 
 
-def run_from_config(cfg: Any, hardware_name: str, out_dir: Path) -> SearchResult:
+def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
+                    on_ready: Callable[[], None] | None = None) -> SearchResult:
     """The whole command: check and build (``nas.search_setup.prepare``), search, then
-    export, plot and report into ``out_dir``."""
+    export, plot and report into ``out_dir``.
+
+    Args:
+        cfg: the composed config.
+        hardware_name: the ``hardware`` group's choice.
+        out_dir: where the results go.
+        on_ready: called once every check has passed, before the search writes anything
+            (the command saves Hydra's record of the run there).
+    """
     from omegaconf import OmegaConf
 
     from nas.export import export_study
@@ -278,18 +295,26 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path) -> SearchResult
     from nas.results import trials_frame
     from nas.search_setup import prepare
 
-    p = prepare(cfg, hardware_name)
-    result = run_search(p.space, p.table, p.scorer, p.search, p.sampler, device=p.hardware.device,
-                        study_attrs=p.study_attrs, trial_attrs=p.trial_attrs, storage=p.storage)
-    budget = p.search.latency_budget_ms
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    exp = export_study(result.study, out_dir, budget)
-    plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png", p.search.study_name,
-                       budget, hardware_name)
-    print(summary(result, budget, hardware_name,
-                  {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                  p.search.storage), flush=True)
+    with damaged_storage_is_refused(str(cfg.search.storage), "search.storage"):
+        p = prepare(cfg, hardware_name)
+        if on_ready is not None:
+            on_ready()
+        budget = p.search.latency_budget_ms
+        result = run_search(p.space, p.table, p.scorer, p.search, p.sampler,
+                            device=p.hardware.device, study_attrs=p.study_attrs,
+                            trial_attrs=p.trial_attrs, storage=p.storage)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            exp = export_study(result.study, out_dir, budget)
+            plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
+                               p.search.study_name, budget, hardware_name)
+        except OSError as e:  # the trials are stored: only the files are missing
+            raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
+                              "the trials are stored: export them with python -m nas.export") from None
+        print(summary(result, budget, hardware_name,
+                      {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                      p.search.storage), flush=True)
     return result
 
 
@@ -298,23 +323,50 @@ def main() -> None:
     from nas.hydra_cli import precheck, register_schema
 
     register_schema()
-    precheck(sys.argv[1:])
-    _hydra_main()
+    run_dir = precheck(sys.argv[1:])
+    _hydra_main(run_dir)
 
 
-def _hydra_main() -> None:
+def _hydra_main(run_dir: Path | None) -> None:
     import hydra
-    from hydra.core.hydra_config import HydraConfig
+
+    # The first folder Hydra is about to create: removed again if the search is refused.
+    fresh = None
+    if run_dir is not None and not run_dir.exists():
+        fresh = run_dir
+        while not fresh.parent.exists():
+            fresh = fresh.parent
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def task(cfg: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from nas.hydra_cli import save_run_record
+
         # Optuna logs a failed trial (Ctrl-C, a bad table) with its traceback; we report it in one line.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         hc = HydraConfig.get()
-        exit_on_user_error(run_from_config)(cfg, hc.runtime.choices.get("hardware", "?"),
-                                            Path(hc.runtime.output_dir))
+        out_dir = Path(hc.runtime.output_dir)
+        try:
+            with stop_on_signals():
+                exit_on_user_error(run_from_config)(
+                    cfg, hc.runtime.choices.get("hardware", "?"), out_dir,
+                    on_ready=lambda: save_run_record(cfg, hc, out_dir))
+        except SystemExit as e:
+            if e.code == 2 and fresh is not None:
+                _remove_empty_tree(fresh)
+            raise
 
     task()
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """Remove ``top`` if it holds nothing but empty folders (what a refused run made)."""
+    if not top.is_dir() or any(p.is_file() or p.is_symlink() for p in top.rglob("*")):
+        return
+    for d in sorted((p for p in top.rglob("*")), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    top.rmdir()
 
 
 if __name__ == "__main__":

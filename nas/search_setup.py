@@ -139,6 +139,11 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     from nas.train import TrainConfig, load_supernet, resolve_device
 
     search = typed(SearchConfig, cfg.search, "search")
+    if search.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("search.device: 'cuda' was asked for but no CUDA GPU is visible; "
+                              "allowed here: cpu, auto")
     sampler = typed(SamplerConfig, cfg.sampler, "sampler")
     hardware = typed(HardwareConfig, cfg.hardware, f"hardware ({hardware_name})")
     net = typed(SupernetConfig, cfg.supernet, "supernet")
@@ -164,6 +169,10 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         "fastest": {"arch": fastest[0].to_dict(), "latency_ms": fastest[1]},
         "baseline": space.baseline,
     }
+    if net.checkpoint is not None and not Path(net.checkpoint).is_file():
+        raise ConfigError(f"supernet.checkpoint: {net.checkpoint} not found (null trains one)")
+    if net.checkpoint is None:
+        resolve_device(train_cfg.device)  # refused now rather than after opening the storage
     storage = open_storage(search.storage)
     existing = find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
@@ -173,8 +182,6 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
     else:
         ckpt = Path(net.checkpoint)
-        if not ckpt.is_file():
-            raise ConfigError(f"supernet.checkpoint: {ckpt} not found (null trains one)")
     attrs["supernet"] = str(ckpt)
     attrs["supernet_sha256"] = file_sha256(ckpt)
     if existing is not None:

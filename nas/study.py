@@ -1,4 +1,4 @@
-"""Where studies live: opening a storage, creating or resuming a study, safely.
+"""Where studies live: creating or resuming a study, safely (storages: ``nas.storage``).
 
 A storage is an SQLAlchemy URL (the default ``sqlite:///outputs/nas.db`` is one file
 holding every study, so one dashboard command shows them all) or the path of an
@@ -12,7 +12,6 @@ import datetime
 import os
 import socket
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
@@ -21,6 +20,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from nas.errors import ConfigError
+from nas.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
 
 METRICS = ("val_loss", "latency_ms")
 DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
@@ -32,77 +32,6 @@ UNCLAIMED_GRACE_S = 30.0
 # Study attributes that must match to resume: change any of them and earlier trials
 # would measure something else.
 MUST_MATCH = ("space", "device", "table_sha256", "latency_budget_ms", "supernet_sha256", "score")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
-
-
-def open_storage(url: str, key: str = "search.storage") -> BaseStorage:
-    """Open (creating when needed) the storage at ``url``.
-
-    Args:
-        url: an SQLAlchemy URL (``sqlite:///outputs/nas.db``, ``postgresql://...``) or the
-            path of an Optuna journal file.
-        key: the config key named in error messages.
-
-    Raises:
-        ConfigError: the storage cannot be opened or is not an Optuna storage.
-    """
-    if not url:
-        raise ConfigError(f"{key}: empty; give an SQLAlchemy URL (sqlite:///outputs/nas.db) "
-                          "or a journal file path")
-    try:
-        if "://" not in url:
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            path = Path(url)
-            if path.is_dir():
-                raise ConfigError(f"{key}: {url!r} is a directory; a journal storage is a file")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            storage: BaseStorage = JournalStorage(JournalFileBackend(str(path)))
-        else:
-            kwargs: dict[str, Any] = {}
-            if url.startswith("sqlite:///"):
-                db = url[len("sqlite:///"):].split("?")[0]
-                if db and db != ":memory:":
-                    if Path(db).is_dir():
-                        raise ConfigError(f"{key}: {url!r} names a directory, not a database file")
-                    Path(db).parent.mkdir(parents=True, exist_ok=True)
-                # The dashboard may read while the search writes: wait for the lock, not fail.
-                kwargs = {"connect_args": {"timeout": 30}}
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            if url.startswith("sqlite"):
-                _fast_sqlite(storage)
-        storage.get_all_studies()  # a probe: a journal file is only read here
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001 - drivers raise anything; the user needs one line
-        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
-    return storage
-
-
-def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
-    """WAL journal with ``synchronous=NORMAL`` on every connection.
-
-    Optuna commits once per suggested parameter and attribute, about 25 times a
-    trial; with SQLite's default (a rollback journal, fsync on every commit) that costs
-    more than scoring a tiny architecture. In WAL mode a commit is an append to the
-    log, and a process killed at any point (Ctrl-C, kill -9) still loses no committed
-    trial; only a power cut may lose the last few. WAL also lets the dashboard read
-    while the search writes.
-    """
-    from sqlalchemy import event
-
-    def pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    event.listen(storage.engine, "connect", pragmas)
-    storage.engine.dispose()  # connections opened while creating the tables lack the pragmas
 
 
 def study_names(storage: BaseStorage) -> list[str]:
@@ -165,7 +94,8 @@ def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSam
     study = find_study(storage, name, sampler)
     if study is not None:
         check_compatible(study, attrs, where)
-    else:
+    fast_sqlite(storage)
+    if study is None:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                     directions=[d.name.lower() for d in DIRECTIONS])
     if study.metric_names is None:

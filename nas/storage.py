@@ -1,0 +1,201 @@
+"""Opening a storage safely: an SQLAlchemy URL or an Optuna journal file.
+
+Anything that is not an Optuna storage (a user's text file, another SQLite database, a
+journal cut off mid-record, a damaged page) is refused before Optuna may write to it,
+and a command that only reads never creates a storage.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.storages import BaseStorage
+
+from nas.errors import ConfigError
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+
+
+def open_storage(url: str, key: str = "search.storage", create: bool = True) -> BaseStorage:
+    """Open the storage at ``url``, refusing anything that is not an Optuna storage.
+
+    An existing file is checked before Optuna may write to it: a journal must be one
+    (JSON records, each ending with a newline) and an SQLite file must hold Optuna's
+    tables, so a mistyped path never appends to or alters a user's own file.
+
+    Args:
+        url: an SQLAlchemy URL (``sqlite:///outputs/nas.db``, ``postgresql://...``) or the
+            path of an Optuna journal file.
+        key: the config key named in error messages.
+        create: create a missing storage (False for commands that only read: a
+            mistyped path is then refused instead of leaving an empty storage behind).
+
+    Raises:
+        ConfigError: the storage cannot be opened, is missing (``create=False``) or is
+            not an Optuna storage.
+    """
+    if not url:
+        raise ConfigError(f"{key}: empty; give an SQLAlchemy URL (sqlite:///outputs/nas.db) "
+                          "or a journal file path")
+    try:
+        if "://" not in url:
+            storage = _open_journal(Path(url), url, key, create)
+        else:
+            kwargs: dict[str, Any] = {}
+            if url.startswith("sqlite:///"):
+                db = url[len("sqlite:///"):].split("?")[0]
+                if db and db != ":memory:":
+                    _check_sqlite_file(Path(db), url, key, create)
+                    if create:
+                        Path(db).parent.mkdir(parents=True, exist_ok=True)
+                # The dashboard may read while the search writes: wait for the lock, not fail.
+                kwargs = {"connect_args": {"timeout": 30}}
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                 skip_table_creation=not create)
+        storage.get_all_studies()  # a probe: a journal file is only read here
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - drivers raise anything; the user needs one line
+        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
+    return storage
+
+
+# A journal lock is held for one append (milliseconds): one this old was left by a killed
+# process. Optuna would wait its whole grace period (30 s) before breaking it.
+STALE_LOCK_S = 10
+
+
+def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+
+    if path.is_dir():
+        raise ConfigError(f"{key}: {url!r} is a directory; a journal storage is a file")
+    if path.exists():
+        _check_journal_file(path, url, key)
+    elif not create:
+        raise ConfigError(f"{key}: {url!r} does not exist; give the journal file of a search "
+                          "or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    lock = Path(f"{path}.lock")
+    try:
+        if time.time() - lock.lstat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(
+        str(path), grace_period=STALE_LOCK_S))
+    return JournalStorage(backend)
+
+
+def _check_journal_file(path: Path, url: str, key: str) -> None:
+    """An existing journal: its records are JSON objects, each ending with a newline.
+
+    Optuna skips an unfinished last line, so a user's text file without a final
+    newline would pass its reader, and the search would append records to it.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(1 << 20)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 1))
+            last = f.read(1)
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {url!r} ({_one_line(e)})") from None
+    if size == 0:
+        return
+    try:
+        first = json.loads(head)
+    except ValueError:
+        first = None
+    if not (isinstance(first, dict) and "op_code" in first) or last != b"\n":
+        why = "its last record is cut off" if last != b"\n" and isinstance(first, dict) else \
+            "not an Optuna journal"
+        raise ConfigError(f"{key}: {url!r} is {why}; give a new file name, the journal of a "
+                          "search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
+
+
+def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
+    """An existing SQLite file must be an Optuna storage: read it without writing."""
+    import sqlite3
+
+    if db.is_dir():
+        raise ConfigError(f"{key}: {url!r} names a directory, not a database file")
+    if not db.exists():
+        if create:
+            return
+        raise ConfigError(f"{key}: {url!r}: {db} does not exist; give the storage of a search")
+    if db.stat().st_size == 0:
+        if create:
+            return
+        raise ConfigError(f"{key}: {url!r}: {db} is empty, not an Optuna storage")
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            # A search writes (the WAL switch, its trials): a damaged page must be found first.
+            problem = con.execute("PRAGMA quick_check(1)").fetchone()[0] if create else "ok"
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
+    if problem != "ok":
+        problem = " ".join(problem.replace("*** in database main ***", "").split())
+        raise ConfigError(f"{key}: {url!r} is damaged ({problem}); restore it from a copy")
+    if "studies" not in tables:
+        raise ConfigError(f"{key}: {url!r} is an SQLite database without Optuna's tables; "
+                          "give a new file name or the storage of a search")
+
+
+@contextlib.contextmanager
+def damaged_storage_is_refused(url: str, key: str) -> Iterator[None]:
+    """A storage that breaks while being read (a corrupt SQLite page) as one line.
+
+    Optuna reports it as ``StorageInternalError`` with SQLAlchemy's long message;
+    nothing is written to a storage that cannot be read, so this is all there is to do.
+    """
+    try:
+        yield
+    except optuna.exceptions.StorageInternalError as e:
+        cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
+        raise ConfigError(f"{key}: {url!r} cannot be read ({cause[0]}); it may be damaged: "
+                          "restore it from a copy") from None
+
+
+def fast_sqlite(storage: BaseStorage) -> None:
+    """WAL journal with ``synchronous=NORMAL`` on every connection of an SQLite storage.
+
+    Switching a database to WAL writes to its file, so :func:`open_study` does it only
+    once every check has passed: a refused command leaves the file as it was.
+
+    Optuna commits once per suggested parameter and attribute, about 25 times a
+    trial; with SQLite's default (a rollback journal, fsync on every commit) that costs
+    more than scoring a tiny architecture. In WAL mode a commit is an append to the
+    log, and a process killed at any point (Ctrl-C, kill -9) still loses no committed
+    trial; only a power cut may lose the last few. WAL also lets the dashboard read
+    while the search writes.
+    """
+    from sqlalchemy import event
+
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.engine.name != "sqlite" \
+            or getattr(storage, "_nas_fast", False):
+        return
+    storage._nas_fast = True  # type: ignore[attr-defined]
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened while creating the tables lack the pragmas
