@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def headline(results: dict[str, Any], plan: run.Plan, out: Path) -> pd.DataFrame
     base = g[g.role == "baseline"].set_index("precision")
     g["speedup_vs_baseline"] = [base.loc[p, "measured_latency_ms"] / m
                                 for p, m in zip(g.precision, g.measured_latency_ms)]
-    g["speedup_second_machine"] = [base.loc[p, "second_machine_ms"] / m
+    g["speedup_second_machine"] = [(base.loc[p, "second_machine_ms"] or math.nan) / (m or math.nan)
                                    for p, m in zip(g.precision, g.second_machine_ms)]
     g["test_loss_minus_baseline"] = [t - base.loc[p, "test_loss_mean"]
                                      for p, t in zip(g.precision, g.test_loss_mean)]
@@ -100,7 +101,7 @@ def headline(results: dict[str, Any], plan: run.Plan, out: Path) -> pd.DataFrame
     # the precision gain, reported apart: the baseline in each precision
     b = plan.space.baseline_arch()
     prec = {p: float(lat.loc[b.__class__(**{**b.to_dict(), "precision": p}).arch_id, "h100-a"])
-            for p in ("fp32", "bf16", "fp16")}
+            for p in plan.space.precision.get(plan.s.device, ())}
     (out / "precision_gain.json").write_text(json.dumps(
         {"baseline_graph_latency_ms_by_precision": prec,
          "latency_runs_ms": lat.round(5).to_dict(orient="index")}, indent=2))
