@@ -32,19 +32,8 @@ class LatencyModel(Protocol):
 
 
 def n_params(arch: ArchConfig) -> int:
-    """Parameters of ``build_model(arch)``, counted without building it.
-
-    Token and position embeddings; per layer, LayerNorm + q/k/v/proj for attention and
-    LayerNorm + two Linear layers for the FFN; a final LayerNorm. The output
-    projection is tied to the token embedding, so it adds nothing.
-    """
-    d, hd = arch.d_model, arch.head_dim
-    total = arch.vocab_size * d + arch.block_size * d + 2 * d
-    for h, f in zip(arch.n_head, arch.d_ff):
-        inner = h * hd
-        total += 2 * d + 3 * (d * inner + inner) + inner * d + d
-        total += 2 * d + d * f + f + f * d + d
-    return total
+    """Parameters of ``build_model(arch)`` (``ArchConfig.n_params``)."""
+    return arch.n_params
 
 
 @dataclass

@@ -138,6 +138,22 @@ class ArchConfig:
         except ConfigError as e:
             raise ConfigError(f"{p}: {e}") from None
 
+    @property
+    def n_params(self) -> int:
+        """Parameters of ``nas.model.build_model(self)``, counted without building it.
+
+        Token and position embeddings; per layer, LayerNorm + q/k/v/proj for attention
+        and LayerNorm + two Linear layers for the FFN; a final LayerNorm. The output
+        projection is tied to the token embedding, so it adds nothing.
+        """
+        d = self.d_model
+        total = self.vocab_size * d + self.block_size * d + 2 * d
+        for h, f in zip(self.n_head, self.d_ff):
+            inner = h * self.head_dim
+            total += 2 * d + 3 * (d * inner + inner) + inner * d + d
+            total += 2 * d + d * f + f + f * d + d
+        return total
+
     def describe(self) -> str:
         """Short human-readable form, e.g. ``L4 d128 h[4,4,2,4] f[512,...] fp32``."""
         h = ",".join(map(str, self.n_head))

@@ -123,14 +123,8 @@ def uniform_shrinks(space: SearchSpace, table: Any, precision: str, budget_ms: f
 
 
 def param_count(arch: ArchConfig) -> int:
-    """Parameters of the standalone model (tied head counted once), from the config."""
-    d, V, T = arch.d_model, arch.vocab_size, arch.block_size
-    n = V * d + T * d + 2 * d
-    for h, f in zip(arch.n_head, arch.d_ff):
-        inner = h * arch.head_dim
-        n += 2 * d + 3 * (d * inner + inner) + inner * d + d
-        n += 2 * d + d * f + f + f * d + d
-    return n
+    """Parameters of the standalone model of ``arch`` (tied head counted once)."""
+    return arch.n_params
 
 
 def stratified(space: SearchSpace, n: int, seed: int, precisions: tuple[str, ...],

@@ -46,15 +46,8 @@ from nas.train import TrainConfig, load_supernet, resolve_device, train_standalo
 
 
 def param_count(arch: ArchConfig) -> int:
-    """Parameters of the standalone model of ``arch`` (tied output head counted once),
-    computed from the config so that a pool of hundreds needs no model built."""
-    d, V, T = arch.d_model, arch.vocab_size, arch.block_size
-    n = V * d + T * d + 2 * d  # token + position embeddings, final LayerNorm
-    for h, f in zip(arch.n_head, arch.d_ff):
-        inner = h * arch.head_dim
-        n += 2 * d + 3 * (d * inner + inner) + inner * d + d  # LayerNorm, q/k/v, proj
-        n += 2 * d + d * f + f + f * d + d                    # LayerNorm, fc1, fc2
-    return n
+    """Parameters of the standalone model of ``arch`` (tied head counted once)."""
+    return arch.n_params
 
 
 def pick_archs(space: SearchSpace, n: int, seed: int, pool: int) -> list[ArchConfig]:
