@@ -30,6 +30,28 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+class _Gate:
+    """Where the first signal under :func:`stop_on_signals` may be raised.
+
+    Optuna stores a trial's result in several steps after the objective returns; a
+    KeyboardInterrupt raised half-way through them ends in Optuna's own error instead of
+    a clean stop. So inside :func:`deferred_signals` a signal only marks itself pending,
+    and is raised at the next safe point: the start of an objective call
+    (:func:`interruptible`) or the end of the deferred block.
+    """
+
+    def __init__(self) -> None:
+        self.deferred = False
+        self.pending: int | None = None
+
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+
+GATE = _Gate()
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Turn the first SIGINT or SIGTERM into :class:`Interrupted`; ignore the ones after it.
@@ -41,15 +63,42 @@ def stop_on_signals() -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
+        if GATE.deferred:
+            GATE.pending = signum
+            return
         raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+        GATE.raise_pending()
     finally:
+        GATE.pending, GATE.deferred = None, False
         for s, h in previous.items():
             if signal.getsignal(s) is handler:
                 signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """A block (Optuna's optimize loop) in which a signal waits for a safe point."""
+    GATE.deferred = True
+    try:
+        yield
+    finally:
+        GATE.deferred = False
+    GATE.raise_pending()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """A block (one objective call) that a signal may cut at once, even when deferred."""
+    GATE.raise_pending()
+    was, GATE.deferred = GATE.deferred, False
+    try:
+        yield
+    finally:
+        GATE.deferred = was
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import optuna
 
+from nas.errors import interruptible
 from nas.space import ArchConfig, SearchSpace, suggest
 from nas.study import WORKER_ATTR, worker_id
 
@@ -62,6 +63,10 @@ class Objective:
     n_scored: int = 0
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        with interruptible():  # Ctrl-C here fails this trial; elsewhere it waits for here
+            return self._evaluate(trial)
+
+    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         # First, so a killed run's trial can be told from a live one (nas.study.fail_dead_trials).
         trial.set_user_attr(WORKER_ATTR, worker_id())
         arch = suggest(trial, self.space, device=self.device)

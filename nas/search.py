@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from nas.errors import ConfigError, exit_on_user_error, stop_on_signals
+from nas.errors import ConfigError, deferred_signals, exit_on_user_error, stop_on_signals
 from nas.objective import Objective
 from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
 from nas.space import ArchConfig, SearchSpace, genome_of
@@ -214,7 +214,8 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     t0 = time.perf_counter()
     try:
         if todo:
-            study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
+            with deferred_signals():  # a signal waits for the next objective call, not mid-tell
+                study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
     except KeyboardInterrupt:
         # Interrupted while the trial was being stored: it is ours and cannot finish.
         fail_dead_trials(study)
