@@ -37,7 +37,8 @@ class _Gate:
     KeyboardInterrupt raised half-way through them ends in Optuna's own error instead of
     a clean stop. So inside :func:`deferred_signals` a signal only marks itself pending,
     and is raised at the next safe point: the start of an objective call
-    (:func:`interruptible`) or the end of the deferred block.
+    (:meth:`raise_pending`), a block that writes nothing (:func:`interruptible`), or the
+    end of the deferred block.
     """
 
     def __init__(self) -> None:

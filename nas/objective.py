@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import optuna
 
-from nas.errors import interruptible
+from nas.errors import GATE, interruptible
 from nas.space import ArchConfig, SearchSpace, suggest
 from nas.study import WORKER_ATTR, worker_id
 
@@ -63,10 +63,9 @@ class Objective:
     n_scored: int = 0
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        with interruptible():  # Ctrl-C here fails this trial; elsewhere it waits for here
-            return self._evaluate(trial)
-
-    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
+        # A signal that came while Optuna stored the last trial ends the run here, before
+        # anything of this one is written (this trial is then marked failed).
+        GATE.raise_pending()
         # First, so a killed run's trial can be told from a live one (nas.study.fail_dead_trials).
         trial.set_user_attr(WORKER_ATTR, worker_id())
         arch = suggest(trial, self.space, device=self.device)
@@ -87,7 +86,8 @@ class Objective:
         if not scored:
             return math.inf, latency_ms
         t0 = time.perf_counter()
-        loss = float(self.scorer(arch))
+        with interruptible():  # scoring is the long part, and writes nothing: cut it at once
+            loss = float(self.scorer(arch))
         self.seconds["score"] += time.perf_counter() - t0
         self.n_scored += 1
         return loss, latency_ms
