@@ -23,7 +23,7 @@ import optuna
 
 from nas.errors import GATE, interruptible
 from nas.space import ArchConfig, SearchSpace, suggest
-from nas.study import WORKER_ATTR, worker_id
+from nas.study import WORKER_ATTR, set_constraint, worker_id
 
 CONSTRAINT = "latency_over_budget_ms"
 
@@ -74,7 +74,7 @@ class Objective:
         self.seconds["latency"] += time.perf_counter() - t0
         over = latency_ms - self.budget_ms if self.budget_ms is not None else -math.inf
         if self.budget_ms is not None:
-            trial.set_constraint(CONSTRAINT, over)
+            set_constraint(trial, CONSTRAINT, over)
         # Compared here rather than read from the trial: each read is a storage query.
         scored = over <= 0 or arch == self.reference
         trial.set_user_attr("arch", arch.to_dict())

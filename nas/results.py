@@ -97,17 +97,19 @@ def choose_winner(pareto: pd.DataFrame, budget_ms: float | None) -> pd.Series | 
 def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Sequence[float]) -> float:
     """Area dominated by ``points`` (both objectives minimised) up to ``reference``.
 
-    Points beyond the reference in either objective add nothing and are dropped
-    (Optuna's ``compute_hypervolume`` requires all points to dominate it).
+    An exact sweep: sorted by the first objective, each point adds the strip between
+    its second objective and the lowest one seen so far. Points beyond the reference in
+    either objective, or not finite, add nothing.
     """
-    from optuna._hypervolume import compute_hypervolume
-
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    ref = np.asarray(reference, dtype=float)
-    pts = pts[np.all(np.isfinite(pts), axis=1) & np.all(pts <= ref, axis=1)]
-    if len(pts) == 0:
-        return 0.0
-    return float(compute_hypervolume(pts, ref))
+    ref_x, ref_y = (float(r) for r in reference)
+    pts = pts[np.all(np.isfinite(pts), axis=1) & (pts[:, 0] <= ref_x) & (pts[:, 1] <= ref_y)]
+    area, floor = 0.0, ref_y
+    for x, y in sorted(map(tuple, pts)):
+        if y < floor:  # else dominated by (or equal to) a point already swept
+            area += (ref_x - x) * (floor - y)
+            floor = y
+    return area
 
 
 def hypervolume_history(df: pd.DataFrame, reference: Sequence[float]) -> np.ndarray:

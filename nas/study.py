@@ -32,6 +32,9 @@ UNCLAIMED_GRACE_S = 30.0
 # Study attributes that must match to resume: change any of them and earlier trials
 # would measure something else.
 MUST_MATCH = ("space", "device", "table_sha256", "latency_budget_ms", "supernet_sha256", "score")
+# optuna-dashboard 0.21 reads a trial's constraints only from this system attribute (a
+# list, Optuna's format before 5); Optuna 5's set_constraint writes "constraints:<key>".
+DASHBOARD_CONSTRAINTS_ATTR = "constraints"
 
 
 def study_names(storage: BaseStorage) -> list[str]:
@@ -107,6 +110,18 @@ def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSam
         if key not in stored:
             study.set_user_attr(key, value)
     return study
+
+
+def set_constraint(trial: optuna.Trial, key: str, value: float) -> None:
+    """``trial.set_constraint(key, value)``, also written in the list form the dashboard reads.
+
+    Optuna reads both forms, so ``trial.constraints`` holds the value twice (under ``key``
+    and under ``"0"``): feasibility is the same, and NSGA-II's summed violation doubles for
+    every trial alike, which keeps its order.
+    """
+    trial.set_constraint(key, value)
+    # No public trial id: Trial keeps it private, and set_system_attr is gone in Optuna 5.
+    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_ATTR, [value])
 
 
 def worker_id() -> str:

@@ -1,4 +1,5 @@
-"""optuna-dashboard on the SQLite file, over loopback: the study and both objective names."""
+"""optuna-dashboard on the SQLite file, over loopback: the study, both objective names and
+the latency constraint of every trial."""
 from __future__ import annotations
 
 import json
@@ -18,23 +19,47 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def test_dashboard_serves_the_study_with_named_objectives(finished_study):
-    url, name, _ = finished_study
+@pytest.fixture(scope="module")
+def dashboard(finished_study):
+    """A live optuna-dashboard on the finished study: (base url, study id, budget_ms)."""
+    url, name, budget = finished_study
     app = optuna_dashboard.wsgi(url)
     server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)  # port 0: a free one
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
     try:
-        with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as r:
-            studies = json.load(r)["study_summaries"]
+        studies = _get(f"{base}/api/studies")["study_summaries"]
         mine = [s for s in studies if s["study_name"] == name]
         assert len(mine) == 1 and mine[0]["directions"] == ["minimize", "minimize"]
-        with urllib.request.urlopen(f"{base}/api/studies/{mine[0]['study_id']}", timeout=30) as r:
-            detail = json.load(r)
-        assert detail["name"] == name
-        assert detail["objective_names"] == ["val_loss", "latency_ms"]
-        assert len(detail["trials"]) == 16 and len(detail["best_trials"]) >= 1
+        yield base, mine[0]["study_id"], budget
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r)
+
+
+def test_dashboard_serves_the_study_with_named_objectives(dashboard, finished_study):
+    base, study_id, _ = dashboard
+    detail = _get(f"{base}/api/studies/{study_id}")
+    assert detail["name"] == finished_study[1]
+    assert detail["objective_names"] == ["val_loss", "latency_ms"]
+    assert len(detail["trials"]) == 16 and len(detail["best_trials"]) >= 1
+
+
+def test_dashboard_shows_each_trials_latency_constraint_and_feasibility(dashboard):
+    base, study_id, budget = dashboard
+    trials = [t for t in _get(f"{base}/api/studies/{study_id}")["trials"] if t["state"] == "Complete"]
+    feasible = set()
+    for t in trials:
+        latency_ms = t["values"][1]
+        # The dashboard draws a trial as feasible when every constraint is <= 0.
+        assert t["constraints"] == [pytest.approx(latency_ms - budget)]
+        if all(c <= 0 for c in t["constraints"]):
+            feasible.add(t["number"])
+        assert (t["number"] in feasible) == (latency_ms <= budget)
+    assert 0 < len(feasible) < len(trials)  # the budget splits the study

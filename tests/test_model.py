@@ -70,3 +70,25 @@ def test_too_deep_arch_is_refused(tiny):
     small = GPT(space.smallest())
     with pytest.raises(ValueError, match="layers"):
         small(_idx(space), space.largest())
+
+
+def test_param_count_by_hand():
+    from nas.space import SearchSpace
+
+    from conftest import MICRO
+
+    arch = SearchSpace.from_dict(MICRO).smallest()  # d 16, one layer, 1 head of 8, ffn 32
+    embeddings = 65 * 16 + 16 * 16 + 2 * 16  # tokens, positions, final LayerNorm (head tied)
+    attention = 2 * 16 + 3 * (16 * 8 + 8) + (8 * 16 + 16)
+    ffn = 2 * 16 + (16 * 32 + 32) + (32 * 16 + 16)
+    assert arch.n_params == embeddings + attention + ffn == 3016
+    assert GPT(arch).num_params() == 3016
+
+
+@pytest.mark.parametrize("name", ["tiny", "shakespeare"])
+def test_param_count_matches_the_model(name):
+    space = load_space(name)
+    rng = random.Random(0)
+    for arch in [space.largest(), space.smallest()] + [sample(space, rng) for _ in range(3)]:
+        # GPT, not build_model: int8 packs its Linear weights out of parameters().
+        assert arch.n_params == GPT(arch).num_params(), arch.describe()

@@ -41,10 +41,48 @@ def test_no_repeat_proposes_new_architectures(tiny_space, tiny_table, sampler):
     # (TPE proposes its best candidate of the draw; near convergence 20 draws may all be old.)
 
 
-def test_no_repeat_wraps_what_it_is_given():
-    base = make_sampler(SamplerConfig(name="nsga2"), seed=0)
-    wrapped = NoRepeatSampler(base, lambda genome: None, seed=0)
-    assert wrapped.base is base
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=wrapped)
-    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=3)
-    assert len(study.trials) == 3
+class _Scripted(optuna.samplers.RandomSampler):
+    """Proposes the relative parameters it is given, in turn; records what it is told."""
+
+    def __init__(self, proposals):
+        super().__init__(seed=0)
+        self.proposals, self.calls, self.told = list(proposals), 0, []
+
+    def infer_relative_search_space(self, study, trial):
+        return {"a": optuna.distributions.IntDistribution(0, 9),
+                "b": optuna.distributions.IntDistribution(0, 9)}
+
+    def sample_relative(self, study, trial, search_space):
+        self.calls += 1
+        return self.proposals.pop(0) if self.proposals else {}
+
+    def after_trial(self, study, trial, state, values):
+        self.told.append((trial.number, state, values))
+
+
+def _study_with(sampler, tried):
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    for a in tried:  # an earlier trial of architecture "a=<a>"
+        study.add_trial(optuna.trial.create_trial(
+            params={"a": a}, distributions={"a": optuna.distributions.IntDistribution(0, 9)},
+            values=[1.0, 1.0], user_attrs={"arch_id": f"a={a}"}))
+    return study
+
+
+def test_no_repeat_redraws_a_repeat_and_passes_on_the_trial_result():
+    base = _Scripted([{"a": 1}, {"a": 1}, {"a": 2}])  # "b" left to mutation, as NSGA-II does
+    wrapped = NoRepeatSampler(base, lambda genome: f"a={genome['a']}", seed=0)
+    study = _study_with(wrapped, tried=[1])
+    trial = study.ask()
+    assert trial.suggest_int("a", 0, 9) == 2 and 0 <= trial.suggest_int("b", 0, 9) <= 9
+    assert base.calls == 3  # two repeats of a=1 redrawn
+    study.tell(trial, [0.5, 0.5])
+    assert [(n, s) for n, s, _ in base.told] == [(1, optuna.trial.TrialState.COMPLETE)]
+
+
+def test_no_repeat_accepts_a_repeat_after_max_tries():
+    base = _Scripted([{"a": 1}] * 5)
+    wrapped = NoRepeatSampler(base, lambda genome: f"a={genome['a']}", seed=0, max_tries=3)
+    trial = _study_with(wrapped, tried=[1]).ask()
+    assert trial.suggest_int("a", 0, 9) == 1  # a full space: the repeat stays
+    assert base.calls == 3

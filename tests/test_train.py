@@ -1,6 +1,7 @@
 """Supernet training: learning, checkpoints, resuming, refusing, the command line."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import nas.checkpoint
+import nas.train
 from nas.errors import ConfigError
 from nas.score import AccuracyScorer
 from nas.space import SearchSpace
@@ -245,11 +247,40 @@ def test_scoring_refuses_a_supernet_of_another_split(micro_space, micro_corpus, 
     AccuracyScorer(load_supernet(path), micro_corpus)  # its own corpus: accepted
 
 
-def test_measure_throughput(micro_space, micro_corpus):
+class _Clock:
+    """A stand-in for ``time`` whose ``perf_counter`` advances one second per call."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize("n_archs", [1, 2])
+def test_measure_throughput_counts_every_sub_network_pass(micro_space, micro_corpus, monkeypatch,
+                                                          n_archs):
     from nas.model import Supernet
-    tps = measure_throughput(Supernet(micro_space), lambda: [micro_space.largest()], micro_corpus,
-                             CFG, steps=3, warmup_steps=1)
-    assert tps > 0
+
+    monkeypatch.setattr(nas.train, "time", _Clock())  # start and stop one second apart
+    archs = [micro_space.largest(), micro_space.smallest()][:n_archs]
+    tps = measure_throughput(Supernet(micro_space), lambda: archs, micro_corpus, CFG,
+                             steps=3, warmup_steps=1)
+    # Timed steps only, each pass of each sub-network counted: 2 archs count double.
+    assert tps == 3 * CFG.batch_size * micro_space.block_size * n_archs
+
+
+def test_measure_throughput_trains_the_model_in_place(micro_space, micro_corpus):
+    from nas.model import Supernet
+
+    torch.manual_seed(0)
+    model = Supernet(micro_space)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    measure_throughput(model, lambda: [micro_space.largest()], micro_corpus, CFG, steps=2,
+                       warmup_steps=1)
+    assert not model.training
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_schedule_warms_up_then_decays_to_min_lr():
@@ -375,3 +406,57 @@ def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().startswith("error: supernet.checkpoint:")
     p = _cli(tmp_path, *common, "init=teacher")
     assert p.returncode == 2 and "allowed: scratch, supernet" in p.stderr
+
+
+@pytest.mark.parametrize("n_random", [0, 3])
+def test_sandwich_is_largest_smallest_and_seeded_fp32_samples(micro_space, n_random):
+    import random
+
+    from nas.train import sandwich
+
+    state = random.getstate()
+    archs = sandwich(micro_space, random.Random(7), n_random)
+    assert random.getstate() == state  # its own rng only
+    assert len(archs) == 2 + n_random
+    assert archs[0] == micro_space.largest() and archs[1] == micro_space.smallest()
+    assert all(a.precision == "fp32" and micro_space.contains(a) for a in archs)
+    assert archs == sandwich(micro_space, random.Random(7), n_random)
+
+
+def test_sandwich_draws_vary_with_the_rng(micro_space):
+    import random
+
+    from nas.train import sandwich
+
+    rng = random.Random(0)
+    drawn = {a for _ in range(20) for a in sandwich(micro_space, rng, 2)[2:]}
+    assert len(drawn) > 5  # not a fixed pick: many architectures of the space come up
+
+
+@pytest.mark.parametrize("arch", [
+    dict(n_layer=1, d_model=16, n_head=[1], d_ff=[32]),       # the smallest
+    dict(n_layer=2, d_model=32, n_head=[2, 1], d_ff=[32, 64]),  # full width, fewer heads and ffn
+])
+def test_a_sub_networks_step_leaves_weights_outside_its_slices_untouched(micro_space, micro_corpus,
+                                                                        arch):
+    from nas.data import get_batch
+    from nas.model import GPT, Supernet
+
+    torch.manual_seed(0)
+    arch = micro_space.make(**arch)
+    net = Supernet(micro_space)
+    # The sub-network's own tensors have the shapes of its leading slices.
+    slices = {k: tuple(slice(0, n) for n in v.shape) for k, v in GPT(arch).state_dict().items()}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = make_optimizer(net, dataclasses.replace(CFG, lr=1e-2, weight_decay=0.0))
+    x, y = get_batch(micro_corpus.train, 4, micro_space.block_size,
+                     generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        train_step(net, opt, x, y, [arch], 0.0, 1.0, contextlib.nullcontext)
+    for name, after in net.state_dict().items():
+        outside = torch.ones_like(after, dtype=torch.bool)
+        if name in slices:
+            outside[slices[name]] = False
+            assert not torch.equal(after[slices[name]], before[name][slices[name]]), name
+        assert torch.equal(after[outside], before[name][outside]), name
+
