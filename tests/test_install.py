@@ -66,14 +66,20 @@ def installed(tmp_path_factory) -> Path:
 
 def test_the_wheel_carries_configs_spaces_and_tables(installed, tmp_path):
     code = ("import nas, nas.paths as p; print(nas.__version__); print(p.CHECKOUT); "
-            "print(p.CONF_DIR); print(sorted(x.name for x in p.TABLES_DIR.glob('*.csv')))")
+            "print(p.CONF_DIR); print(sorted(x.name for x in p.TABLES_DIR.glob('*.csv'))); "
+            "print(sorted(str(x.relative_to(p.DATA_ROOT)) for g in ('*/*.yaml', '*/*/*.yaml') "
+            "for x in p.DATA_ROOT.glob(g)))")
     p = _run([installed / "python", "-c", code], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    version, checkout, conf, tables = p.stdout.splitlines()
+    version, checkout, conf, tables, yamls = p.stdout.splitlines()
     assert version == "0.1.0"
     assert checkout == "None"  # the installed copy, not the source tree
     assert Path(conf).is_relative_to(installed.parent) and (Path(conf) / "config.yaml").is_file()
     assert "cpu-tiny.csv" in tables and "h100-shakespeare.csv" in tables
+    # glob, not rglob: conf/search_space is a link to search_spaces/, copied into the wheel
+    ours = sorted(str(x.relative_to(ROOT)) for d in ("conf", "search_spaces")
+                  for g in ("*.yaml", "*/*.yaml") for x in (ROOT / d).glob(g))
+    assert yamls == str(ours)  # every config group and space made it into the wheel
 
 
 def test_nas_search_runs_from_an_installed_wheel(installed, tmp_path):
