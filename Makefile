@@ -1,7 +1,8 @@
 # Two commands on a fresh clone: `make run` (the default search) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch; an unpinned torch would pull several GB of CUDA packages.
+# The torch the project is tested with, installed first. It is the CPU build only where pip
+# already finds that build; from the public index on Linux it is the CUDA build (README).
 TORCH ?= torch==2.13.0
 
 .PHONY: install run test clean

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nas.errors import ConfigError
+from nas.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Hydra's own flags: left to Hydra (--help, --cfg job, -m sweeps...).
 HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve",
                "--package", "-p", "--run", "-r", "--multirun", "-m", "--shell-completion", "-sc",

@@ -9,9 +9,8 @@ import platform
 import subprocess
 import time
 from importlib import metadata
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from nas.paths import CHECKOUT
 
 
 def _version(package: str) -> str | None:
@@ -24,7 +23,7 @@ def _version(package: str) -> str | None:
 def _output(cmd: list[str]) -> str | None:
     """A command's stdout, or None where it is missing or fails (no git clone, no driver)."""
     try:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+        return subprocess.run(cmd, cwd=CHECKOUT, capture_output=True, text=True,
                               timeout=20).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -34,7 +33,7 @@ def environment(device: str = "cpu") -> dict:
     """Git revision, Python, platform, library versions, threads, date, load and, on
     ``device="cuda"``, the GPU, CUDA version and what ``nvidia-smi`` reports."""
     import torch
-    env = {"git_revision": _output(["git", "rev-parse", "HEAD"]),
+    env = {"git_revision": _output(["git", "rev-parse", "HEAD"]) if CHECKOUT else None,
            "python": platform.python_version(), "platform": platform.platform(),
            "torch": str(torch.__version__), "optuna": _version("optuna"), "pandas": _version("pandas"),
            "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "device": device,

@@ -132,7 +132,12 @@ def _positive(v: str) -> float:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Exported:
-    ap = OneLineParser(prog="python -m nas.export", description=__doc__.split("\n")[0])
+    ap = OneLineParser(
+        prog="nas-export", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a search study's Pareto front and its winner within the latency\n"
+                    "budget (trials.csv, pareto.csv, one YAML per architecture) from the storage.",
+        epilog="example:\n  nas-export --study tiny-cpu --budget-ms 0.8\n"
+               "  nas-export --storage sqlite:///outputs/nas.db --study tiny-cpu --out winners/")
     ap.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL or journal file")
     ap.add_argument("--study", default=None, help="study name (default: the storage's only one)")
     ap.add_argument("--budget-ms", type=_positive, default=None,
@@ -156,6 +161,12 @@ def main(argv: list[str] | None = None) -> Exported:
         limit = "no budget" if res.budget_ms is None else f"budget {res.budget_ms:g} ms"
         print(f"winner ({limit}): {res.winner}")
     return res
+
+
+def cli() -> None:
+    """``nas-export``: :func:`main`, whose return value a console script would take for an
+    exit status."""
+    main()
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ def _check_job(overrides: list[str], sweep: bool) -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     from nas.errors import ConfigError, check_out_dir
-    from nas.search import CONF_DIR, SearchConfig
+    from nas.paths import CONF_DIR
+    from nas.search import SearchConfig
     from nas.search_setup import typed
 
     try:
@@ -191,7 +192,7 @@ def compose_config(overrides: list[str]) -> Any:
     and tests; ``${hydra:...}`` keys such as the default study name stay unresolved)."""
     from hydra import compose, initialize_config_dir
 
-    from nas.search import CONF_DIR
+    from nas.paths import CONF_DIR
 
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):

@@ -8,6 +8,7 @@ touches pyplot's global state or needs a display.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Mapping
 
@@ -154,7 +155,12 @@ def out_file(path: Path, key: str = "--out") -> Path:
 def main(argv: list[str] | None = None) -> Path:
     from nas.export import DEFAULT_STORAGE, load_named_study
 
-    ap = OneLineParser(prog="python -m nas.plot", description=__doc__.split("\n")[0])
+    ap = OneLineParser(
+        prog="nas-plot", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Plot a search study's trials and Pareto front, or the fronts of several\n"
+                    "studies on one figure, from the storage.",
+        epilog="example:\n  nas-plot --study tiny-cpu\n"
+               "  nas-plot --study tiny-cpu --study tiny-h100 --out fronts.pdf")
     ap.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL or journal file")
     ap.add_argument("--study", action="append", default=None,
                     help="a study name; repeat it to put several fronts on one figure")
@@ -181,6 +187,12 @@ def main(argv: list[str] | None = None) -> Path:
             raise ConfigError(f"--out: cannot write {out} ({e.strerror or e})") from None
     print(f"plot: {out}")
     return out
+
+
+def cli() -> None:
+    """``nas-plot``: :func:`main`, whose return value a console script would take for an
+    exit status."""
+    main()
 
 
 if __name__ == "__main__":

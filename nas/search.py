@@ -25,13 +25,11 @@ from tqdm import tqdm
 
 from nas.errors import ConfigError, deferred_signals, exit_on_user_error, stop_on_signals
 from nas.objective import Objective
+from nas.paths import CONF_DIR
 from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
                        open_storage, open_study)
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from nas.errors import ConfigError
+from nas.paths import SPACES_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-SPACES_DIR = ROOT / "search_spaces"
 
 DEVICES = ("cpu", "cuda")
 # int8 means dynamically quantised Linear layers, which PyTorch runs on the CPU only;

@@ -40,7 +40,6 @@ from nas.score import TEST_BATCHES, AccuracyScorer, evaluate, split_loss
 from nas.signals import held
 from nas.space import ArchConfig, SearchSpace, sample
 
-ROOT = Path(__file__).resolve().parents[1]
 EVAL_BATCH_SIZE = 32  # the scorer's default, so periodic validation matches its numbers
 # Settings that may change between a run and its continuation without making it another run.
 RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every", "patience")
@@ -739,12 +738,13 @@ def main() -> None:
     import hydra  # here, not at the top: library users need no Hydra
 
     from nas.cli_checks import precheck
+    from nas.paths import CONF_DIR
     from nas.signals import stop_cleanly
 
     precheck(sys.argv[1:], "train")
     with stop_cleanly("kept: the supernet checkpoint of the last evaluation; run the same "
                       "command again to continue (a model trained alone is saved at its end only)"):
-        hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")(_main)()
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nas.hydra_cli import compose_config, error_line, register_schema
+from nas.paths import CONF_DIR, DATA_ROOT
 from nas.samplers import SamplerConfig, make_sampler
-from nas.search import CONF_DIR, HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+from nas.search import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search_setup import typed as _typed
 from nas.space import SearchSpace
 
@@ -39,8 +40,7 @@ def test_hardware_group(name, device):
     hw = _typed(HardwareConfig, cfg.hardware, "hardware")
     assert hw.device == device and hw.table.endswith(".csv")
     from nas.latency import LatencyTable  # the committed table loads for its device
-    from nas.space import SPACES_DIR
-    assert LatencyTable.load(SPACES_DIR.parent / hw.table, device=hw.device).device == device
+    assert LatencyTable.load(DATA_ROOT / hw.table, device=hw.device).device == device
 
 
 @pytest.mark.parametrize("name, cls", [("nsga2", "NSGAIISampler"), ("tpe", "TPESampler"),

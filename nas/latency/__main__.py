@@ -18,6 +18,7 @@ from nas.errors import ConfigError, exit_on_user_error
 from nas.latency.measure import CPU_CLOCKS, TimerSettings
 from nas.latency.spec import Workload
 from nas.outputs import check_file, check_folder
+from nas.paths import CONF_DIR
 from nas.space import ArchConfig, SearchSpace, load_space
 
 VERBS = ("build", "predict", "validate")
@@ -164,7 +165,7 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                     noise_repeats=c.noise_repeats, progress=c.progress)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="latency")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="latency")
 def main(cfg: DictConfig) -> None:
     _main(cfg)
 
@@ -179,7 +180,8 @@ def _bare_verb(argv: list[str]) -> list[str]:
     return [f"verb={a}" if a in VERBS else a for a in argv]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``nas-latency`` / ``python -m nas.latency``: one-line errors for bad overrides, then Hydra."""
     from nas.cli_checks import precheck
     from nas.signals import stop_cleanly
 
@@ -190,3 +192,7 @@ if __name__ == "__main__":
                       "measure the rest" if verb == "build" else
                       "nothing written: a report is written at the end of a run"):
         main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -22,7 +22,7 @@ import pandas as pd
 from nas.errors import ConfigError
 from nas.latency.spec import KINDS, BlockKey
 from nas.signals import held
-from nas.space import PRECISIONS, ROOT
+from nas.space import PRECISIONS
 
 FORMAT = 1
 KEY_COLUMNS = ("kind", "d_model", "n_head", "d_ff", "precision")
@@ -40,14 +40,6 @@ def calibration_path(path: str | Path) -> Path:
     """The end-to-end measurements the calibration was fitted on: ``x.calib.csv``."""
     p = Path(path)
     return p.with_name(p.stem + ".calib.csv")
-
-
-def resolve(path: str | Path) -> Path:
-    """``path`` as given, or under the repository root when it is relative and only there."""
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and (ROOT / p).exists():
-        return ROOT / p
-    return p
 
 
 def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:

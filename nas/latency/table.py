@@ -15,8 +15,9 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency.calibrate import Calibration
-from nas.latency.files import json_path, read_meta, read_rows, resolve, row_key
+from nas.latency.files import json_path, read_meta, read_rows, row_key
 from nas.latency.spec import BlockKey, arch_blocks, space_blocks
+from nas.paths import resolve
 from nas.space import ArchConfig, SearchSpace
 
 PREDICTED_KINDS = ("embedding", "attention", "ffn", "head")
