@@ -1,6 +1,6 @@
 """Hydra at the edge of ``python -m nas.search``: the typed schema and one-line errors.
 
-The schema is derived from the frozen dataclasses of ``nas.search`` and
+The schema is derived from the frozen dataclasses of ``nas.search_config`` and
 ``nas.samplers`` (Hydra cannot merge overrides into frozen nodes), so a field and its
 type are written once. Hydra reports a bad override over several lines with a hint
 about ``HYDRA_FULL_ERROR``; :func:`precheck` composes the config first and turns any
@@ -36,7 +36,7 @@ def register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
     from nas.samplers import SamplerConfig
-    from nas.search import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+    from nas.search_config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 
     schemas = {name: schema_of(c) for name, c in (
         ("search", SearchConfig), ("sampler", SamplerConfig), ("hardware", HardwareConfig),
@@ -153,8 +153,7 @@ def _check_job(overrides: list[str], sweep: bool) -> Path:
 
     from nas.errors import ConfigError, check_out_dir
     from nas.paths import CONF_DIR
-    from nas.search import SearchConfig
-    from nas.search_setup import typed
+    from nas.search_config import SearchConfig, typed
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):

@@ -7,8 +7,9 @@ At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
 Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
-``nas.search_setup.prepare`` turns it into the typed objects below, and nothing under
-``run_search`` sees a raw ``cfg``.
+``nas.search_setup.prepare`` turns it into the typed objects of ``nas.search_config``,
+and nothing under ``run_search`` sees a raw ``cfg``. ``nas.search_report`` prints the
+summary at the end.
 """
 from __future__ import annotations
 
@@ -27,104 +28,13 @@ from nas.errors import ConfigError, deferred_signals, exit_on_user_error, stop_o
 from nas.objective import Objective
 from nas.paths import CONF_DIR
 from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
+from nas.search_config import SearchConfig
+from nas.search_config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
+from nas.search_report import summary
+from nas.search_setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
                        open_storage, open_study)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How hard to search, and where to keep the results (``search.*``).
-
-    Attributes:
-        n_trials: COMPLETE trials in total; a resumed study runs only the remainder.
-        study_name: the study in the storage, and the folder ``outputs/<study_name>``.
-        storage: an SQLAlchemy URL or the path of an Optuna journal file.
-        latency_budget_ms: the latency constraint (None: no constraint).
-        seed: seeds the sampler.
-        device: where the supernet scores accuracy ('auto': CUDA when available).
-        threads: CPU threads for scoring (None: torch's default).
-        progress: show a progress bar.
-    """
-
-    n_trials: int = 300
-    study_name: str = "tiny-cpu"
-    storage: str = "sqlite:///outputs/nas.db"
-    latency_budget_ms: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"search.threads: {self.threads} must be >= 1, or null for torch's default")
-        if self.n_trials < 1:
-            raise ConfigError(f"search.n_trials: {self.n_trials} must be >= 1")
-        name = self.study_name
-        if not name or not all(c.isalnum() or c in "._-" for c in name) or name.startswith("."):
-            raise ConfigError(f"search.study_name: {name!r} is not allowed; it names a folder, "
-                              "so use letters, digits, '.', '_' and '-'")
-        b = self.latency_budget_ms
-        if b is not None and not (b > 0 and math.isfinite(b)):
-            raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "
-                              "milliseconds, or null for no budget")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, cuda")
-        if not 0 <= self.seed < 2**32:  # what numpy, and so every sampler, accepts
-            raise ConfigError(f"search.seed: {self.seed} is not allowed; give an integer from 0 "
-                              f"to {2**32 - 1}")
-
-
-@dataclass(frozen=True)
-class HardwareConfig:
-    """The target (``conf/hardware/<name>.yaml``).
-
-    Attributes:
-        device: 'cpu' or 'cuda': which precisions of the space may be proposed.
-        table: the latency table (CSV with its JSON fingerprint next to it).
-        latency_budget_ms: the default budget of a search on this target.
-    """
-
-    device: str = "cpu"
-    table: str = "latency_tables/cpu-tiny.csv"
-    latency_budget_ms: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.device not in ("cpu", "cuda"):
-            raise ConfigError(f"hardware.device: {self.device!r} is not allowed; allowed: cpu, cuda")
-
-
-@dataclass(frozen=True)
-class SupernetConfig:
-    """Which supernet scores accuracy (``supernet.*``).
-
-    Attributes:
-        checkpoint: a ``supernet.pt`` of ``nas.train``; None trains one with ``train.*``
-            and caches it under ``cache_dir``, keyed by the space and the recipe.
-        cache_dir: where trained supernets are cached.
-    """
-
-    checkpoint: str | None = None
-    cache_dir: str = "outputs/supernets"
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """How accuracy is measured (``score.*``): the same fixed validation windows for all.
-
-    Attributes:
-        n_batches: validation batches per architecture.
-        batch_size: windows per batch.
-    """
-
-    n_batches: int = 16
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.n_batches < 1 or self.batch_size < 1:
-            raise ConfigError(f"score: n_batches ({self.n_batches}) and batch_size "
-                              f"({self.batch_size}) must be >= 1")
 
 
 @dataclass
@@ -231,50 +141,6 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
 
 # --- the command ----------------------------------------------------------------------
 
-def summary(result: SearchResult, budget_ms: float | None, hardware: str,
-            paths: Mapping[str, Any], storage_url: str) -> str:
-    """The terminal report: counts, speed, where the time went, the front, the files."""
-    from nas.results import choose_winner, pareto_frame, trials_frame
-
-    df = trials_frame(result.study)
-    done = df[df["state"] == "COMPLETE"]
-    n_ok = int((done["feasible"]).sum())
-    front = pareto_frame(df)
-    win = choose_winner(front, budget_ms)
-    lines = [
-        f"study {result.study.study_name}: {len(done)} trials ({n_ok} within budget, "
-        f"{len(done) - n_ok} over budget), {int((df['state'] == 'FAIL').sum())} failed",
-    ]
-    if result.failed_stale:
-        lines.append(f"resumed: {len(result.failed_stale)} trial(s) of a stopped run marked failed "
-                     f"({', '.join(map(str, result.failed_stale))})")
-    if result.new_trials:
-        st = result.stage_seconds
-        tot = max(result.seconds, 1e-9)
-        lines.append(
-            f"this run: {result.new_trials} trials in {result.seconds:.1f} s "
-            f"({result.trials_per_s:.2f} trials/s); scoring {st.get('score', 0):.1f} s "
-            f"({100 * st.get('score', 0) / tot:.0f}%), latency lookup {st.get('latency', 0):.3f} s, "
-            f"Optuna + storage {st.get('optuna_and_storage', 0):.1f} s")
-    limit = f"budget {budget_ms:g} ms" if budget_ms is not None else "no budget"
-    lines.append(f"Pareto front on {hardware} ({limit}), fastest first:")
-    lines.append(f"  {'trial':>5}  {'latency_ms':>10}  {'val_loss':>8}  {'params':>8}  arch")
-    for _, r in front.iterrows():
-        mark = " <- winner" if win is not None and r["number"] == win["number"] else ""
-        lines.append(f"  {r['number']:>5}  {r['latency_ms']:>10.4g}  {r['val_loss']:>8.4f}  "
-                     f"{int(r['params']):>8}  {r['arch']}{mark}")
-    base = done[done["baseline"] & done["scored"]]
-    if len(base):
-        b = base.iloc[0]
-        lines.append(f"  baseline: trial {b['number']}, {b['latency_ms']:.4g} ms, loss "
-                     f"{b['val_loss']:.4f}, {b['arch']}")
-    lines.append(f"pareto csv : {paths['pareto_csv']}")
-    lines.append(f"pareto plot: {paths['plot']}")
-    lines.append(f"winner     : {paths['winner'] or 'none within budget'}")
-    lines.append(f"dashboard  : optuna-dashboard {storage_url}")
-    return "\n".join(lines)
-
-
 def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
                     on_ready: Callable[[], None] | None = None) -> SearchResult:
     """The whole command: check and build (``nas.search_setup.prepare``), search, then
@@ -292,7 +158,6 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
     from nas.export import export_study
     from nas.plot import plot_pareto
     from nas.results import trials_frame
-    from nas.search_setup import prepare
 
     with damaged_storage_is_refused(str(cfg.search.storage), "search.storage"):
         p = prepare(cfg, hardware_name)

@@ -20,7 +20,8 @@ from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError
 from nas.samplers import SamplerConfig
-from nas.search import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+from nas.search_config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+from nas.search_config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
 from nas.study import check_compatible, find_study, open_storage
 
@@ -107,18 +108,6 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
                           progress=progress)
-
-
-def typed(cls: type, node: Any, key: str) -> Any:
-    """A frozen dataclass from a config node, naming the key of anything wrong."""
-    from omegaconf import DictConfig, OmegaConf
-
-    d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**d)
 
 
 def prepare(cfg: Any, hardware_name: str) -> Prepared:
