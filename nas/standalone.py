@@ -134,7 +134,8 @@ def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus:
         warmup_steps: untimed steps first (allocator and kernel warm-up).
     """
     device = resolve_device(cfg.device)
-    opt, amp, gen = make_optimizer(model, cfg), amp_context(device), torch.Generator().manual_seed(cfg.seed)
+    opt, amp = make_optimizer(model, cfg), amp_context(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     tokens, t0 = 0, 0.0
     for i in range(warmup_steps + steps):
