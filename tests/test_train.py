@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nas.checkpoint
-import nas.train
+import nas.standalone
 from nas.errors import ConfigError
 from nas.score import AccuracyScorer
 from nas.space import SearchSpace
@@ -71,10 +71,10 @@ def test_interrupted_run_resumes_exactly(micro_space, micro_corpus, tmp_path, mo
         real_save(obj, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("nas.train.save_atomic", save_then_interrupt)
+    monkeypatch.setattr("nas.supernet_train.save_atomic", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", progress=False)
-    monkeypatch.setattr("nas.train.save_atomic", real_save)
+    monkeypatch.setattr("nas.supernet_train.save_atomic", real_save)
     assert torch.load(tmp_path / "b" / "supernet.pt", weights_only=True)["step"] == 10
     # Running the same command again continues from step 10 ...
     resumed = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", progress=False)
@@ -263,7 +263,7 @@ def test_measure_throughput_counts_every_sub_network_pass(micro_space, micro_cor
                                                           n_archs):
     from nas.model import Supernet
 
-    monkeypatch.setattr(nas.train, "time", _Clock())  # start and stop one second apart
+    monkeypatch.setattr(nas.standalone, "time", _Clock())  # start and stop one second apart
     archs = [micro_space.largest(), micro_space.smallest()][:n_archs]
     tps = measure_throughput(Supernet(micro_space), lambda: archs, micro_corpus, CFG,
                              steps=3, warmup_steps=1)
@@ -431,6 +431,22 @@ def test_sandwich_draws_vary_with_the_rng(micro_space):
     rng = random.Random(0)
     drawn = {a for _ in range(20) for a in sandwich(micro_space, rng, 2)[2:]}
     assert len(drawn) > 5  # not a fixed pick: many architectures of the space come up
+
+
+def test_a_picker_replaces_the_sandwich(micro_space, micro_corpus, tmp_path):
+    calls = []
+
+    def largest_only(space, rng, n_random):
+        calls.append((space, n_random))
+        return [space.largest()]
+
+    cfg = dataclasses.replace(CFG, steps=4, eval_every=0)
+    path = train_supernet(micro_space, micro_corpus, cfg, tmp_path / "a", progress=False,
+                          picker=largest_only)
+    assert calls == [(micro_space, cfg.n_random)] * cfg.steps
+    default = train_supernet(micro_space, micro_corpus, cfg, tmp_path / "b", progress=False)
+    a, b = _weights(path), _weights(default)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the picker, not the sandwich, trained
 
 
 @pytest.mark.parametrize("arch", [

@@ -1,0 +1,159 @@
+"""The training loop shared by the supernet and standalone models, and its state.
+
+``Run`` holds what the loop mutates and a checkpoint must restore (weights, optimizer,
+step, RNG states); ``fit`` steps it to the recipe's end, validating, logging and
+saving on the way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+from nas.data import CharCorpus, fixed_batches, get_batch
+from nas.model import GPT
+from nas.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
+from nas.score import evaluate
+from nas.space import ArchConfig
+from nas.step import amp_context, sync, train_step
+
+
+class _Quiet:
+    """Stands in for a tqdm bar when there is none (no progress wanted, or no tqdm)."""
+
+    def __init__(self, echo: bool, initial: int = 0, **_: Any):
+        self.echo, self.n = echo, initial
+
+    def set_postfix(self, **_: Any) -> None:
+        pass
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def write(self, s: str, file: Any = None) -> None:
+        if self.echo:  # progress was wanted but tqdm is missing: keep the evaluation lines
+            print(s, file=file or sys.stdout, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(progress: bool, **kw: Any) -> Any:
+    if progress:
+        try:  # optional: the GPU experiments run where only torch, pandas and matplotlib are
+            from tqdm import tqdm
+            return tqdm(dynamic_ncols=True, file=sys.stderr, **kw)
+        except ImportError:
+            pass
+    return _Quiet(progress, **kw)
+
+
+@dataclass
+class Run:
+    """What a training loop mutates, and what a checkpoint must restore."""
+
+    model: GPT
+    opt: torch.optim.AdamW
+    pick: Callable[[], list[ArchConfig]]
+    arch_rng: random.Random
+    data_rng: torch.Generator
+    step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    tokens_per_s: float = 0.0  # of this session's training, evaluation excluded
+    seconds: float = 0.0
+    best_val: float = math.inf  # of the tracked architecture (standalone runs)
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"arch": self.arch_rng.getstate(), "data": self.data_rng.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def set_rng_state(self, s: Mapping[str, Any]) -> None:
+        a = s["arch"]  # a checkpoint stores the state's tuples as lists
+        self.arch_rng.setstate((a[0], tuple(a[1]), a[2]))
+        self.data_rng.set_state(s["data"].cpu())
+        torch.set_rng_state(s["torch"].cpu())
+        if s["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
+
+
+def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
+         val_archs: Mapping[str, ArchConfig], save: Callable[[], None] | None,
+         progress: bool, desc: str, track: str | None = None) -> None:
+    """The training loop shared by the supernet and standalone models.
+
+    With ``track`` (a key of ``val_archs``), the weights of that network's best
+    validation are kept in ``run.best_state``, and training stops once ``cfg.patience``
+    validations in a row have not improved on it (0: never early).
+    """
+    model, block = run.model, run.model.arch.block_size
+    amp = amp_context(device)
+    val_batches = fixed_batches(corpus.val, cfg.eval_batches, EVAL_BATCH_SIZE, block)
+    bar = _bar(progress, total=cfg.steps, initial=run.step, desc=desc)
+    model.train()
+    tokens, pending = 0, []
+    run.seconds = 0.0
+    t0 = time.perf_counter()
+    try:  # closed on a stop too, so that the message after it starts on a line of its own
+        while run.step < cfg.steps:
+            x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for g in run.opt.param_groups:
+                g["lr"] = lr_at(run.step, cfg)
+            archs = run.pick()
+            pending.append(train_step(model, run.opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip,
+                                      amp)[0])
+            tokens += x.numel() * len(archs)  # every sub-network pass counts
+            run.step += 1
+            last = run.step == cfg.steps
+            do_eval = last or (cfg.eval_every and run.step % cfg.eval_every == 0)
+            if run.step % cfg.log_every and not do_eval:
+                continue
+            # .item() only here: a sync every step would slow a GPU down.
+            sync(device)
+            now = time.perf_counter()
+            run.seconds += now - t0
+            run.tokens_per_s = tokens / run.seconds
+            loss = torch.stack(pending).mean().item()
+            pending = []
+            row: dict[str, Any] = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, cfg),
+                                   "tokens_per_s": run.tokens_per_s}
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{run.tokens_per_s:,.0f}")
+            bar.update(run.step - bar.n)
+            if do_eval:
+                model.eval()
+                seen: dict[str, float] = {}  # the baseline may be the largest: evaluate it once
+                for name, arch in val_archs.items():
+                    if arch.arch_id not in seen:
+                        seen[arch.arch_id] = evaluate(model, val_batches, arch)
+                    row[f"val_{name}"] = seen[arch.arch_id]
+                model.train()
+                # Validation is a result: stdout; the bar is on stderr.
+                bar.write(f"step {run.step}: " + ", ".join(
+                    f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs), file=sys.stdout)
+                run.history.append(row)
+                if save is not None:
+                    save()
+                if track is not None:
+                    if row[f"val_{track}"] < run.best_val:
+                        run.best_val, run.best_step = row[f"val_{track}"], run.step
+                        run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    elif cfg.patience and run.step - run.best_step >= cfg.patience * cfg.eval_every:
+                        bar.write(f"stopping early at step {run.step}: no better validation since "
+                                  f"step {run.best_step}", file=sys.stdout)
+                        break
+            else:
+                run.history.append(row)
+            t0 = time.perf_counter()  # evaluation and saving are not training time
+    finally:
+        bar.close()
+    model.eval()
+
