@@ -7,7 +7,6 @@ file and what is allowed (exit 2), as ``nas.search`` does.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -87,46 +86,17 @@ def _allowed(cfg: Any, key: str) -> str:
 
 
 def _error_line(e: BaseException, argv: Sequence[str], config_name: str) -> str:
-    """One line for a Hydra composition error."""
-    import yaml
-    from hydra.errors import MissingConfigException, OverrideParseException
+    """One line for a composition error (``nas.hydra_cli.error_line``), naming the file
+    that is not UTF-8 and, for an unknown key, the keys allowed beside it."""
+    from nas.hydra_cli import error_line
 
-    chain, c = [], e
-    while c is not None and len(chain) < 10:
-        chain.append(c)
-        c = c.__cause__ or c.__context__
-    if any(isinstance(c, UnicodeDecodeError) for c in chain):
-        bad = _undecodable(argv, config_name)
-        where = str(bad) if bad else "a config file"
-        return f"{where}: not a text file (not UTF-8); a config file is YAML text"
-    bad_yaml = next((c for c in chain if isinstance(c, yaml.YAMLError)), None)
-    if bad_yaml is not None:
-        mark = getattr(bad_yaml, "problem_mark", None) or getattr(bad_yaml, "context_mark", None)
-        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
-        what = getattr(bad_yaml, "problem", None) or getattr(bad_yaml, "context", None) or ""
-        return f"{where}: not valid YAML ({what})"
-    if isinstance(e, MissingConfigException):
-        missing = getattr(e, "missing_cfg_file", "") or ""
-        group, _, name = missing.rpartition("/")
-        options = getattr(e, "options", None)
-        if group and options is not None:
-            return f"{group}: unknown option {name!r}; available: {', '.join(sorted(options))}"
-        return _first(e)
-    if isinstance(e, OverrideParseException):
-        return f"override {getattr(e, 'override', '')!r}: {_first(e)}"
-    cause = e.__cause__ or e.__context__
-    if cause is not None:
-        key = getattr(cause, "full_key", None) or "config"
-        msg = str(getattr(cause, "msg", None) or _first(cause)).splitlines()[0]
-        if re.match(r"Key '.*' is not in struct", msg):
-            # The key Hydra names is the first unknown part of the override's key.
-            try:
-                base = _compose(config_name, [])
-            except Exception:  # noqa: BLE001 - the list of allowed keys is a courtesy
-                base = None
-            return f"{key}: unknown key{_allowed(base, key) if base is not None else ''}"
-        return f"{key}: {msg}"
-    return _first(e)
+    def allowed(key: str) -> str:
+        try:
+            return _allowed(_compose(config_name, []), key)
+        except Exception:  # noqa: BLE001 - the list of allowed keys is a courtesy
+            return ""
+
+    return error_line(e, undecodable=lambda: _undecodable(argv, config_name), allowed=allowed)
 
 
 def _undecodable(argv: Sequence[str], config_name: str) -> Path | None:
@@ -161,8 +131,3 @@ def _undecodable(argv: Sequence[str], config_name: str) -> Path | None:
                 except UnicodeDecodeError:
                     return f
     return None
-
-
-def _first(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else e.__class__.__name__

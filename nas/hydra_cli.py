@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 def schema_of(cls: type) -> type:
     """A mutable copy of a frozen dataclass, with types OmegaConf understands."""
@@ -52,8 +52,16 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="search_schema", node=node)
 
 
-def error_line(e: BaseException) -> str:
-    """One line for a Hydra composition error."""
+def error_line(e: BaseException, undecodable: Callable[[], Path | None] | None = None,
+               allowed: Callable[[str], str] | None = None) -> str:
+    """One line for a Hydra composition error.
+
+    Args:
+        e: what composing raised.
+        undecodable: finds the config file that is not UTF-8 (Hydra does not name it).
+        allowed: ``"; allowed: a, b"`` for an unknown key of a free-form (not typed) node;
+            a typed node's keys come from its dataclass.
+    """
     import yaml
     from hydra.errors import MissingConfigException, OverrideParseException
 
@@ -61,6 +69,9 @@ def error_line(e: BaseException) -> str:
     while c is not None and len(chain) < 10:
         chain.append(c)
         c = c.__cause__ or c.__context__
+    if any(isinstance(c, UnicodeDecodeError) for c in chain):
+        bad = undecodable() if undecodable is not None else None
+        return f"{bad or 'a config file'}: not a text file (not UTF-8); a config file is YAML text"
     bad_yaml = next((c for c in chain if isinstance(c, yaml.YAMLError)), None)
     if bad_yaml is not None:
         mark = getattr(bad_yaml, "problem_mark", None) or getattr(bad_yaml, "context_mark", None)
@@ -73,31 +84,33 @@ def error_line(e: BaseException) -> str:
         options = getattr(e, "options", None)
         if group and options is not None:
             return (f"{group}: unknown option {name!r}; available: {', '.join(sorted(options))}")
-        return _first(e)
+        return first_line(e)
     if isinstance(e, OverrideParseException):
-        return f"override {getattr(e, 'override', '')!r}: {_first(e)}"
+        return f"override {getattr(e, 'override', '')!r}: {first_line(e)}"
     cause = e.__cause__ or e.__context__
     if cause is not None:
         key = getattr(cause, "full_key", None) or "config"
-        msg = str(getattr(cause, "msg", None) or _first(cause)).splitlines()[0]
+        msg = str(getattr(cause, "msg", None) or first_line(cause)).splitlines()[0]
         m = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", msg)
         if m:
             kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
                     "String": "a string"}.get(m.group(2), m.group(2))
             return f"{key}: {m.group(1)!r} is not allowed; it must be {kind}"
-        if re.match(r"Key '.*' not in", msg):
+        if re.match(r"Key '.*' (is )?not in", msg):
             owner = getattr(cause, "object_type", None)
-            allowed = ""
             if owner is not None and dataclasses.is_dataclass(owner):
-                allowed = "; allowed: " + ", ".join(f.name for f in dataclasses.fields(owner))
-            return f"{key}: unknown key{allowed}"
+                keys = "; allowed: " + ", ".join(f.name for f in dataclasses.fields(owner))
+            else:
+                keys = allowed(key) if allowed is not None else ""
+            return f"{key}: unknown key{keys}"
         if re.match(r"Value '.*' is not a valid bool", msg):
             return f"{key}: {msg.split(chr(39))[1]!r} is not allowed; it must be true or false"
         return f"{key}: {msg}"
-    return _first(e)
+    return first_line(e)
 
 
-def _first(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its class name when empty)."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else e.__class__.__name__
 
