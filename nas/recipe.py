@@ -116,6 +116,25 @@ class TrainConfig:
                 kw[key] = str(v)
         return cls(**kw)
 
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """``conf/train/<name>.yaml`` with ``overrides`` (those that are None are skipped):
+        the recipes without Hydra, for scripts and experiments.
+
+        Raises:
+            ConfigError: no such recipe (the message lists them), or a bad value.
+        """
+        import yaml
+
+        from nas.paths import CONF_DIR
+        path = CONF_DIR / "train" / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise ConfigError(f"recipe: {name!r} unknown; available: {', '.join(known)}")
+        d = yaml.safe_load(path.read_text())
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

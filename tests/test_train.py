@@ -476,3 +476,16 @@ def test_a_sub_networks_step_leaves_weights_outside_its_slices_untouched(micro_s
             assert not torch.equal(after[slices[name]], before[name][slices[name]]), name
         assert torch.equal(after[outside], before[name][outside]), name
 
+
+
+def test_recipes_load_without_hydra_as_hydra_composes_them():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["train=shakespeare_supernet"])
+    assert TrainConfig.from_recipe("shakespeare_supernet") == \
+        TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
+    assert TrainConfig.from_recipe("tiny", steps=7, lr=None).steps == 7
+    with pytest.raises(ConfigError, match="'nope' unknown; available: .*shakespeare"):
+        TrainConfig.from_recipe("nope")

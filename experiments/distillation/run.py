@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 from nas.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     help="distillation weights (1: the teacher alone, as the recorded runs; 0: off)")
     a = ap.parse_args(argv)
     space = load_space(a.space)
-    recipe = yaml.safe_load((ROOT / "conf" / "train" / f"{a.recipe}.yaml").read_text())
-    base = TrainConfig.from_dict({**recipe, "steps": a.steps, "eval_every": 0})
+    base = TrainConfig.from_recipe(a.recipe, steps=a.steps, eval_every=0)
     corpus = load_corpus(base.data, block_size=space.block_size, vocab_size=space.vocab_size)
     device = resolve_device(base.device)
     archs = {"largest": space.largest(), "baseline": space.baseline_arch() or space.largest(),

@@ -44,10 +44,7 @@ SCORE_BATCHES, SCORE_BATCH_SIZE = 16, 32  # conf/config.yaml's score.*: what the
 
 def recipe(job: dict[str, Any]) -> TrainConfig:
     """The job's training recipe: ``conf/train/<recipe>.yaml`` with the job's overrides."""
-    import yaml
-    d = yaml.safe_load((ROOT / "conf" / "train" / f"{job['recipe']}.yaml").read_text())
-    d.update(job.get("train", {}))
-    return TrainConfig.from_dict(d)
+    return TrainConfig.from_recipe(job["recipe"], **job.get("train", {}))
 
 
 def space_of_job(job: dict[str, Any]) -> SearchSpace:

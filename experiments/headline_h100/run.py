@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
@@ -169,15 +169,20 @@ def front_region(trials: list[dict[str, Any]], n: int) -> list[ArchConfig]:
 _STEPS: dict[tuple[str, int], int] = {}
 
 
+@functools.lru_cache(maxsize=None)
+def _space_and_table(space: str, table: str) -> tuple[SearchSpace, Any]:
+    """Read once: the plan is rebuilt every few seconds while jobs run."""
+    from nas.latency import LatencyTable
+    return load_space(space), LatencyTable.load(ROOT / table)
+
+
 class Plan:
     """Which jobs exist and which can run, given the results so far."""
 
     def __init__(self, s: Setup, results: dict[str, dict[str, Any]], work: Path,
                  latency_tags: tuple[str, ...] = ()):
-        from nas.latency import LatencyTable
         self.s, self.results, self.work, self.latency_tags = s, results, work, latency_tags
-        self.space = load_space(s.space)
-        self.table = LatencyTable.load(ROOT / s.table)
+        self.space, self.table = _space_and_table(s.space, s.table)
         b = self.space.baseline_arch()
         self.baseline_ms = {p: self.table.predict_ms(dataclasses.replace(b, precision=p))
                             for p in s.precisions}
@@ -300,7 +305,7 @@ class Plan:
             for role, a in refs:
                 for sd in SEEDS:
                     out.append((5, self.alone_job(a, sd, role), []))
-            lat = [a for a in cands] + [a for _, a in refs]
+            lat = cands + [a for _, a in refs]
             # the precision gain, reported apart: the baseline in every precision
             b = self.space.baseline_arch()
             lat += [dataclasses.replace(b, precision=p)
@@ -315,7 +320,7 @@ class Plan:
                 out.append((6, self.alone_job(a, sd, "ranking"), []))
         if complete and region is not None:
             for al in ALPHAS:
-                extra = ([a for a in self.candidates(head)] if head is not None else [])
+                extra = self.candidates(head) if head is not None else []
                 archs = list({a.arch_id: a for a in ranking + extra}.values())
                 out.append((2, self.score_job(f"alpha{al:g}", archs), [f"alpha{al:g}"]))
             for name in VARIANTS:

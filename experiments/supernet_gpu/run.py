@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout (no pip install)
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from nas.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
@@ -48,16 +47,6 @@ from nas.train import (TrainConfig, load_supernet, measure_throughput, resolve_d
                        sandwich, train_standalone, train_supernet)
 
 EVAL_OVERHEAD = 1.1  # validation, checkpoints and start-up on top of the timed steps
-
-
-def _recipe(name: str, **over) -> TrainConfig:
-    path = ROOT / "conf" / "train" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"--recipe: {name!r} unknown; available: {known}")
-    d = yaml.safe_load(path.read_text())
-    d.update({k: v for k, v in over.items() if v is not None})
-    return TrainConfig.from_dict(d)
 
 
 def _free(device: str) -> None:
@@ -121,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
     t_start = time.perf_counter()
     space = load_space(args.space)
-    cfg = _recipe(args.recipe, steps=args.steps, batch_size=args.batch_size,
+    cfg = TrainConfig.from_recipe(args.recipe, steps=args.steps, batch_size=args.batch_size,
                   eval_every=args.eval_every, device=args.device, distill_alpha=args.distill_alpha)
     device = resolve_device(cfg.device)
     baseline = space.baseline_arch() or space.largest()
