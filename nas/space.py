@@ -278,21 +278,17 @@ class SearchSpace:
         return arch
 
     def contains(self, arch: ArchConfig, device: str | None = None) -> bool:
-        ok = (self.n_layer_min <= arch.n_layer <= self.n_layer_max
-              and arch.d_model in self.d_model
-              and all(h in self.n_head for h in arch.n_head)
-              and all(f in self.d_ff for f in arch.d_ff)
-              and arch.head_dim == self.head_dim
-              and arch.vocab_size == self.vocab_size
-              and arch.block_size == self.block_size)
-        if device is not None:
-            ok = ok and arch.precision in self.precisions(device)
-        return ok
+        return not self.problems(arch, device)
 
     def check(self, arch: ArchConfig, device: str | None = None) -> None:
         """Raise a ConfigError naming what is outside the space."""
-        if self.contains(arch, device):
-            return
+        problems = self.problems(arch, device)
+        if problems:
+            raise ConfigError(f"architecture outside search space '{self.name}': "
+                              + "; ".join(problems))
+
+    def problems(self, arch: ArchConfig, device: str | None = None) -> list[str]:
+        """What of ``arch`` is outside the space (with ``device``: its precision too)."""
         problems = []
         if not self.n_layer_min <= arch.n_layer <= self.n_layer_max:
             problems.append(f"n_layer {arch.n_layer} (allowed {self.n_layer_min}..{self.n_layer_max})")
@@ -310,7 +306,7 @@ class SearchSpace:
         if device is not None and arch.precision not in self.precisions(device):
             problems.append(f"precision {arch.precision} (allowed on {device}: "
                             f"{list(self.precisions(device))})")
-        raise ConfigError(f"architecture outside search space '{self.name}': " + "; ".join(problems))
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return {
