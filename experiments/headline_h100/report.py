@@ -16,6 +16,7 @@ Writes, next to the state (CPU only; pandas and matplotlib):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -100,11 +101,18 @@ def headline(results: dict[str, Any], plan: run.Plan, out: Path) -> pd.DataFrame
 
     # the precision gain, reported apart: the baseline in each precision
     b = plan.space.baseline_arch()
-    prec = {p: float(lat.loc[b.__class__(**{**b.to_dict(), "precision": p}).arch_id, "h100-a"])
+    prec = {p: float(lat.loc[dataclasses.replace(b, precision=p).arch_id, "h100-a"])
             for p in plan.space.precision.get(plan.s.device, ())}
+    # every latency run on its own: each model's speed-up over the baseline timed in that run
+    runs = {}
+    for arch_id, p in zip(g.arch_id, g.precision):
+        base_id = dataclasses.replace(b, precision=p).arch_id
+        runs[arch_id] = {run_name: float(lat.loc[base_id, run_name] / lat.loc[arch_id, run_name])
+                         for run_name in lat.columns}
     (out / "precision_gain.json").write_text(json.dumps(
         {"baseline_graph_latency_ms_by_precision": prec,
-         "latency_runs_ms": lat.round(5).to_dict(orient="index")}, indent=2))
+         "latency_runs_ms": lat.round(5).to_dict(orient="index"),
+         "speedup_vs_baseline_by_run": runs}, indent=2))
     return g
 
 
