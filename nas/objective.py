@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import optuna
 
-from nas.errors import GATE, interruptible
+from nas.signals import interruptible, raise_pending
 from nas.space import ArchConfig, SearchSpace, suggest
 from nas.study import WORKER_ATTR, set_constraint, worker_id
 
@@ -65,7 +65,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         # A signal that came while Optuna stored the last trial ends the run here, before
         # anything of this one is written (this trial is then marked failed).
-        GATE.raise_pending()
+        raise_pending()
         # First, so a killed run's trial can be told from a live one (nas.study.fail_dead_trials).
         trial.set_user_attr(WORKER_ATTR, worker_id())
         arch = suggest(trial, self.space, device=self.device)

@@ -24,7 +24,8 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from nas.errors import ConfigError, deferred_signals, exit_on_user_error, stop_on_signals
+from nas.errors import ConfigError, exit_on_user_error
+from nas.signals import held, stop_cleanly
 from nas.objective import Objective
 from nas.paths import CONF_DIR
 from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
@@ -122,7 +123,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     t0 = time.perf_counter()
     try:
         if todo:
-            with deferred_signals():  # a signal waits for the next objective call, not mid-tell
+            with held():  # a signal waits for the next objective call, not for Optuna's tell
                 study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
     except KeyboardInterrupt:
         # Interrupted while the trial was being stored: it is ours and cannot finish.
@@ -212,7 +213,7 @@ def _hydra_main(run_dir: Path | None) -> None:
         hc = HydraConfig.get()
         out_dir = Path(hc.runtime.output_dir)
         try:
-            with stop_on_signals():
+            with stop_cleanly("completed trials are saved; re-run the same command to resume"):
                 exit_on_user_error(run_from_config)(
                     cfg, hc.runtime.choices.get("hardware", "?"), out_dir,
                     on_ready=lambda: save_run_record(cfg, hc, out_dir))

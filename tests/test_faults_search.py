@@ -271,8 +271,8 @@ def _count(db: Path, state: str) -> int:
 
 
 @pytest.mark.parametrize("signals, code, word", [
-    ([signal.SIGTERM], 143, "terminated"),
-    ([signal.SIGINT, signal.SIGINT], 130, "interrupted"),
+    ([signal.SIGTERM], 143, "stopped by SIGTERM"),
+    ([signal.SIGINT, signal.SIGINT], 130, "stopped by Ctrl-C"),
 ], ids=["sigterm", "double-ctrl-c"])
 def test_signals_end_a_search_cleanly(world, tmp_path, signals, code, word):
     _, budget, ckpt = world

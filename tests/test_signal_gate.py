@@ -1,4 +1,4 @@
-"""Signals under ``stop_on_signals``: cut at once where that is safe, deferred elsewhere."""
+"""Signals under ``nas.signals.handling``: cut at once where that is safe, held elsewhere."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from nas.errors import Interrupted, deferred_signals, interruptible, stop_on_signals
+from nas.signals import Stopped, handling, held, interruptible
 
 
 @pytest.fixture(autouse=True)
@@ -16,9 +16,9 @@ def default_handlers():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def test_a_signal_outside_a_deferred_block_is_raised_at_once():
-    with pytest.raises(Interrupted) as e:
-        with stop_on_signals():
+def test_a_signal_outside_a_held_block_is_raised_at_once():
+    with pytest.raises(Stopped) as e:
+        with handling():
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(1000):
                 pass
@@ -26,10 +26,10 @@ def test_a_signal_outside_a_deferred_block_is_raised_at_once():
     assert e.value.signum == signal.SIGTERM
 
 
-def test_a_deferred_signal_waits_for_the_next_interruptible_block():
+def test_a_held_signal_waits_for_the_next_interruptible_block():
     reached = []
-    with pytest.raises(Interrupted) as e:
-        with stop_on_signals(), deferred_signals():
+    with pytest.raises(Stopped) as e:
+        with handling(), held():
             os.kill(os.getpid(), signal.SIGINT)  # as if it came while Optuna stores a trial
             reached.append("after the signal")   # the bookkeeping goes on to its end
             with interruptible():
@@ -38,19 +38,17 @@ def test_a_deferred_signal_waits_for_the_next_interruptible_block():
 
 
 def test_inside_an_interruptible_block_a_signal_cuts_at_once_and_later_ones_are_ignored():
-    with pytest.raises(Interrupted):
-        with stop_on_signals(), deferred_signals(), interruptible():
+    with pytest.raises(Stopped):
+        with handling(), held(), interruptible():
             os.kill(os.getpid(), signal.SIGINT)
             pytest.fail("not interrupted")
-    # the command is ending: a second Ctrl-C must not cut its clean-up
-    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # the handlers are restored once the block is left
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_signal_pending_at_the_end_of_a_deferred_block_is_raised_there():
-    with pytest.raises(Interrupted):
-        with stop_on_signals():
-            with deferred_signals():
+def test_a_signal_pending_at_the_end_of_a_held_block_is_raised_there():
+    with pytest.raises(Stopped):
+        with handling():
+            with held():
                 os.kill(os.getpid(), signal.SIGTERM)
             pytest.fail("the pending signal was not raised")
