@@ -8,10 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import workers as workers_mod
+from nas.search import workers as workers_mod
 from nas.errors import ConfigError
-from nas.study import METRICS, check_compatible, count_complete, open_storage, open_study
-from nas.workers import WORKER_ATTR, enqueue_once, fail_dead_trials
+from nas.search.study import METRICS, check_compatible, count_complete, open_storage, open_study
+from nas.search.workers import WORKER_ATTR, enqueue_once, fail_dead_trials
 
 ATTRS = {"space": {"name": "tiny"}, "device": "cpu", "latency_budget_ms": 2.0}
 

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.signals import interruptible
-from nas.workers import REASON_ATTR, fail_dead_trials, requeue, worker_id
+from nas.search.workers import REASON_ATTR, fail_dead_trials, requeue, worker_id
 
 _AHEAD = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
 

@@ -43,7 +43,7 @@ def changed_setting(stored: Mapping[str, Any],
     """The first setting that differs: (config key, stored value, new value), or None.
 
     A setting the study does not record (made by an older version) is not compared; it
-    is written on resume (``nas.study.open_study``).
+    is written on resume (``nas.search.study.open_study``).
     """
     for attr, key in SETTINGS.items():
         if attr in stored and attr in attrs and stored[attr] != attrs[attr]:

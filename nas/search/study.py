@@ -1,4 +1,4 @@
-"""Where studies live: creating or resuming a study, safely (storages: ``nas.storage``).
+"""Where studies live: creating or resuming a study, safely (storages: ``nas.search.storage``).
 
 A storage is an SQLAlchemy URL (the default ``sqlite:///outputs/nas.db`` is one file
 holding every study, so one dashboard command shows them all) or the path of an
@@ -17,8 +17,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from nas.errors import ConfigError
-from nas.resume import refuse_changed_settings
-from nas.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
+from nas.search.resume import refuse_changed_settings
+from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
 
 METRICS = ("val_loss", "latency_ms")
 DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
@@ -50,7 +50,7 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str) 
         where: how to name the storage in messages.
 
     Raises:
-        ConfigError: other objectives, or another setting of ``nas.resume.SETTINGS``.
+        ConfigError: other objectives, or another setting of ``nas.search.resume.SETTINGS``.
     """
     name = study.study_name
     directions = [d.name.lower() for d in study.directions]

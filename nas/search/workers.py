@@ -12,7 +12,7 @@ known to be gone when
   ``search.grace_period`` seconds: seen from any host. The journal file has no heartbeat,
   so it is the storage for workers of one host.
 
-The shared trial budget is :mod:`nas.budget`.
+The shared trial budget is :mod:`nas.search.budget`.
 """
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.storage import Heartbeat, open_storage
+from nas.search.storage import Heartbeat, open_storage
 
 WORKER_ATTR = "worker"
 REASON_ATTR = "fail_reason"
 # A RUNNING trial that has not said which process runs it is stale after this long. A
-# live process claims its trial milliseconds after creating it (nas.objective); a trial
+# live process claims its trial milliseconds after creating it (nas.search.objective); a trial
 # left unclaimed comes from a process killed in between.
 UNCLAIMED_GRACE_S = 30.0
 # An architecture whose trial died this many times is not queued again: it may be what
@@ -110,7 +110,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue the architecture of a trial that could not finish, for any worker to run.
 
-    Also the stale-trial callback of an RDB storage's heartbeat (``nas.storage``).
+    Also the stale-trial callback of an RDB storage's heartbeat (``nas.search.storage``).
     """
     retries = int(trial.user_attrs.get("retries", 0))
     if not trial.params or retries >= MAX_RETRIES:

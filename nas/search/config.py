@@ -1,8 +1,8 @@
 """The typed settings of ``python -m nas.search``: one frozen dataclass per config group.
 
 Each checks its own values and names the key of anything wrong. ``nas.hydra_cli``
-derives the Hydra schema from them, ``nas.search_setup`` builds the search from them.
-The sampler's settings live with the samplers (``nas.samplers.SamplerConfig``).
+derives the Hydra schema from them, ``nas.search.setup`` builds the search from them.
+The sampler's settings live with the samplers (``nas.search.samplers.SamplerConfig``).
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ class SearchConfig:
 
     Attributes:
         n_trials: COMPLETE trials in total, whoever runs them: a resumed study runs only
-            the remainder, and workers sharing a study share it (``nas.budget``).
+            the remainder, and workers sharing a study share it (``nas.search.budget``).
         study_name: the study in the storage, and the folder ``outputs/<study_name>``.
         storage: an SQLAlchemy URL or the path of an Optuna journal file.
         latency_budget_ms: the latency constraint (None: no constraint).
-        seed: seeds the sampler (with each trial's number: ``nas.samplers.TrialSeededSampler``).
+        seed: seeds the sampler (with each trial's number: ``nas.search.samplers.TrialSeededSampler``).
         device: where the supernet scores accuracy ('auto': CUDA when available; 'cuda:K'
             the K-th GPU, one per worker).
         threads: CPU threads for scoring (None: torch's default).
