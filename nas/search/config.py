@@ -30,7 +30,7 @@ class SearchConfig:
             the K-th GPU, one per worker).
         threads: CPU threads for scoring (None: torch's default).
         progress: show a progress bar.
-        heartbeat_interval: seconds between a running trial's heartbeats (RDB storages).
+        heartbeat_interval: seconds between a running trial's heartbeats (PostgreSQL, MySQL).
         grace_period: seconds without a heartbeat after which a trial's worker, on any
             host, is taken for dead: its trial is failed and its architecture queued again.
     """

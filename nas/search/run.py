@@ -37,7 +37,7 @@ from nas.search.report import summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import METRICS, count_complete, damaged_storage_is_refused, open_study
-from nas.search.workers import enqueue_once, fail_dead_trials, open_worker_storage
+from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
 
 
 @dataclass
@@ -134,10 +134,10 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         with held():  # a signal waits for the next objective call, not for Optuna's tell
             # One trial at a time: the budget is looked at before each (other workers run too).
             while budget.next_trial():
-                bar.show(budget.counts()[0])
+                bar.show(budget.complete)
                 study.optimize(objective, n_trials=1, callbacks=[bar], catch=(Surplus,),
                                gc_after_trial=False)
-            bar.show(budget.counts()[0])
+            bar.show(budget.complete)
     except KeyboardInterrupt:
         # Interrupted while the trial was being stored: it is ours and cannot finish.
         fail_dead_trials(study)
@@ -182,11 +182,11 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
                             device=p.hardware.device, study_attrs=p.study_attrs,
                             trial_attrs=p.trial_attrs, storage=p.storage)
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            exp = export_study(result.study, out_dir, budget)
-            plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
-                               p.search.study_name, budget, hardware_name)
+            with folder_lock(out_dir):  # the study's other workers export here too
+                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                exp = export_study(result.study, out_dir, budget)
+                plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
+                                   p.search.study_name, budget, hardware_name)
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
