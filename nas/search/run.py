@@ -98,7 +98,8 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     """Create, resume or join the study and run it up to ``cfg.n_trials`` COMPLETE trials.
 
     Any number of processes may run this on one study: together they run ``cfg.n_trials``
-    (``nas.search.budget``), and a dead one's trial is failed and run again (``nas.search.workers``).
+    (``nas.search.budget``), and a dead one's trial is failed and run again
+    (``nas.search.workers``).
 
     Args:
         space: the search space.
@@ -108,7 +109,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
-            (``nas.search.resume.SETTINGS``; the sampler, the seed and the objectives are added here).
+            (``nas.search.resume.SETTINGS``; the sampler, seed and objectives are added here).
         trial_attrs: written on every trial (the table fingerprint).
         storage: an opened storage (default: open ``cfg.storage``, with a heartbeat).
 
