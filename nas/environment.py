@@ -29,11 +29,20 @@ def _output(cmd: list[str]) -> str | None:
         return None
 
 
+def git_revision() -> str | None:
+    """The repository's commit (``+dirty`` when tracked files changed), or None outside git."""
+    if CHECKOUT is None:  # an installed tool: no source tree to ask
+        return None
+    rev, dirty = _output(["git", "rev-parse", "HEAD"]), _output(["git", "status", "--porcelain",
+                                                                 "--untracked-files=no"])
+    return rev and rev + ("+dirty" if dirty else "")
+
+
 def environment(device: str = "cpu") -> dict:
     """Git revision, Python, platform, library versions, threads, date, load and, on
     ``device="cuda"``, the GPU, CUDA version and what ``nvidia-smi`` reports."""
     import torch
-    env = {"git_revision": _output(["git", "rev-parse", "HEAD"]) if CHECKOUT else None,
+    env = {"git_revision": git_revision(),
            "python": platform.python_version(), "platform": platform.platform(),
            "torch": str(torch.__version__), "optuna": _version("optuna"), "pandas": _version("pandas"),
            "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "device": device,
