@@ -40,7 +40,7 @@ def git_revision() -> str | None:
 
 def environment(device: str = "cpu") -> dict:
     """Git revision, Python, platform, library versions, threads, date, load and, on
-    ``device="cuda"``, the GPU, CUDA version and what ``nvidia-smi`` reports."""
+    ``device="cuda"``, the GPU, CUDA version, driver and clocks."""
     import torch
     env = {"git_revision": git_revision(),
            "python": platform.python_version(), "platform": platform.platform(),
@@ -49,8 +49,7 @@ def environment(device: str = "cpu") -> dict:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            # The 2 cores are shared: a load above 2 means other work slowed this run.
            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
-    if device == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                   nvidia_smi=_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
-                                       "clocks.max.sm", "--format=csv,noheader"]))
+    if device == "cuda":  # the GPU as the latency tables record it: NVML (nvidia-ml-py)
+        from nas.latency.fingerprint import nvml_info
+        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, nvml=nvml_info())
     return env
