@@ -13,6 +13,7 @@ summary at the end.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -38,6 +39,8 @@ from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import METRICS, count_complete, damaged_storage_is_refused, open_study
 from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class _Progress:
         self.bar.update(complete - self.bar.n)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.debug("trial %d %s: values %s, constraints %s, %s", trial.number, trial.state.name,
+                  trial.values, trial.constraints, trial.user_attrs.get("arch_id"))
         if trial.state != TrialState.COMPLETE:
             return
         self.ran += 1
@@ -191,9 +196,9 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        print(summary(result, budget, hardware_name,
-                      {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                      p.search.storage), flush=True)
+        log.info(summary(result, budget, hardware_name,
+                         {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                         p.search.storage))
     return result
 
 
