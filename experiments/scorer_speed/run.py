@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from nas.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
@@ -65,9 +66,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--close", type=float, default=0.02, help="loss gap of a close pair")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (search.threads); 0: torch's default")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
+    if args.threads:
+        # On a shared CPU, a second OpenMP thread waiting for a busy core stalls every op.
+        torch.set_num_threads(args.threads)
     space = load_space(args.space)
     corpus = load_corpus(None, space.block_size, space.vocab_size)
     net = load_supernet(args.checkpoint, space, args.device, corpus=corpus)
