@@ -12,6 +12,24 @@ def _verdicts(pairs: pd.DataFrame, at: int) -> str:
             + (f"; within noise: {', '.join(tied)}" if tied else "") + ".")
 
 
+def _caveats(table: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """What the verdicts above do not say."""
+    hv = table.set_index(["trials", "variant", "seed"])["hypervolume"].sort_index()
+    same = [f"{r.a} and {r.b} at {r.trials}" for r in pairs.itertuples()
+            if (hv.loc[(r.trials, r.a)].to_numpy() == hv.loc[(r.trials, r.b)].to_numpy()).all()]
+    ranked = pairs[pairs["verdict"] != "within noise"]
+    weakest = ranked.assign(gap=ranked[["ci95_low", "ci95_high"]].abs().min(axis=1)
+                            / ranked["mean_a_minus_b"].abs()).sort_values("gap").head(1)
+    text = (f"{len(pairs)} comparisons at 95% each: about one in twenty separations can be "
+            "chance, so one whose interval only just excludes 0 is weak evidence")
+    text += "".join(f" (the weakest here: {r.verdict} at {r.trials} trials, interval "
+                    f"[{r.ci95_low:+.5f}, {r.ci95_high:+.5f}])" for r in weakest.itertuples()) + "."
+    if same:
+        text += (" Identical run for run, seed by seed: " + "; ".join(same) + " (NSGA-II's first"
+                 " generation is a random draw with the search's seed, as random search's is).")
+    return text
+
+
 def _saturation(summary: dict) -> str:
     """Whether the runs reach the best front found: then the last trial count cannot rank."""
     n, reach = summary["n_trials"], summary["runs_reaching_best_known"]
@@ -71,6 +89,8 @@ A pair of samplers is ranked only when the 95% bootstrap interval of its differe
 mean hypervolumes (seeds resampled, {len(seeds)} per sampler) excludes 0:
 
 {chr(10).join(_verdicts(pairs, at) for at in summary["at"])}
+
+{_caveats(table, pairs)}
 
 {_saturation(summary)}
 

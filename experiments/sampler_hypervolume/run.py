@@ -141,7 +141,9 @@ def main() -> None:
     hardware = next((o.split("=", 1)[1] for o in overrides if o.startswith("hardware=")), "cpu")
     p = prepare(cfg, hardware)
     from omegaconf import OmegaConf
-    (args.out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    frozen = OmegaConf.to_container(cfg, resolve=True)
+    frozen["search"].update(storage="in memory, one per run", study_name="<variant>-seed<seed>")
+    (args.out / "config.yaml").write_text(OmegaConf.to_yaml(frozen))
     budget = p.search.latency_budget_ms
     smallest = p.space.smallest("fp32")
     ref = (p.scorer(smallest),
