@@ -1,5 +1,5 @@
-"""The accuracy scorer (nas.score.AccuracyScorer): seconds per architecture, and how far
-the number of validation windows changes the ranking it gives.
+"""The accuracy scorer (nas.supernet.score.AccuracyScorer): seconds per architecture,
+and how far the number of validation windows changes the ranking it gives.
 
 Scores ``--n`` random architectures of a space (precisions drawn as the search draws
 them) on ``n_batches x batch_size`` fixed validation windows for each count in
@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from nas.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
 from nas.errors import exit_on_user_error  # noqa: E402
-from nas.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space, sample  # noqa: E402
-from nas.train import load_supernet  # noqa: E402
+from nas.supernet.data import load_corpus  # noqa: E402
+from nas.supernet.score import AccuracyScorer  # noqa: E402
+from nas.supernet.train import load_supernet  # noqa: E402
 
 
 def pair_agreement(ref: list[float], other: list[float], close: float) -> tuple[float, float]:
