@@ -5,7 +5,8 @@ budget and supernet: the search is built by ``nas.search.setup.prepare`` from th
 composed ``conf/config.yaml``, exactly as ``python -m nas.search`` builds it, and one
 accuracy scorer is shared (its results are deterministic and memoised by architecture,
 so sharing it saves time and changes no number). Each run keeps its study in memory:
-the storage changes no proposal, and SQLite's writes would take a third of the time.
+the storage changes no proposal, and SQLite's writes take about a fifth of a search's
+time (experiments/search_profile).
 
 Hypervolume (both objectives minimised) of the feasible Pareto front, with a fixed
 reference point: (validation loss of the space's smallest architecture in fp32 under
