@@ -47,7 +47,10 @@ def _run_as(user: str | None, args: list[str], **kw) -> subprocess.CompletedProc
 @pytest.fixture(scope="session")
 def postgres_url():
     """``postgresql+psycopg://nas@127.0.0.1:<port>/nas`` on a fresh server."""
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver is missing: pip install -e '.[postgres]'")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:  # part of the dev extra: `make install` brings it
+        pytest.fail("the PostgreSQL driver is missing: pip install -e '.[dev]' (or '.[postgres]')")
     bin_dir = server_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
