@@ -64,7 +64,8 @@ def exit_on_user_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":  # torchrun's ranks share the mistake: say it once
+                print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt as e:
             if isinstance(e, Stopped):  # nas.signals.stop_cleanly reports it, with its command's words
