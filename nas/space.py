@@ -124,7 +124,7 @@ class ArchConfig:
             doc = yaml.safe_load(p.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not a text file (not UTF-8); an architecture is a YAML "
-                              "file written by nas.search or nas.export") from None
+                              "file written by nas.search or nas.search.export") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
         if not isinstance(doc, dict):

@@ -4,14 +4,14 @@ The sandwich rule with in-place distillation (BigNAS) trains the supernet; a sin
 architecture can also be trained alone with the very same loop, from scratch or from
 the supernet's slices (fine-tuning). What lives where, imports flowing down the list:
 
-- ``nas.recipe``: ``TrainConfig``, ``resolve_device``, ``lr_at``, ``make_optimizer``.
-- ``nas.step``: the losses (``soft_cross_entropy``, ``student_loss``), ``train_step``
+- ``nas.supernet.recipe``: ``TrainConfig``, ``resolve_device``, ``lr_at``, ``make_optimizer``.
+- ``nas.supernet.step``: the losses (``soft_cross_entropy``, ``student_loss``), ``train_step``
   and the ``sandwich`` rule that picks a step's sub-networks.
-- ``nas.loop``: the run state (weights, optimizer, RNG), the progress bar, the loop.
-- ``nas.supernet_train``: ``train_supernet`` (its sub-network picker is a parameter),
+- ``nas.supernet.loop``: the run state (weights, optimizer, RNG), the progress bar, the loop.
+- ``nas.supernet.train``: ``train_supernet`` (its sub-network picker is a parameter),
   its checkpoints, ``load_supernet``.
-- ``nas.standalone``: ``train_standalone``, ``fits``, ``measure_throughput``.
-- ``nas.distributed``: data-parallel training over ``torchrun``'s processes.
+- ``nas.supernet.standalone``: ``train_standalone``, ``fits``, ``measure_throughput``.
+- ``nas.supernet.distributed``: data-parallel training over ``torchrun``'s processes.
 - here: ``python -m nas.train search_space=tiny train=tiny`` (or ``torchrun
   --nproc_per_node=N -m nas.train ...``), and every public name above, so callers
   import from ``nas.train`` alone.
@@ -26,17 +26,17 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from nas import distributed
-from nas.data import load_corpus
+from nas.supernet import distributed
+from nas.supernet.data import load_corpus
 from nas.errors import ConfigError, exit_on_user_error
 from nas.outputs import check_folder
-from nas.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
-from nas.score import TEST_BATCHES, AccuracyScorer
+from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
+from nas.supernet.score import TEST_BATCHES, AccuracyScorer
 from nas.signals import held
 from nas.space import ArchConfig, SearchSpace
-from nas.standalone import StandaloneResult, fits, measure_throughput, train_standalone
-from nas.step import sandwich, soft_cross_entropy, student_loss, train_step
-from nas.supernet_train import RESUMABLE_CHANGES, Picker, load_supernet, train_supernet
+from nas.supernet.standalone import StandaloneResult, fits, measure_throughput, train_standalone
+from nas.supernet.step import sandwich, soft_cross_entropy, student_loss, train_step
+from nas.supernet.train import RESUMABLE_CHANGES, Picker, load_supernet, train_supernet
 
 __all__ = ["EVAL_BATCH_SIZE", "RESUMABLE_CHANGES", "Picker", "StandaloneResult", "TrainConfig",
            "fits", "load_supernet", "lr_at", "main", "make_optimizer", "measure_throughput",

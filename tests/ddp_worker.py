@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-import nas.supernet_train
+import nas.supernet.train
 from conftest import MICRO
-from nas import distributed
-from nas.data import load_corpus
+from nas.supernet import distributed
+from nas.supernet.data import load_corpus
 from nas.space import SearchSpace
 from nas.train import TrainConfig, train_supernet
 
@@ -31,7 +31,7 @@ def main() -> None:
     corpus = load_corpus(corpus_path, block_size=MICRO["block_size"], vocab_size=MICRO["vocab_size"])
     cfg = TrainConfig(steps=steps, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=2, n_random=1,
                       eval_every=10, eval_batches=2, device="cpu", log_every=5)
-    real_save, real_fit = nas.supernet_train.save_atomic, nas.supernet_train.fit
+    real_save, real_fit = nas.supernet.train.save_atomic, nas.supernet.train.fit
 
     def save_atomic(obj, path):
         with open(out / f"writes-{world.rank}.txt", "a") as f:
@@ -44,7 +44,7 @@ def main() -> None:
         torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict()},
                    out / f"rank{world.rank}.pt")
 
-    nas.supernet_train.save_atomic, nas.supernet_train.fit = save_atomic, fit
+    nas.supernet.train.save_atomic, nas.supernet.train.fit = save_atomic, fit
     try:
         train_supernet(space, corpus, cfg, out / "run", progress=False, world=world)
     finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.data import get_batch
-from nas.distributed import World
+from nas.supernet.data import get_batch
+from nas.supernet.distributed import World
 from nas.errors import ConfigError
 from nas.train import TrainConfig, train_supernet
 

@@ -14,9 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.model import build_model
-from nas.objective import n_params
+from nas.search.objective import n_params
 from nas.space import ArchConfig
-from nas.study import METRICS
+from nas.search.study import METRICS
 from search_helpers import (FAST_SCORE, budget_between, cli_env, run_cli, search_cmd,
                             search_in_process)
 
@@ -125,7 +125,7 @@ def _count(db: Path, state: str) -> int:
 
 
 def _claimed_running(db: Path) -> int:
-    """RUNNING trials that say which process runs them (nas.study.fail_dead_trials)."""
+    """RUNNING trials that say which process runs them (nas.search.study.fail_dead_trials)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
         return con.execute("SELECT count(*) FROM trials t JOIN trial_user_attributes a "
                            "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"

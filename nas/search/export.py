@@ -1,4 +1,4 @@
-"""Export a study's winners: ``python -m nas.export [--study NAME] [--budget-ms B]``.
+"""Export a study's winners: ``python -m nas.search.export [--study NAME] [--budget-ms B]``.
 
 Writes, from the storage alone, into ``outputs/<study>/`` (or ``--out``):
 
@@ -22,9 +22,9 @@ import optuna
 import pandas as pd
 
 from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
-from nas.results import check_search_study, choose_winner, pareto_frame, trials_frame
+from nas.search.results import check_search_study, choose_winner, pareto_frame, trials_frame
 from nas.space import ArchConfig
-from nas.study import METRICS, damaged_storage_is_refused, find_study, open_storage, study_names
+from nas.search.study import METRICS, damaged_storage_is_refused, find_study, open_storage, study_names
 
 DEFAULT_STORAGE = "sqlite:///outputs/nas.db"
 PARETO_DIR = "pareto"

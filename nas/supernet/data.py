@@ -18,8 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from nas.errors import ConfigError
-
-DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+from nas.paths import CORPUS as DEFAULT_CORPUS
 SPLIT = (0.90, 0.05, 0.05)  # train, validation, test: fractions of the characters, in order
 SPLITS = ("train", "val", "test")
 
@@ -137,7 +136,7 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
 
     With ``rows``, only those rows of the ``batch_size`` drawn windows: the generator
     advances as for the whole batch, so data-parallel ranks sharing its seed split one
-    global batch between them (``nas.distributed``).
+    global batch between them (``nas.supernet.distributed``).
     """
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     if rows is not None:

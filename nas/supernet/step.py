@@ -64,7 +64,7 @@ def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
         grad_clip: global gradient-norm limit (0: none).
         amp: returns the autocast context (a null context in fp32).
         reduce: called once after every sub-network's backward, before clipping: the
-            data-parallel gradient average (``nas.distributed.GradSync``); None alone.
+            data-parallel gradient average (``nas.supernet.distributed.GradSync``); None alone.
 
     Returns:
         The detached loss of every sub-network, in order.

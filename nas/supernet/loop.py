@@ -16,13 +16,13 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from nas.data import CharCorpus, fixed_batches, get_batch
-from nas.distributed import GradSync, World, mean_over_ranks
+from nas.supernet.data import CharCorpus, fixed_batches, get_batch
+from nas.supernet.distributed import GradSync, World, mean_over_ranks
 from nas.model import GPT
-from nas.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
-from nas.score import evaluate
+from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
+from nas.supernet.score import evaluate
 from nas.space import ArchConfig
-from nas.step import amp_context, sync, train_step
+from nas.supernet.step import amp_context, sync, train_step
 
 
 class _Quiet:

@@ -1,8 +1,8 @@
 """The typed settings of ``python -m nas.search``: one frozen dataclass per config group.
 
 Each checks its own values and names the key of anything wrong. ``nas.hydra_cli``
-derives the Hydra schema from them, ``nas.search_setup`` builds the search from them.
-The sampler's settings live with the samplers (``nas.samplers.SamplerConfig``).
+derives the Hydra schema from them, ``nas.search.setup`` builds the search from them.
+The sampler's settings live with the samplers (``nas.search.samplers.SamplerConfig``).
 """
 from __future__ import annotations
 
