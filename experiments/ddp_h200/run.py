@@ -12,9 +12,9 @@ In one call, on a host with two GPUs, through the commands a user runs:
 (c) while time is left: the step of one rank alone (one GPU at half the batch), and both
     set-ups at ``--big-batch``, to show where the two-GPU speed-up is lost.
 
-Writes into ``--out`` (at most 8 files, for the device tool): results.json (every figure,
-the commands, the environment), intervals.csv (tokens/s of each logged interval of each
-run), trials.csv (every trial of both studies), log.txt (every command's output).
+Writes into ``--out``: results.json (every figure, the commands, the environment),
+intervals.csv (tokens/s of each logged interval of each run), trials.csv (every trial of
+both studies), log.txt (every command's output); checkpoints and studies into ``--scratch``.
 ``--smoke`` runs it all on the CPU with gloo and the ``tiny`` space in a few minutes.
 
     python experiments/ddp_h200/run.py --out $OUT
@@ -106,11 +106,13 @@ def main() -> None:
     ap.add_argument("--workers-exact", action="store_true",
                     help="the search has search.device=cuda:K and an exact n_trials total over "
                          "workers: each worker gets n_trials=--trials on its own GPU")
+    ap.add_argument("--scratch", type=Path, default=None,
+                    help="checkpoints, studies, Hydra folders (default: OUT/scratch)")
     ap.add_argument("--smoke", action="store_true", help="CPU, gloo, tiny space, a few steps")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    scratch = out / "scratch"  # checkpoints and studies: not sent back (too deep)
+    scratch = args.scratch or out / "scratch"  # checkpoints and studies: kept on the host
     gpu = not args.smoke
     space, recipe = ("shakespeare", "shakespeare_supernet") if gpu else ("tiny", "tiny")
     hardware, budget = ("h100", 1.0) if gpu else ("cpu", 1.0)
