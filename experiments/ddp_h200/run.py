@@ -153,7 +153,7 @@ def main() -> None:
             over.append("train.device=cpu")
         cmd = (torchrun if n_gpus == 2 else [py]) + ["-m", "nas.train", *over]
         e = dict(env) if n_gpus == 2 else {**env, "CUDA_VISIBLE_DEVICES": "0"}
-        wall = log.run(name, [cmd], [e], timeout=400)
+        wall = log.run(name, [cmd], [e], timeout=180)
         iv = intervals(d / "log.csv", batch * block * sandwich, name)
         all_intervals.append(iv)
         last = pd.read_csv(d / "log.csv").iloc[-1]
@@ -238,7 +238,7 @@ def search(args, log: Log, env: dict, scratch: Path, out: Path, checkpoint: str,
                 over.append(f"search.seed={k}")  # one seed per worker: distinct first generations
             cmds.append([py, "-m", "nas.search", *over])
             envs.append(e)
-        wall = log.run(name, cmds, envs, timeout=300)
+        wall = log.run(name, cmds, envs, timeout=150)
         study = optuna.load_study(study_name=name, storage=open_storage(journal, create=False))
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
