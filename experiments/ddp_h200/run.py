@@ -108,6 +108,7 @@ def main() -> None:
                          "workers: each worker gets n_trials=--trials on its own GPU")
     ap.add_argument("--scratch", type=Path, default=None,
                     help="checkpoints, studies, Hydra folders (default: OUT/scratch)")
+    ap.add_argument("--only-training", action="store_true", help="(a) alone: no search, no (c)")
     ap.add_argument("--smoke", action="store_true", help="CPU, gloo, tiny space, a few steps")
     args = ap.parse_args()
     out = args.out
@@ -179,6 +180,9 @@ def main() -> None:
             k: two["final_val"][k] - one["final_val"][k] for k in one["final_val"]}}
     save()
 
+    if args.only_training:
+        print(json.dumps(results["training"], indent=1))
+        return
     # (b) scoring: one worker against two, on the two-GPU supernet.
     results["search"] = search(args, log, env, scratch, out, two["checkpoint"], space, hardware,
                                budget, gpu)
