@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency.spec import KINDS, BlockKey
+from nas.outputs import write_atomic
 from nas.signals import held
 from nas.space import PRECISIONS
 
@@ -167,15 +167,8 @@ def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, 
 
 def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
     """Write the JSON fingerprint atomically (a crash never leaves half a file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with held():  # a Ctrl-C here would leave the temporary file behind
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is meant to be shared
-        os.replace(tmp, p)
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 class RowWriter:

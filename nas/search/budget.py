@@ -6,9 +6,9 @@ it starts one while the COMPLETE trials and those running stay below ``n_trials`
 while the running ones could still fill it (one may fail, and its place is then taken),
 and stops once it is full. Two workers may still pass that check at the same moment for
 the last place; :meth:`TrialBudget.claim` settles it by the order of the trials' ids
-(unique and increasing in every storage): a trial runs only while fewer than ``n_trials``
-trials created before it are done, running or waiting. The loser is marked FAIL with
-the reason, before scoring or, if the tie shows only later, before it is counted.
+(unique and increasing in every storage): a finished trial counts only if fewer than
+``n_trials`` trials created before it are done, running or waiting. The loser is marked
+FAIL with the reason (a rare race: one scoring wasted, nothing counted twice).
 """
 from __future__ import annotations
 
@@ -40,14 +40,8 @@ class TrialBudget:
 
     def __init__(self, study: optuna.Study, n_trials: int, poll_s: float = 0.5):
         self.study, self.n_trials, self.poll_s = study, n_trials, poll_s
+        self.complete = 0                  # COMPLETE trials when last looked
         self.failed_dead: list[int] = []   # trials of dead workers this worker marked FAIL
-
-    def counts(self) -> tuple[int, int]:
-        """(COMPLETE, RUNNING) trials of the study now."""
-        trials = self.study.get_trials(deepcopy=False,
-                                       states=(TrialState.COMPLETE, TrialState.RUNNING))
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        return complete, len(trials) - complete
 
     def next_trial(self) -> bool:
         """Wait until this worker may start a trial (True) or the budget is full (False).
@@ -55,11 +49,15 @@ class TrialBudget:
         Dead workers' trials are failed first, so their places are free again.
         """
         while True:
-            self.failed_dead += fail_dead_trials(self.study)
-            complete, running = self.counts()
-            if complete >= self.n_trials:
+            trials = self.study.get_trials(deepcopy=False,
+                                           states=(TrialState.COMPLETE, TrialState.RUNNING))
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            dead = fail_dead_trials(self.study, running)
+            self.failed_dead += dead
+            self.complete = len(trials) - len(running)
+            if self.complete >= self.n_trials:
                 return False
-            if complete + running < self.n_trials:
+            if self.complete + len(running) - len(dead) < self.n_trials:
                 return True
             with interruptible():  # waiting writes nothing: a Ctrl-C stops it at once
                 time.sleep(self.poll_s)
@@ -80,13 +78,13 @@ class TrialBudget:
         """
 
         def run(trial: optuna.Trial) -> Any:
-            self.claim(trial)
             try:
                 values = objective(trial)
             except KeyboardInterrupt as e:  # nas.signals.Stopped included: Ctrl-C, SIGTERM
                 _stopped(self.study, trial, getattr(e, "signum", signal.SIGINT))
                 raise
-            # Another worker's trial created before this one may have been started since.
+            # Claimed once done, not when started: every trial created before this one is
+            # visible by now (PostgreSQL may show a transaction's trial only at its commit).
             self.claim(trial)
             return values
 

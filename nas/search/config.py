@@ -6,13 +6,13 @@ The sampler's settings live with the samplers (``nas.search.samplers.SamplerConf
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.schema import from_mapping
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class SearchConfig:
             the K-th GPU, one per worker).
         threads: CPU threads for scoring (None: torch's default).
         progress: show a progress bar.
-        heartbeat_interval: seconds between a running trial's heartbeats (RDB storages).
+        heartbeat_interval: seconds between a running trial's heartbeats (PostgreSQL, MySQL).
         grace_period: seconds without a heartbeat after which a trial's worker, on any
             host, is taken for dead: its trial is failed and its architecture queued again.
     """
@@ -128,8 +128,4 @@ def typed(cls: type, node: Any, key: str) -> Any:
     from omegaconf import DictConfig, OmegaConf
 
     d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**d)
+    return from_mapping(cls, d, f"{key}.")

@@ -13,6 +13,7 @@ summary at the end.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -37,7 +38,9 @@ from nas.search.report import summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import METRICS, count_complete, damaged_storage_is_refused, open_study
-from nas.search.workers import enqueue_once, fail_dead_trials, open_worker_storage
+from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class _Progress:
         self.bar.update(complete - self.bar.n)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.debug("trial %d %s: values %s, constraints %s, %s", trial.number, trial.state.name,
+                  trial.values, trial.constraints, trial.user_attrs.get("arch_id"))
         if trial.state != TrialState.COMPLETE:
             return
         self.ran += 1
@@ -98,7 +103,8 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     """Create, resume or join the study and run it up to ``cfg.n_trials`` COMPLETE trials.
 
     Any number of processes may run this on one study: together they run ``cfg.n_trials``
-    (``nas.search.budget``), and a dead one's trial is failed and run again (``nas.search.workers``).
+    (``nas.search.budget``), and a dead one's trial is failed and run again
+    (``nas.search.workers``).
 
     Args:
         space: the search space.
@@ -108,7 +114,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
-            (``nas.search.resume.SETTINGS``; the sampler, the seed and the objectives are added here).
+            (``nas.search.resume.SETTINGS``; the sampler, seed and objectives are added here).
         trial_attrs: written on every trial (the table fingerprint).
         storage: an opened storage (default: open ``cfg.storage``, with a heartbeat).
 
@@ -134,10 +140,10 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         with held():  # a signal waits for the next objective call, not for Optuna's tell
             # One trial at a time: the budget is looked at before each (other workers run too).
             while budget.next_trial():
-                bar.show(budget.counts()[0])
+                bar.show(budget.complete)
                 study.optimize(objective, n_trials=1, callbacks=[bar], catch=(Surplus,),
                                gc_after_trial=False)
-            bar.show(budget.counts()[0])
+            bar.show(budget.complete)
     except KeyboardInterrupt:
         # Interrupted while the trial was being stored: it is ours and cannot finish.
         fail_dead_trials(study)
@@ -182,17 +188,17 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
                             device=p.hardware.device, study_attrs=p.study_attrs,
                             trial_attrs=p.trial_attrs, storage=p.storage)
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            exp = export_study(result.study, out_dir, budget)
-            plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
-                               p.search.study_name, budget, hardware_name)
+            with folder_lock(out_dir):  # the study's other workers export here too
+                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                exp = export_study(result.study, out_dir, budget)
+                plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
+                                   p.search.study_name, budget, hardware_name)
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        print(summary(result, budget, hardware_name,
-                      {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                      p.search.storage), flush=True)
+        log.info(summary(result, budget, hardware_name,
+                         {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                         p.search.storage))
     return result
 
 

@@ -25,7 +25,7 @@ from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
 from nas.search.resume import search_settings
 from nas.search.study import METRICS, check_compatible, find_study
-from nas.search.workers import open_worker_storage
+from nas.search.workers import folder_lock, open_worker_storage
 
 
 @dataclass
@@ -113,7 +113,8 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
 
     The cache folder is keyed by the space and every training setting that changes the
     weights, so a re-run reuses it and an interrupted training continues from its last
-    checkpoint (``nas.train.train_supernet`` resumes into the same folder).
+    checkpoint (``nas.train.train_supernet`` resumes into the same folder). Workers
+    starting together take turns: the first trains, the others find its checkpoint.
     """
     from nas.supernet.data import load_corpus
     from nas.train import train_supernet
@@ -124,8 +125,9 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     blob = json.dumps({"space": space.to_dict(), "train": settings, "split": list(corpus.split)},
                       sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
-                          progress=progress)
+    folder = cache_dir / f"{space.name}-{key}"
+    with folder_lock(folder):  # workers started together: one trains, the others reuse it
+        return train_supernet(space, corpus, train_cfg, folder, progress=progress)
 
 
 def prepare(cfg: Any, hardware_name: str) -> Prepared:

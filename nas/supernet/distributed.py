@@ -11,7 +11,8 @@ Gradients are averaged once per optimizer step, after every sub-network's backwa
 reduce at every backward of the sandwich, or, with ``no_sync`` on all but the last,
 need ``find_unused_parameters=True`` (an autograd-graph walk every step) because the
 last sub-network does not use every weight; its gain, overlapping the reduction with
-that last backward, is small next to four forward/backward passes.
+that last backward, is small next to four forward/backward passes (on two H200s the
+reduction and the ranks' lockstep cost 4.6 ms of a 57 ms step: experiments/ddp_h200).
 
 Library code never starts a process group: :func:`start` is called by the command.
 """
@@ -140,7 +141,7 @@ def mean_over_ranks(x: torch.Tensor, world: World) -> torch.Tensor:
 
 def seed_rank(seed: int, rank: int, step: int) -> None:
     """Seed a rank's own dropout stream from the run's seed, its rank and the step."""
-    torch.manual_seed((seed * 1_000_003 + rank) * 1_000_003 + step)
+    torch.manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63)
 
 
 def rank_rng_state() -> dict[str, Any]:
