@@ -28,6 +28,8 @@ def _refused(r, *needles: str) -> str:
                                          "L1 d", "give at least"]),
     ("search.n_trials=0", ["search.n_trials", ">= 1"]),
     ("search.colour=red", ["search.colour", "unknown key", "n_trials"]),
+    ("search.device=gpu1", ["search.device", "'gpu1'", "cuda:K"]),
+    ("search.grace_period=5", ["search.grace_period", "more than search.heartbeat_interval (10)"]),
 ])
 def test_bad_override_is_one_line(tmp_path, override, needles):
     r = run_cli(search_cmd(override, f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)

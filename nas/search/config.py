@@ -7,6 +7,7 @@ The sampler's settings live with the samplers (``nas.search.samplers.SamplerConf
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +20,19 @@ class SearchConfig:
     """How hard to search, and where to keep the results (``search.*``).
 
     Attributes:
-        n_trials: COMPLETE trials in total; a resumed study runs only the remainder.
+        n_trials: COMPLETE trials in total, whoever runs them: a resumed study runs only
+            the remainder, and workers sharing a study share it (``nas.search.budget``).
         study_name: the study in the storage, and the folder ``outputs/<study_name>``.
         storage: an SQLAlchemy URL or the path of an Optuna journal file.
         latency_budget_ms: the latency constraint (None: no constraint).
-        seed: seeds the sampler.
-        device: where the supernet scores accuracy ('auto': CUDA when available).
+        seed: seeds the sampler (with each trial's number: ``nas.search.samplers.TrialSeededSampler``).
+        device: where the supernet scores accuracy ('auto': CUDA when available; 'cuda:K'
+            the K-th GPU, one per worker).
         threads: CPU threads for scoring (None: torch's default).
         progress: show a progress bar.
+        heartbeat_interval: seconds between a running trial's heartbeats (PostgreSQL, MySQL).
+        grace_period: seconds without a heartbeat after which a trial's worker, on any
+            host, is taken for dead: its trial is failed and its architecture queued again.
     """
 
     n_trials: int = 300
@@ -37,6 +43,8 @@ class SearchConfig:
     device: str = "cpu"
     threads: int | None = None
     progress: bool = True
+    heartbeat_interval: int = 10
+    grace_period: int = 30
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -51,8 +59,14 @@ class SearchConfig:
         if b is not None and not (b > 0 and math.isfinite(b)):
             raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "
                               "milliseconds, or null for no budget")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, cuda")
+        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
+            raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, "
+                              "cuda, cuda:K (the K-th GPU)")
+        if self.heartbeat_interval < 1:
+            raise ConfigError(f"search.heartbeat_interval: {self.heartbeat_interval} must be >= 1 (seconds)")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"search.grace_period: {self.grace_period} must be more than "
+                              f"search.heartbeat_interval ({self.heartbeat_interval}) seconds")
         if not 0 <= self.seed < 2**32:  # what numpy, and so every sampler, accepts
             raise ConfigError(f"search.seed: {self.seed} is not allowed; give an integer from 0 "
                               f"to {2**32 - 1}")

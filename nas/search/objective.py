@@ -23,7 +23,8 @@ import optuna
 
 from nas.signals import interruptible, raise_pending
 from nas.space import ArchConfig, SearchSpace, suggest
-from nas.search.study import WORKER_ATTR, set_constraint, worker_id
+from nas.search.study import set_constraint
+from nas.search.workers import WORKER_ATTR, worker_id
 
 CONSTRAINT = "latency_over_budget_ms"
 
@@ -66,7 +67,7 @@ class Objective:
         # A signal that came while Optuna stored the last trial ends the run here, before
         # anything of this one is written (this trial is then marked failed).
         raise_pending()
-        # First, so a killed run's trial can be told from a live one (nas.search.study.fail_dead_trials).
+        # First, so a killed run's trial can be told from a live one (nas.search.workers.fail_dead_trials).
         trial.set_user_attr(WORKER_ATTR, worker_id())
         arch = suggest(trial, self.space, device=self.device)
         t0 = time.perf_counter()

@@ -22,8 +22,8 @@ def summary(result: SearchResult, budget_ms: float | None, hardware: str,
         f"{len(done) - n_ok} over budget), {int((df['state'] == 'FAIL').sum())} failed",
     ]
     if result.failed_stale:
-        lines.append(f"resumed: {len(result.failed_stale)} trial(s) of a stopped run marked failed "
-                     f"({', '.join(map(str, result.failed_stale))})")
+        lines.append(f"{len(result.failed_stale)} trial(s) of a stopped worker marked failed and "
+                     f"queued again ({', '.join(map(str, result.failed_stale))})")
     if result.new_trials:
         st = result.stage_seconds
         tot = max(result.seconds, 1e-9)

@@ -23,7 +23,9 @@ from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
-from nas.search.study import check_compatible, find_study, open_storage
+from nas.search.resume import search_settings
+from nas.search.study import METRICS, check_compatible, find_study
+from nas.search.workers import folder_lock, open_worker_storage
 
 
 @dataclass
@@ -40,6 +42,22 @@ class Prepared:
     storage: BaseStorage
     study_attrs: Mapping[str, Any]
     trial_attrs: Mapping[str, Any]
+
+
+def check_gpu(device: str) -> None:
+    """Refuse ``search.device`` naming a GPU this machine does not have."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    k = int(device.partition(":")[2] or 0)
+    if n == 0:
+        raise ConfigError(f"search.device: {device!r} was asked for but no CUDA GPU is visible; "
+                          "allowed here: cpu, auto")
+    if k >= n:
+        raise ConfigError(f"search.device: {device!r}: this machine has {n} GPU(s); allowed: "
+                          f"cpu, auto, cuda, cuda:0 to cuda:{n - 1}")
 
 
 def fastest_arch(space: SearchSpace, latency: Any, device: str) -> tuple[ArchConfig, float]:
@@ -95,7 +113,8 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
 
     The cache folder is keyed by the space and every training setting that changes the
     weights, so a re-run reuses it and an interrupted training continues from its last
-    checkpoint (``nas.train.train_supernet`` resumes into the same folder).
+    checkpoint (``nas.train.train_supernet`` resumes into the same folder). Workers
+    starting together take turns: the first trains, the others find its checkpoint.
     """
     from nas.supernet.data import load_corpus
     from nas.train import train_supernet
@@ -106,8 +125,9 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     blob = json.dumps({"space": space.to_dict(), "train": settings, "split": list(corpus.split)},
                       sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
-                          progress=progress)
+    folder = cache_dir / f"{space.name}-{key}"
+    with folder_lock(folder):  # workers started together: one trains, the others reuse it
+        return train_supernet(space, corpus, train_cfg, folder, progress=progress)
 
 
 def prepare(cfg: Any, hardware_name: str) -> Prepared:
@@ -128,11 +148,7 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     from nas.train import TrainConfig, load_supernet, resolve_device
 
     search = typed(SearchConfig, cfg.search, "search")
-    if search.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise ConfigError("search.device: 'cuda' was asked for but no CUDA GPU is visible; "
-                              "allowed here: cpu, auto")
+    check_gpu(search.device)
     sampler = typed(SamplerConfig, cfg.sampler, "sampler")
     hardware = typed(HardwareConfig, cfg.hardware, f"hardware ({hardware_name})")
     net = typed(SupernetConfig, cfg.supernet, "supernet")
@@ -157,12 +173,13 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         "score": dataclasses.asdict(score),
         "fastest": {"arch": fastest[0].to_dict(), "latency_ms": fastest[1]},
         "baseline": space.baseline,
+        **search_settings(sampler, search.seed, METRICS),
     }
     if net.checkpoint is not None and not Path(net.checkpoint).is_file():
         raise ConfigError(f"supernet.checkpoint: {net.checkpoint} not found (null trains one)")
     if net.checkpoint is None:
         resolve_device(train_cfg.device)  # refused now rather than after opening the storage
-    storage = open_storage(search.storage)
+    storage = open_worker_storage(search)
     existing = find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
         check_compatible(existing, attrs, search.storage)
