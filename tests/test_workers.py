@@ -46,21 +46,32 @@ def _of(trials, state):
 
 
 def _worker_cmd(url: str, ckpt, *extra: str) -> list[str]:
-    # Scoring two batches of eight windows: a trial lasts long enough to be caught running.
+    # Scoring two batches of eight windows: cheap, and still a trial can be caught running.
     return search_cmd(f"search.storage={url}", "search.study_name=w", f"search.n_trials={N_TRIALS}",
                       f"supernet.checkpoint={ckpt}", "search.progress=false", "score.n_batches=2",
                       "score.batch_size=8", "search.heartbeat_interval=1", "search.grace_period=3",
                       *extra)
 
 
-def _running_worker(url: str, procs: dict[int, subprocess.Popen]) -> tuple[int, int] | None:
-    """(pid, trial number) of a trial that one of ``procs`` is running, if any."""
+def _running_worker(url: str, procs: dict[int, subprocess.Popen]) -> int | None:
+    """The pid of one of ``procs`` that runs a trial (with parameters), if any."""
     for t in _of(_trials(url), TrialState.RUNNING):
         worker = t.user_attrs.get(WORKER_ATTR, "")
         pid = int(worker.rpartition(":")[2]) if worker.startswith(socket.gethostname() + ":") else -1
         if pid in procs and procs[pid].poll() is None and t.params:
-            return pid, t.number
+            return pid
     return None
+
+
+def _stop_in_a_trial(url: str, pid: int) -> int | None:
+    """Freeze ``pid``; the number of the trial it is in the middle of, or None (it is let go)."""
+    os.kill(pid, signal.SIGSTOP)
+    mine = [t.number for t in _of(_trials(url), TrialState.RUNNING)
+            if t.user_attrs.get(WORKER_ATTR) == f"{socket.gethostname()}:{pid}" and t.params]
+    if not mine:  # it finished that trial before it froze: try again later
+        os.kill(pid, signal.SIGCONT)
+        return None
+    return mine[0]
 
 
 @pytest.fixture(params=["postgresql", "journal", "sqlite"])
@@ -80,17 +91,16 @@ def test_three_workers_run_n_trials_in_total_and_survive_kill_9(storage_url, tmp
                              stderr=subprocess.PIPE, text=True)
         procs[p.pid] = p
     try:
-        t0, victim = time.time(), None
-        while victim is None:
+        t0, killed_number = time.time(), None
+        while killed_number is None:
             assert time.time() - t0 < 240, "no trial was caught running"
             trials = _trials(storage_url)
-            if len(_of(trials, TrialState.COMPLETE)) >= 5:
-                victim = _running_worker(storage_url, procs)
-            if victim is None:
-                assert len(_of(trials, TrialState.COMPLETE)) < N_TRIALS, "finished before a kill"
-                time.sleep(0.02)
-        pid, killed_number = victim
-        os.kill(pid, signal.SIGKILL)
+            assert len(_of(trials, TrialState.COMPLETE)) < N_TRIALS, "finished before a kill"
+            pid = _running_worker(storage_url, procs) if len(trials) > 5 else None
+            if pid is not None:
+                killed_number = _stop_in_a_trial(storage_url, pid)
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)  # in the middle of trial killed_number
         procs[pid].wait()
         before = {t.number: t.values for t in _of(_trials(storage_url), TrialState.COMPLETE)}
         outs = {p: procs[p].communicate(timeout=240) for p in procs if p != pid}
@@ -127,20 +137,23 @@ def test_sigterm_fails_the_running_trial_with_a_reason(tmp_path, tiny_supernet):
     cmd = _worker_cmd(url, tiny_supernet, "score.n_batches=16", "score.batch_size=32")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while (victim := _running_worker(url, {proc.pid: proc})) is None:
+    t0, number = time.time(), None
+    while number is None:
         assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
+        if _running_worker(url, {proc.pid: proc}) is not None:
+            number = _stop_in_a_trial(url, proc.pid)
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     trials = _trials(url)
     assert not _of(trials, TrialState.RUNNING)
-    stopped = [t for t in _of(trials, TrialState.FAIL) if t.number >= victim[1]]
-    assert stopped, "the running trial was not failed"
-    assert stopped[0].user_attrs[REASON_ATTR] == f"stopped by SIGTERM (worker {socket.gethostname()}:{proc.pid})"
+    stopped = next(t for t in trials if t.number == number)
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs[REASON_ATTR] == f"stopped by SIGTERM (worker {socket.gethostname()}:{proc.pid})"
     retry = _of(trials, TrialState.WAITING)  # queued for whoever runs the study next
-    assert [t.user_attrs["retry_of"] for t in retry] == [stopped[0].number]
+    assert [t.user_attrs["retry_of"] for t in retry] == [number]
 
 
 def test_workers_creating_one_study_at_once_do_not_crash(tmp_path):

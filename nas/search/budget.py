@@ -19,7 +19,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from nas.signals import interruptible
+from nas.signals import interruptible, raise_pending
 from nas.search.workers import REASON_ATTR, fail_dead_trials, requeue, worker_id
 
 _AHEAD = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
@@ -48,6 +48,7 @@ class TrialBudget:
 
         Dead workers' trials are failed first, so their places are free again.
         """
+        raise_pending()  # a Ctrl-C or SIGTERM that came during the last trial's end stops here
         while True:
             trials = self.study.get_trials(deepcopy=False,
                                            states=(TrialState.COMPLETE, TrialState.RUNNING))

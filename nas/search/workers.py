@@ -8,9 +8,9 @@ queues its architecture again (:func:`requeue`), so another worker measures it. 
 known to be gone when
 
 - it ran on this host and its process no longer exists (kill -9, a crash): seen at once;
-- on an RDB storage (PostgreSQL, SQLite), it stopped sending heartbeats for
-  ``search.grace_period`` seconds: seen from any host. The journal file has no heartbeat,
-  so it is the storage for workers of one host.
+- on a database server (PostgreSQL, MySQL), it stopped sending heartbeats for
+  ``search.grace_period`` seconds: seen from any host. SQLite and the journal file serve
+  the workers of one host and beat none (:func:`open_worker_storage`).
 
 The shared trial budget is :mod:`nas.search.budget`.
 """
@@ -35,8 +35,8 @@ from nas.search.storage import Heartbeat, open_storage
 WORKER_ATTR = "worker"
 REASON_ATTR = "fail_reason"
 # A RUNNING trial that has not said which process runs it is stale after this long. A
-# live process claims its trial milliseconds after creating it (nas.search.objective); a trial
-# left unclaimed comes from a process killed in between.
+# live process claims its trial milliseconds after creating it (nas.search.objective); a
+# trial left unclaimed comes from a process killed in between.
 UNCLAIMED_GRACE_S = 30.0
 # An architecture whose trial died this many times is not queued again: it may be what
 # kills its worker (out of memory).
@@ -167,14 +167,14 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
     me = worker_id()
     study.enqueue_trial(dict(params), user_attrs={**(user_attrs or {}), "enqueued_by": me})
     found = copies()
-    mine = [t for t in found if t.user_attrs.get("enqueued_by") == me and t.state == TrialState.WAITING]
-    if not mine or found[0]._trial_id == mine[0]._trial_id:
+    mine = [t._trial_id for t in found
+            if t.user_attrs.get("enqueued_by") == me and t.state == TrialState.WAITING]
+    if not mine or found[0]._trial_id == mine[0]:
         return True
     # Claiming a WAITING trial is atomic (Optuna's pop): a copy already popped runs.
-    if study._storage.set_trial_state_values(mine[0]._trial_id, TrialState.RUNNING):
-        fail_trial(study, mine[0]._trial_id, f"withdrawn: trial {found[0].number} has these parameters")
+    if study._storage.set_trial_state_values(mine[0], TrialState.RUNNING):
+        fail_trial(study, mine[0], f"withdrawn: trial {found[0].number} has these parameters")
     return False
-
 
 
 def open_worker_storage(search: Any) -> BaseStorage:
