@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 def schema_of(cls: type) -> type:
     """A mutable copy of a frozen dataclass, with types OmegaConf understands."""
@@ -26,8 +26,16 @@ def schema_of(cls: type) -> type:
         if isinstance(t, types.UnionType):  # `float | None` -> Optional[float]
             args = [a for a in t.__args__ if a is not type(None)]
             t = Optional[args[0]]
-        default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
-        spec.append((f.name, t, field(default=default)))
+        elif typing.get_origin(t) is tuple:  # `tuple[str, ...]` -> List[str]
+            t = List[typing.get_args(t)[0]]
+        elif typing.get_origin(t) is dict:
+            t = Dict[typing.get_args(t)]
+        if f.default_factory is not dataclasses.MISSING:
+            spec.append((f.name, t, field(default_factory=f.default_factory)))
+        elif isinstance(f.default, tuple):
+            spec.append((f.name, t, field(default_factory=lambda v=f.default: list(v))))
+        else:
+            spec.append((f.name, t, field(default=f.default)))
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", spec)
 
 

@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 
 from nas.search import study as study_mod
 from nas.errors import ConfigError
-from nas.search.study import (METRICS, WORKER_ATTR, check_compatible, count_complete, enqueue_once,
+from nas.search.objectives import DEFAULT as METRICS
+from nas.search.study import (WORKER_ATTR, check_compatible, count_complete, enqueue_once,
                        fail_dead_trials, open_storage, open_study)
 
 ATTRS = {"space": {"name": "tiny"}, "device": "cpu", "latency_budget_ms": 2.0}

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.search import objectives as objs
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,11 @@ class SearchConfig:
         n_trials: COMPLETE trials in total; a resumed study runs only the remainder.
         study_name: the study in the storage, and the folder ``outputs/<study_name>``.
         storage: an SQLAlchemy URL or the path of an Optuna journal file.
-        latency_budget_ms: the latency constraint (None: no constraint).
+        objectives: what is minimised: ``val_loss`` and any predicted objectives of
+            ``nas.search.objectives.REGISTRY``.
+        latency_budget_ms: the budget on ``latency_ms`` (None: no constraint).
+        budgets: a budget on any predicted objective, by name (``latency_ms`` here
+            overrides ``latency_budget_ms``).
         seed: seeds the sampler.
         device: where the supernet scores accuracy ('auto': CUDA when available).
         threads: CPU threads for scoring (None: torch's default).
@@ -32,7 +37,9 @@ class SearchConfig:
     n_trials: int = 300
     study_name: str = "tiny-cpu"
     storage: str = "sqlite:///outputs/nas.db"
+    objectives: tuple[str, ...] = objs.DEFAULT
     latency_budget_ms: float | None = None
+    budgets: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -51,11 +58,35 @@ class SearchConfig:
         if b is not None and not (b > 0 and math.isfinite(b)):
             raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "
                               "milliseconds, or null for no budget")
+        object.__setattr__(self, "objectives", objs.check(self.objectives))
+        objs.check_budgets(self.budgets, self.objectives)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, cuda")
         if not 0 <= self.seed < 2**32:  # what numpy, and so every sampler, accepts
             raise ConfigError(f"search.seed: {self.seed} is not allowed; give an integer from 0 "
                               f"to {2**32 - 1}")
+
+    def budget_map(self) -> dict[str, float]:
+        """Every budget, by objective, in the order of ``objectives``.
+
+        Raises:
+            ConfigError: ``latency_budget_ms`` set while ``latency_ms`` is not searched.
+        """
+        b = dict(self.budgets)
+        if self.latency_budget_ms is not None:
+            if "latency_ms" not in self.objectives:
+                raise ConfigError(
+                    f"search.latency_budget_ms: {self.latency_budget_ms:g} is a budget on latency_ms, "
+                    f"which is not in search.objectives ({', '.join(self.objectives)}); add it there "
+                    "or set search.latency_budget_ms=null")
+            b.setdefault("latency_ms", self.latency_budget_ms)
+        return {n: float(b[n]) for n in self.objectives if n in b}
+
+    def budget_key(self, name: str) -> str:
+        """The key that set the budget on ``name``, for messages."""
+        if name == "latency_ms" and name not in self.budgets:
+            return "search.latency_budget_ms"
+        return f"search.budgets.{name}"
 
 
 @dataclass(frozen=True)

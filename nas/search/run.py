@@ -2,7 +2,8 @@
 
 Optuna proposes architectures of the search space; the latency table of the target
 hardware predicts their latency at once; those within the budget are scored by the
-supernet (validation loss with inherited weights). Both objectives are minimised.
+supernet (validation loss with inherited weights). Every objective of
+``search.objectives`` is minimised (``nas.search.objectives``).
 At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
 from nas.search.objective import Objective
+from nas.search.objectives import LOSS
 from nas.paths import CONF_DIR
 from nas.search.samplers import NoRepeatSampler, SamplerConfig, make_sampler
 from nas.search.config import SearchConfig
@@ -60,14 +62,16 @@ class _Progress:
         self.bar = tqdm(total=total, initial=done, disable=not enabled, unit="trial",
                         desc=f"search {study.study_name}", dynamic_ncols=True)
         self.feasible = self.best = None
+        self.loss_at = study.metric_names.index(LOSS)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
             return
         ok = all(v <= 0 for v in trial.constraints.values())
         self.feasible = (self.feasible or 0) + ok
-        if ok and math.isfinite(trial.values[0]):
-            self.best = trial.values[0] if self.best is None else min(self.best, trial.values[0])
+        loss = trial.values[self.loss_at]
+        if ok and math.isfinite(loss):
+            self.best = loss if self.best is None else min(self.best, loss)
         self.bar.set_postfix(within_budget=self.feasible,
                              best_loss=f"{self.best:.3f}" if self.best is not None else "-",
                              refresh=False)
@@ -92,9 +96,10 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
 
     Args:
         space: the search space.
-        latency: the latency table (``predict_ms(arch)``).
+        latency: the prefill latency table, or the tables of every objective by kind
+            (``nas.search.objectives.load_tables``).
         scorer: ``scorer(arch) -> validation loss``.
-        cfg: trials, study, storage, budget, seed.
+        cfg: trials, study, storage, objectives, budgets, seed.
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
@@ -109,7 +114,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     proposer = make_sampler(sampler, cfg.seed)
     if sampler.no_repeat:
         proposer = NoRepeatSampler(proposer, lambda genome: _arch_id(space, genome), cfg.seed)
-    study = open_study(storage, cfg.study_name, proposer, study_attrs, where=cfg.storage)
+    study = open_study(storage, cfg.study_name, proposer, study_attrs, cfg.storage, cfg.objectives)
     stale = fail_dead_trials(study)
     base = space.baseline_arch("fp32" if "fp32" in space.precisions(device)
                                else space.precisions(device)[0])
@@ -117,8 +122,9 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         enqueue_once(study, genome_of(base, space), {"baseline": True})
     done = count_complete(study)
     todo = max(0, cfg.n_trials - done)
-    objective = Objective(space, latency, scorer, device, cfg.latency_budget_ms, base,
-                          dict(trial_attrs or {}))
+    tables = latency if isinstance(latency, Mapping) else {"prefill": latency}
+    objective = Objective(space, tables, scorer, device, cfg.budget_map(), base,
+                          dict(trial_attrs or {}), cfg.objectives)
     bar = _Progress(study, cfg.n_trials, done, cfg.progress)
     t0 = time.perf_counter()
     try:
@@ -164,20 +170,20 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         p = prepare(cfg, hardware_name)
         if on_ready is not None:
             on_ready()
-        budget = p.search.latency_budget_ms
-        result = run_search(p.space, p.table, p.scorer, p.search, p.sampler,
+        budgets = p.search.budget_map()
+        result = run_search(p.space, p.tables, p.scorer, p.search, p.sampler,
                             device=p.hardware.device, study_attrs=p.study_attrs,
                             trial_attrs=p.trial_attrs, storage=p.storage)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            exp = export_study(result.study, out_dir, budget)
+            exp = export_study(result.study, out_dir, budgets)
             plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
-                               p.search.study_name, budget, hardware_name)
+                               p.search.study_name, budgets, hardware_name)
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        print(summary(result, budget, hardware_name,
+        print(summary(result, budgets, hardware_name,
                       {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
                       p.search.storage), flush=True)
     return result
