@@ -42,15 +42,17 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Comp
 
 
 def search_in_process(space, table, scorer, url: str, name: str, n_trials: int,
-                      budget_ms: float | None, sampler: str = "nsga2", seed: int = 0):
+                      budget_ms: float | None, sampler: str = "nsga2", seed: int = 0,
+                      objectives: tuple[str, ...] = ("val_loss", "latency_ms"),
+                      budgets: dict[str, float] | None = None):
     """``nas.search.run_search`` as the command calls it, without Hydra."""
     from nas.search.samplers import SamplerConfig
     from nas.search.run import SearchConfig, run_search
 
     cfg = SearchConfig(n_trials=n_trials, study_name=name, storage=url, latency_budget_ms=budget_ms,
-                       seed=seed, progress=False)
+                       seed=seed, progress=False, objectives=objectives, budgets=budgets or {})
     attrs = {"space": space.to_dict(), "device": "cpu", "hardware": "cpu", "table": TABLE,
-             "latency_budget_ms": budget_ms}
+             "latency_budget_ms": budget_ms, "budgets": cfg.budget_map()}
     return run_search(space, table, scorer, cfg, SamplerConfig(name=sampler, population_size=6),
                       device="cpu", study_attrs=attrs,
                       trial_attrs={"table_fingerprint": dict(table.fingerprint)})

@@ -54,3 +54,14 @@ def finished_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory
     budget = budget_between(tiny_table, tiny_space, 0.4)
     search_in_process(tiny_space, tiny_table, tiny_scorer_factory(), url, "done", 16, budget)
     return url, "done", budget
+
+
+@pytest.fixture(scope="session")
+def three_objective_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory):
+    """A 16-trial study minimising loss, latency and parameters, with a budget on parameters
+    only: (url, name, params budget)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('three')}/nas.db"
+    budget = int(0.4 * tiny_space.largest("fp32").n_params)
+    search_in_process(tiny_space, tiny_table, tiny_scorer_factory(), url, "three", 16, None,
+                      objectives=("val_loss", "latency_ms", "params"), budgets={"params": budget})
+    return url, "three", budget

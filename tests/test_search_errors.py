@@ -28,11 +28,28 @@ def _refused(r, *needles: str) -> str:
                                          "L1 d", "give at least"]),
     ("search.n_trials=0", ["search.n_trials", ">= 1"]),
     ("search.colour=red", ["search.colour", "unknown key", "n_trials"]),
+    ("search.objectives=[val_loss,latency]", ["search.objectives", "'latency'",
+                                               "allowed: val_loss, latency_ms"]),
+    ("search.objectives=[latency_ms,params]", ["search.objectives", "must hold val_loss"]),
+    ("search.objectives=[val_loss,params,params]", ["search.objectives", "params twice"]),
+    ("search.objectives=val_loss", ["search.objectives", "not a list"]),
+    ("search.budgets={peak_mem_mb: 2}", ["search.budgets.peak_mem_mb", "not in search.objectives",
+                                         "allowed on latency_ms"]),
+    ("search.budgets={watts: 2}", ["search.budgets.watts", "unknown key", "peak_mem_mb"]),
+    ("search.objectives=[val_loss,decode_ms]", ["search.objectives", "decode_ms needs a decode table",
+                                                "'cpu'"]),
 ])
 def test_bad_override_is_one_line(tmp_path, override, needles):
     r = run_cli(search_cmd(override, f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
     _refused(r, *needles)
     assert not (tmp_path / "outputs" / "supernets").exists()  # refused before training
+
+
+def test_latency_budget_without_latency_objective_is_refused(tmp_path):
+    # The target's default budget is dropped silently; one the user gives is refused.
+    r = run_cli(search_cmd("search.objectives=[val_loss,params]", "search.latency_budget_ms=0.7",
+                           f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
+    _refused(r, "search.latency_budget_ms", "not in search.objectives", "null")
 
 
 def test_storage_that_cannot_be_opened_is_left_alone(tmp_path):

@@ -26,8 +26,8 @@ class SearchConfig:
         objectives: what is minimised: ``val_loss`` and any predicted objectives of
             ``nas.search.objectives.REGISTRY``.
         latency_budget_ms: the budget on ``latency_ms`` (None: no constraint).
-        budgets: a budget on any predicted objective, by name (``latency_ms`` here
-            overrides ``latency_budget_ms``).
+        budgets: a budget on any predicted objective, by name (None: no budget;
+            ``latency_ms`` here overrides ``latency_budget_ms``).
         seed: seeds the sampler.
         device: where the supernet scores accuracy ('auto': CUDA when available).
         threads: CPU threads for scoring (None: torch's default).
@@ -39,7 +39,10 @@ class SearchConfig:
     storage: str = "sqlite:///outputs/nas.db"
     objectives: tuple[str, ...] = objs.DEFAULT
     latency_budget_ms: float | None = None
-    budgets: dict[str, float] = field(default_factory=dict)
+    # Every objective that can have one, as None: in Hydra's schema, so that an override
+    # such as search.budgets={params: 1e5} sets a key rather than adds one.
+    budgets: dict[str, float | None] = field(
+        default_factory=lambda: {n: None for n, o in objs.REGISTRY.items() if o.can_budget})
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -59,6 +62,7 @@ class SearchConfig:
             raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "
                               "milliseconds, or null for no budget")
         object.__setattr__(self, "objectives", objs.check(self.objectives))
+        object.__setattr__(self, "budgets", {k: v for k, v in self.budgets.items() if v is not None})
         objs.check_budgets(self.budgets, self.objectives)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"search.device: {self.device!r} is not allowed; allowed: auto, cpu, cuda")

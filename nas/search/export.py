@@ -95,7 +95,7 @@ def export_study(study: optuna.Study, out_dir: Path,
     check_search_study(study)
     df = trials_frame(study)
     names = objectives_of(df)
-    check_budgets(budgets or {}, names, key="--budget")
+    check_budgets(budgets or {}, names, "--budget", f"the objectives of {study.study_name!r}")
     budgets = {**study_budgets(study), **(budgets or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
     front = pareto_frame(df)

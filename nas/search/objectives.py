@@ -96,12 +96,12 @@ def check(names: Sequence[str], key: str = "search.objectives") -> tuple[str, ..
 
 
 def check_budgets(budgets: Mapping[str, float], names: Sequence[str],
-                  key: str = "search.budgets") -> None:
+                  key: str = "search.budgets", where: str = "search.objectives") -> None:
     """Refuse a budget on an objective not searched, on ``val_loss``, or not positive."""
     allowed = ", ".join(n for n in names if REGISTRY[n].can_budget)
     for n, b in budgets.items():
         if n not in names:
-            raise ConfigError(f"{key}.{n}: {n!r} is not in search.objectives ({', '.join(names)}); "
+            raise ConfigError(f"{key}.{n}: {n!r} is not in {where} ({', '.join(names)}); "
                               f"a budget is allowed on {allowed}")
         if not REGISTRY[n].can_budget:
             raise ConfigError(f"{key}.{n}: {n} is scored, not predicted, so it cannot have a "

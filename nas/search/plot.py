@@ -17,6 +17,7 @@ from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
 from nas.search.objectives import LOSS, REGISTRY
@@ -86,12 +87,14 @@ def _panel(ax, df: pd.DataFrame, x: str, y: str, budgets: Mapping[str, float],
                    label=f"baseline: {b['arch']}")
     win = choose_winner(front, budgets)
     if win is not None:
-        values = ", ".join(REGISTRY[n].show(win[n]) for n in objectives_of(df) if n != LOSS)
+        values = ", ".join(f"{n} {win[n]:{REGISTRY[n].fmt}}" for n in objectives_of(df))
         ax.scatter([win[x]], [win[y]], s=150, facecolors="none", edgecolors="black",
-                   linewidths=1.6, zorder=5,
-                   label=f"winner: {win['arch']}\n{values}, loss {win[LOSS]:.3f}")
+                   linewidths=1.6, zorder=5, label=f"winner: {win['arch']}\n{values}")
     ax.set_xlabel(_label(x, hardware))
     ax.set_ylabel(_label(y, hardware))
+    for name, axis in ((x, ax.xaxis), (y, ax.yaxis)):
+        if name != LOSS and not REGISTRY[name].unit:  # a count: 250k, not 250000
+            axis.set_major_formatter(EngFormatter())
     ax.grid(alpha=0.3)
 
 

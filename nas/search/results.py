@@ -104,7 +104,7 @@ def front_2d(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """The rows of ``df`` no other row beats in both ``x`` and ``y``, by ``x``: a 2-D front
     (of a front in more dimensions, the points its projection on ``(x, y)`` keeps)."""
     rows = df.dropna(subset=[x, y]).sort_values([x, y])
-    keep = rows[y] < rows[y].cummin().shift(fill_value=math.inf)
+    keep = rows[y] < rows[y].astype(float).cummin().shift(fill_value=math.inf)
     return rows[keep]
 
 
