@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nas.space import load_space
-from search_helpers import ROOT, TABLE, budget_between, search_in_process
+from search_helpers import ROOT, TABLE, FakeServing, budget_between, search_in_process
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +58,12 @@ def finished_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory
 
 @pytest.fixture(scope="session")
 def three_objective_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory):
-    """A 16-trial study minimising loss, latency and parameters, with a budget on parameters
-    only: (url, name, params budget)."""
+    """A 16-trial study minimising loss, decode latency and peak memory (made up by
+    ``FakeServing``), with a budget on memory only: (url, name, memory budget, serving)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('three')}/nas.db"
-    budget = int(0.4 * tiny_space.largest("fp32").n_params)
+    serving = FakeServing(tiny_table)
+    budget = round(0.3 * serving.peak_memory_mb(tiny_space.largest("fp32")), 3)
     search_in_process(tiny_space, tiny_table, tiny_scorer_factory(), url, "three", 16, None,
-                      objectives=("val_loss", "latency_ms", "params"), budgets={"params": budget})
-    return url, "three", budget
+                      objectives=("val_loss", "decode_ms", "peak_mem_mb"),
+                      budgets={"peak_mem_mb": budget}, serving=serving)
+    return url, "three", budget, serving

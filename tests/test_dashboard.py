@@ -74,10 +74,10 @@ def test_dashboard_shows_each_trials_latency_constraint_and_feasibility(dashboar
 
 
 def test_dashboard_names_the_objectives_of_the_list(three_objective_study):
-    url, name, budget = three_objective_study
+    url, name, budget, _ = three_objective_study
     with _serving(url, name, 3) as (base, study_id):
         detail = _get(f"{base}/api/studies/{study_id}")
-    assert detail["objective_names"] == ["val_loss", "latency_ms", "params"]
+    assert detail["objective_names"] == ["val_loss", "decode_ms", "peak_mem_mb"]
     for t in (t for t in detail["trials"] if t["state"] == "Complete"):
-        params = t["values"][2]
-        assert t["constraints"] == [pytest.approx(params - budget)]  # the parameter budget only
+        memory = t["values"][2]
+        assert t["constraints"] == [pytest.approx(memory - budget)]  # the memory budget only

@@ -20,10 +20,12 @@ from nas.search.plot import main as plot_main
 from nas.search.results import pareto_frame, trials_frame
 from nas.search.study import check_compatible, open_storage, open_study
 from nas.space import ArchConfig
+from search_helpers import FAST_SCORE, ROOT, run_cli, search_cmd
 
 pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, finished studies
 
 THREE = ("val_loss", "latency_ms", "params")
+GOAL = ("val_loss", "decode_ms", "peak_mem_mb")
 
 
 @pytest.mark.parametrize("names, needles", [
@@ -69,55 +71,58 @@ def test_every_predicted_objective_names_its_constraint():
     assert [n for n, o in objs.REGISTRY.items() if not o.can_budget] == ["val_loss"]
 
 
-def test_an_objective_without_its_table_is_refused(tiny_table):
+def test_an_objective_without_its_table_is_refused(tmp_path, tiny_space, tiny_table):
     from nas.search.config import HardwareConfig
 
+    hw = HardwareConfig(table=str(tmp_path / "cpu-tiny.csv"))  # no decode table beside it
     with pytest.raises(ConfigError) as e:
-        objs.load_tables(("val_loss", "decode_ms"), HardwareConfig(), "cpu", tiny_table)
+        objs.load_tables(("val_loss", "decode_ms", "peak_mem_mb"), hw, "cpu", tiny_space, tiny_table)
     msg = str(e.value)
-    assert msg.startswith("search.objectives: decode_ms needs a decode table") and "'cpu'" in msg
-    assert objs.load_tables(THREE, HardwareConfig(), "cpu", tiny_table) == {"prefill": tiny_table}
+    assert msg.startswith("search.objectives: decode_ms, peak_mem_mb cannot be predicted on "
+                          "hardware 'cpu': ") and "\n" not in msg
+    assert "cpu-tiny-decode-b1-c64.csv" in msg and "latency.phase=decode" in msg  # what to build
+    assert objs.load_tables(THREE, hw, "cpu", tiny_space, tiny_table) == {"prefill": tiny_table}
 
 
-def test_three_objective_search_records_and_constrains(three_objective_study, tiny_table):
-    url, name, budget = three_objective_study
+def test_three_objective_search_records_and_constrains(three_objective_study):
+    url, name, budget, serving = three_objective_study
     study = optuna.load_study(study_name=name, storage=url)
-    assert study.metric_names == list(THREE) and len(study.directions) == 3
+    assert study.metric_names == list(GOAL) and len(study.directions) == 3
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 16
     for t in trials:
         arch = ArchConfig.from_dict(t.user_attrs["arch"])
-        assert t.values[1] == pytest.approx(tiny_table.predict_ms(arch))
-        assert t.values[2] == arch.n_params
-        assert set(t.constraints) >= {"params_over_budget"}  # and no latency budget
-        assert "latency_over_budget_ms" not in t.constraints
-        over = t.constraints["params_over_budget"] > 0
-        assert over == (arch.n_params > budget)
+        assert t.values[1:] == pytest.approx([serving.decode_ms(arch), serving.peak_memory_mb(arch)])
+        assert set(t.constraints) >= {"peak_mem_over_budget_mb"}
+        assert "latency_over_budget_ms" not in t.constraints  # no budget on latency
+        over = t.constraints["peak_mem_over_budget_mb"] > 0
+        assert over == (serving.peak_memory_mb(arch) > budget)
         if over and not t.user_attrs.get("baseline"):
             assert not t.user_attrs["scored"] and math.isinf(t.values[0])
     df = trials_frame(study)
-    assert list(df.columns[:5]) == ["number", "state", *THREE]
-    assert list(df.columns).count("params") == 1
+    assert list(df.columns[:5]) == ["number", "state", *GOAL] and "params" in df
     front = pareto_frame(df)
-    assert len(front) >= 1 and (front["params"] <= budget).all()
-    assert front["latency_ms"].is_monotonic_increasing
+    assert len(front) >= 1 and (front["peak_mem_mb"] <= budget).all()
+    assert front["decode_ms"].is_monotonic_increasing
 
 
-def test_export_under_a_budget_on_parameters(tmp_path, three_objective_study):
-    url, name, budget = three_objective_study
+def test_export_under_a_budget_on_memory(tmp_path, three_objective_study):
+    url, name, budget, _ = three_objective_study
     res = export_main(["--storage", url, "--study", name, "--out", str(tmp_path)])
     front = pd.read_csv(res.pareto_csv)
-    assert list(front.columns[2:5]) == list(THREE)
-    assert res.budgets == {"params": budget}
-    win = front[front["params"] <= budget].sort_values("val_loss").iloc[0]
-    assert win["arch_id"] in res.winner.name and "_p" in res.winner.name
-    # A tighter budget on parameters picks a smaller winner.
-    tight = front.sort_values("params").iloc[0]["params"]
+    assert list(front.columns[2:5]) == list(GOAL)
+    assert res.budgets == {"peak_mem_mb": budget}
+    win = front.sort_values("val_loss").iloc[0]  # the study's budget holds on its front
+    assert win["arch_id"] in res.winner.name
+    assert f"_dec{win['decode_ms']:.3f}ms_mem{win['peak_mem_mb']:.2f}MiB_loss" in res.winner.name
+    # A tighter budget on memory picks a smaller winner.
+    tight = front["peak_mem_mb"].min()
     res = export_main(["--storage", url, "--study", name, "--out", str(tmp_path),
-                       "--budget", f"params={tight}"])
+                       "--budget", f"peak_mem_mb={tight}"])
     meta = yaml.safe_load(res.winner.read_text())["meta"]
-    assert meta["params"] <= tight and meta["budgets"] == {"params": tight}
-    assert "predicted_latency_ms" in meta
+    assert meta["predicted_peak_mem_mb"] == pytest.approx(tight, abs=1e-6)  # the only one within it
+    assert meta["budgets"] == {"peak_mem_mb": tight}
+    assert "predicted_decode_ms" in meta and "predicted_latency_ms" not in meta
     assert len(list(tmp_path.glob("winner_*.yaml"))) == 1
 
 
@@ -125,29 +130,30 @@ def test_export_refuses_a_budget_on_an_objective_the_study_lacks(tmp_path, finis
     url, name, _ = finished_study
     with pytest.raises(SystemExit) as e:
         export_main(["--storage", url, "--study", name, "--out", str(tmp_path),
-                     "--budget", "params=1000"])
+                     "--budget", "peak_mem_mb=2"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("error: --budget.params:") and "latency_ms" in err
+    assert "\n" not in err and err.startswith("error: --budget.peak_mem_mb:") and "latency_ms" in err
 
 
 def test_plot_of_three_objectives_is_a_grid_of_pairs(tmp_path, three_objective_study, monkeypatch):
-    url, name, budget = three_objective_study
+    url, name, budget, _ = three_objective_study
     figures = []
     save = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k)))
     out = plot_main(["--storage", url, "--study", name, "--out", str(tmp_path / "p.png")])
     assert out.stat().st_size > 0
     (fig,) = figures
-    pairs = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
-    lat, loss, par = "predicted latency (ms) on cpu", "validation loss (supernet weights)", "parameters"
-    assert pairs == [(lat, par), (lat, loss), (par, loss)]
+    dec = "predicted decode time per token (ms) on cpu"
+    mem, loss = "predicted peak memory (MiB) on cpu", "validation loss (supernet weights)"
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes] == [(dec, mem), (dec, loss),
+                                                                       (mem, loss)]
     front = pareto_frame(trials_frame(optuna.load_study(study_name=name, storage=url)))
-    for ax, (x, y) in zip(fig.axes, [("latency_ms", "params"), ("latency_ms", "val_loss"),
-                                     ("params", "val_loss")]):
+    for ax, (x, y) in zip(fig.axes, [("decode_ms", "peak_mem_mb"), ("decode_ms", "val_loss"),
+                                     ("peak_mem_mb", "val_loss")]):
         (pts,) = [c.get_offsets() for c in ax.collections if c.get_label().startswith("Pareto front")]
         np.testing.assert_allclose(np.asarray(pts), front[[x, y]].to_numpy(dtype=float))
-    # The parameter budget is drawn on the parameter axes.
+    # The memory budget is drawn on the memory axes.
     assert budget in [ln.get_ydata()[0] for ln in fig.axes[0].get_lines()]
     assert budget in [ln.get_xdata()[0] for ln in fig.axes[2].get_lines()]
 
@@ -162,3 +168,19 @@ def test_resume_with_another_list_is_refused(tmp_path):
     msg = str(e.value)
     assert msg.startswith("search.objectives: [val_loss,latency_ms]") and "\n" not in msg
     assert "search.objectives=[val_loss,latency_ms,params]" in msg
+
+
+@pytest.mark.skipif(not (ROOT / "latency_tables" / "cpu-tiny-decode-b1-c64.csv").is_file(),
+                    reason="the CPU decode table of issue 8 is not committed yet")
+def test_command_minimises_loss_decode_latency_and_memory(tmp_path, tiny_supernet):
+    r = run_cli(search_cmd("search.objectives=[val_loss,decode_ms,peak_mem_mb]",
+                           f"search.storage=sqlite:///{tmp_path}/nas.db", "search.study_name=goal",
+                           "search.n_trials=8", f"supernet.checkpoint={tiny_supernet}",
+                           "search.progress=false", *FAST_SCORE), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # the target's default latency budget does not apply
+    out = tmp_path / "outputs" / "goal"
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.columns[2:5]) == list(GOAL) and (trials["state"] == "COMPLETE").sum() == 8
+    assert trials["feasible"].all() and (trials["peak_mem_mb"] > 0).all()
+    assert (out / "pareto.png").stat().st_size > 0 and len(list(out.glob("winner_*_dec*_mem*.yaml"))) == 1
+    assert "decode_ms" in r.stdout and "peak_mem_mb" in r.stdout

@@ -2,8 +2,10 @@
 
 Every objective is one :class:`Objective` in :data:`REGISTRY`: its metric name (the
 study's, the CSV column, the dashboard's), how to label it and name it in files, and
-how to predict it from an architecture and the tables of the run (``needs``: the kind
-of table; see :func:`load_tables`). ``val_loss`` is the one measured rather than
+how to predict it from an architecture and the tables of the run (:func:`load_tables`):
+``"prefill"``, the target's table (``hardware.table``), and ``"serving"``, a
+``nas.latency.predict.CostModel`` of the target's workload (``conf/workload/<hardware>``)
+holding the phases the objectives ask for. ``val_loss`` is the one measured rather than
 predicted: the supernet scores it, only for candidates within every budget (cheap
 objective first). Any predicted objective can have a budget. Adding an objective is
 adding an entry here.
@@ -26,9 +28,10 @@ class Objective:
         name: the metric name (study, ``trials.csv`` column, dashboard), unit included.
         label: the axis label of the plots.
         tag: its prefix in exported file names (``lat1.234ms``).
-        unit: printed after values ('' for a count).
+        unit: printed after values ('' for a count, which no target changes).
         fmt: how values are written in file names and summaries.
-        needs: the kind of table it is predicted from (None: the architecture suffices).
+        serving: the phases of the target's workload tables it needs (``"decode"``,
+            ``"prefill"`` at the request's prompt length).
         predict: ``predict(arch, tables) -> value``; None for the scored ``val_loss``.
     """
 
@@ -37,7 +40,7 @@ class Objective:
     tag: str
     unit: str = ""
     fmt: str = ".3f"
-    needs: str | None = None
+    serving: tuple[str, ...] = ()
     predict: Callable[[Any, Mapping[str, Any]], float] | None = None
 
     @property
@@ -62,14 +65,14 @@ def _from(kind: str, method: str) -> Callable[[Any, Mapping[str, Any]], float]:
 
 REGISTRY: dict[str, Objective] = {o.name: o for o in (
     Objective(LOSS, "validation loss (supernet weights)", "loss"),
-    Objective("latency_ms", "predicted latency (ms)", "lat", "ms", needs="prefill",
+    Objective("latency_ms", "predicted latency (ms)", "lat", "ms",
               predict=_from("prefill", "predict_ms")),
-    Objective("decode_ms", "predicted decode time per token (ms)", "dec", "ms", needs="decode",
-              predict=_from("decode", "predict_ms")),
-    Objective("request_ms", "predicted request latency (ms)", "req", "ms", needs="request",
-              predict=_from("request", "predict_ms")),
-    Objective("peak_mem_mb", "predicted peak memory (MB)", "mem", "MB", ".2f", needs="memory",
-              predict=_from("memory", "predict_mb")),
+    Objective("decode_ms", "predicted decode time per token (ms)", "dec", "ms",
+              serving=("decode",), predict=_from("serving", "decode_ms")),
+    Objective("request_ms", "predicted request latency (ms)", "req", "ms",
+              serving=("prefill", "decode"), predict=_from("serving", "request_ms")),
+    Objective("peak_mem_mb", "predicted peak memory (MiB)", "mem", "MiB", ".2f",
+              serving=("decode",), predict=_from("serving", "peak_memory_mb")),
     Objective("params", "parameters", "p", fmt=".0f", predict=lambda arch, tables: arch.n_params),
 )}
 DEFAULT = (LOSS, "latency_ms")
@@ -133,25 +136,42 @@ def of_study(study: Any) -> tuple[str, ...] | None:
         return None
 
 
-def load_tables(names: Sequence[str], hardware: Any, hardware_name: str,
+def load_tables(names: Sequence[str], hardware: Any, hardware_name: str, space: Any,
                 prefill: Any) -> dict[str, Any]:
     """The tables the objectives ``names`` are predicted from, by kind.
 
     Args:
         names: the objectives.
         hardware: the target (``nas.search.config.HardwareConfig``).
-        hardware_name: its name, for messages.
+        hardware_name: its name: its workload is ``conf/workload/<hardware_name>.yaml``.
+        space: the search space, which the tables must cover.
         prefill: the target's prefill table (``hardware.table``), already loaded.
 
     Raises:
-        ConfigError: an objective needs a table the target does not have.
+        ConfigError: an objective needs a table the target does not have (the message
+            names the table and the command that builds it).
     """
-    tables = {"prefill": prefill}
-    for n in names:
-        kind = REGISTRY[n].needs
-        if kind is not None and kind not in tables:
-            raise ConfigError(
-                f"search.objectives: {n} needs a {kind} table, and hardware '{hardware_name}' "
-                f"has none (only a prefill table, {hardware.table}); allowed on this target: "
-                f"{', '.join(m for m, o in REGISTRY.items() if o.needs in (None, 'prefill'))}")
+    tables: dict[str, Any] = {"prefill": prefill}
+    need = [n for n in names if REGISTRY[n].serving]
+    if need:
+        import dataclasses
+
+        from nas.latency.predict import CostModel
+        from nas.latency.target import Target
+
+        phases = tuple(p for p in ("prefill", "decode") if any(p in REGISTRY[n].serving for n in need))
+        try:  # the search's hardware.* overrides stand; the workload is the target's
+            target = dataclasses.replace(Target.load(hardware_name), device=hardware.device,
+                                         table=hardware.table)
+            tables["serving"] = CostModel.for_target(target, space, phases=phases)
+        except ConfigError as e:
+            raise ConfigError(f"search.objectives: {', '.join(need)} cannot be predicted on "
+                              f"hardware '{hardware_name}': {e}") from None
     return tables
+
+
+def table_files(tables: Mapping[str, Any]) -> list[Any]:
+    """The CSV of every table in ``tables`` (for the study's digest of what it measured)."""
+    serving = tables.get("serving")
+    extra = [] if serving is None else [t.path for t in (serving.prefill, serving.decode) if t]
+    return [tables["prefill"].path, *extra]

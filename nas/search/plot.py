@@ -32,7 +32,7 @@ FORMATS = (".png", ".pdf", ".svg")
 
 def _label(name: str, hardware: str | None) -> str:
     o = REGISTRY[name]
-    return o.label + (f" on {hardware}" if hardware and o.needs else "")
+    return o.label + (f" on {hardware}" if hardware and o.unit else "")
 
 
 def _step(ax, front: pd.DataFrame, x: str, y: str = LOSS, **kw) -> None:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from nas.errors import ConfigError
 from nas.space import ArchConfig
-from nas.search.objectives import LOSS, REGISTRY, of_study
+from nas.search.objectives import DEFAULT, LOSS, REGISTRY, of_study
 
 # After "number", "state" and the study's objectives.
 COLUMNS = ["feasible", "scored", "pareto", "baseline", "arch_id", "arch", "params", "n_layer",
@@ -34,7 +34,8 @@ def check_search_study(study: optuna.Study, key: str = "--study") -> None:
         have = ", ".join(f"{m} ({d})" for m, d in zip(study.metric_names or ["?"] * len(directions),
                                                       directions))
         raise ConfigError(f"{key}: {name!r} has objectives {have}; only a study of nas.search "
-                          f"(val_loss and some of {', '.join(REGISTRY)}, all minimised) can be read")
+                          f"({', '.join(DEFAULT)} or another search.objectives list, all minimised) "
+                          "can be read")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise ConfigError(f"{key}: {name!r} has no finished trial yet; run python -m nas.search "

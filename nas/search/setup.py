@@ -23,7 +23,7 @@ from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
-from nas.search.objectives import REGISTRY, load_tables
+from nas.search.objectives import REGISTRY, load_tables, table_files
 from nas.search.study import check_compatible, find_study, open_storage
 
 
@@ -88,9 +88,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tables_sha256(csv: Path) -> str:
-    """One digest of a latency table's CSV and its JSON next to it (the calibration)."""
-    parts = [file_sha256(p) for p in (csv, csv.with_suffix(".json")) if p.is_file()]
+def tables_sha256(*csvs: Path) -> str:
+    """One digest of latency tables' CSVs and their JSONs next to them (the calibration)."""
+    parts = [file_sha256(p) for csv in csvs for p in (csv, csv.with_suffix(".json")) if p.is_file()]
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
@@ -151,7 +151,7 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         search = dataclasses.replace(search, latency_budget_ms=None)
     budgets = search.budget_map()
     table = LatencyTable.load(hardware.table, space=space, device=hardware.device)
-    tables = load_tables(search.objectives, hardware, hardware_name, table)
+    tables = load_tables(search.objectives, hardware, hardware_name, space, table)
     fastest = fastest_arch(space, table, hardware.device)
     where = f"space '{space.name}' on {hardware_name} ({hardware.table})"
     for name, budget in budgets.items():
@@ -165,7 +165,7 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         "hardware": hardware_name,
         "table": hardware.table,
         "table_fingerprint": fingerprint,
-        "table_sha256": tables_sha256(Path(table.path)),
+        "table_sha256": tables_sha256(*map(Path, table_files(tables))),
         "latency_budget_ms": budgets.get("latency_ms"),
         "budgets": budgets,
         "score": dataclasses.asdict(score),
