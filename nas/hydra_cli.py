@@ -183,7 +183,8 @@ def _check_job(overrides: list[str], sweep: bool) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from nas.errors import ConfigError, check_out_dir
+    from nas.errors import ConfigError
+    from nas.outputs import check_folder
     from nas.paths import CONF_DIR
     from nas.search.config import SearchConfig, typed
 
@@ -198,7 +199,7 @@ def _check_job(overrides: list[str], sweep: bool) -> Path:
         key, run_dir = "hydra.sweep.dir", Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
     else:
         key, run_dir = "hydra.run.dir", Path(str(cfg.hydra.run.dir))
-    check_out_dir(run_dir, key)
+    check_folder(run_dir, key)
     return run_dir
 
 

@@ -40,6 +40,10 @@ def test_command_end_to_end(tmp_path, tiny_space, tiny_table, tiny_supernet):
         assert (out / name).stat().st_size > 0, name
     assert str(out / "pareto.csv") in r.stdout and "winner" in r.stdout
     assert "Pareto front" in r.stdout and "optuna-dashboard" in r.stdout
+    # Hydra's job log holds the run: every trial (file only) and the summary (both).
+    log = (out / "search.log").read_text()
+    assert all(f"trial {n} COMPLETE" in log for n in range(12)) and "Pareto front" in log
+    assert "trial 0 COMPLETE" not in r.stdout
     trials = pd.read_csv(out / "trials.csv")
     assert (trials["state"] == "COMPLETE").sum() == 12
     assert trials["baseline"].sum() == 1  # nanoGPT's CPU recipe, enqueued as the reference

@@ -382,6 +382,8 @@ def test_cli_trains_an_exported_architecture_alone(tmp_path):
     ckpt = torch.load(tmp_path / "out" / f"standalone-{arch.arch_id}.pt", weights_only=False)
     assert ArchConfig.from_dict(ckpt["arch"]) == arch
     assert ckpt["train"]["steps"] == 3 and "validation loss" in p.stdout
+    logs = list(tmp_path.glob("hydra/train.log"))  # Hydra's job log holds the run
+    assert len(logs) == 1 and "test loss" in logs[0].read_text()
 
 
 def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):

@@ -6,12 +6,12 @@ The sampler's settings live with the samplers (``nas.search.samplers.SamplerConf
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.schema import from_mapping
 from nas.search import objectives as objs
 
 
@@ -149,8 +149,4 @@ def typed(cls: type, node: Any, key: str) -> Any:
     from omegaconf import DictConfig, OmegaConf
 
     d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**d)
+    return from_mapping(cls, d, f"{key}.")

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import optuna
 import pandas as pd
 
-from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
+from nas.errors import ConfigError, OneLineParser, exit_on_user_error
+from nas.outputs import check_folder
 from nas.search.objectives import LOSS, REGISTRY, check_budgets, describe_budgets
 from nas.search.results import check_search_study, choose_winner, objectives_of, pareto_frame, trials_frame
 from nas.space import ArchConfig
@@ -178,11 +179,11 @@ def main(argv: list[str] | None = None) -> Exported:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<study>)")
     args = ap.parse_args(argv)
     if args.out is not None:
-        check_out_dir(args.out, "--out")
+        check_folder(args.out, "--out")
     with damaged_storage_is_refused(args.storage, "--storage"):
         study = load_named_study(args.storage, args.study)
         out = args.out or Path("outputs") / study.study_name
-        check_out_dir(out, "--out")
+        check_folder(out, "--out")
         try:
             budgets = dict(args.budget)
             if args.budget_ms is not None:

@@ -19,7 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
+from nas.errors import ConfigError, OneLineParser, exit_on_user_error
+from nas.outputs import check_folder
 from nas.search.objectives import LOSS, REGISTRY
 from nas.search.results import choose_winner, front_2d, objectives_of, pareto_frame, trials_frame
 from nas.search.study import damaged_storage_is_refused
@@ -192,7 +193,7 @@ def out_file(path: Path, key: str = "--out") -> Path:
                           f"allowed: {', '.join(FORMATS)}")
     if path.is_dir():
         raise ConfigError(f"{key}: {path} is a folder; give a file ending in {', '.join(FORMATS)}")
-    check_out_dir(path.parent, key)
+    check_folder(path.parent, key)
     return path
 
 

@@ -14,6 +14,7 @@ summary at the end.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -37,7 +38,9 @@ from nas.search.report import summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
-                       open_storage, open_study)
+                              open_storage, open_study)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +68,8 @@ class _Progress:
         self.loss_at = study.metric_names.index(LOSS)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.debug("trial %d %s: values %s, constraints %s, %s", trial.number, trial.state.name,
+                  trial.values, trial.constraints, trial.user_attrs.get("arch_id"))
         if trial.state != TrialState.COMPLETE:
             return
         ok = all(v <= 0 for v in trial.constraints.values())
@@ -183,9 +188,9 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        print(summary(result, budgets, hardware_name,
-                      {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                      p.search.storage), flush=True)
+        log.info(summary(result, budgets, hardware_name,
+                         {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                         p.search.storage))
     return result
 
 
