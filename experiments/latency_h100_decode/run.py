@@ -10,7 +10,7 @@ the workload of ``conf/workload/h100-graph.yaml`` (prompt 128, 128 new tokens, c
 
 1. builds the prefill table of the prompt (``h100-shakespeare-graph-b<B>-t128.csv``);
 2. builds the decode table (``h100-shakespeare-graph-decode-b<B>-c256.csv``): every block
-   on one token against a cache of 256, 30 calibration models per precision, and their
+   on one token against a cache of 256, 24 calibration models (``--calib-n``) per precision, and their
    peak memory (the memory model);
 3. validates it on ``--val-n`` held-out architectures per precision (seed 2000): time per
    output token, peak memory of each, and ``--requests`` of them per precision timed as
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tables-dir", default="latency_tables")
     ap.add_argument("--reports-dir", default="experiments/latency_h100_decode")
     ap.add_argument("--out", default=None, help="where results.tgz goes (the device's $OUT)")
-    ap.add_argument("--calib-n", type=int, default=30)
-    ap.add_argument("--val-n", type=int, default=60)
+    ap.add_argument("--calib-n", type=int, default=24)
+    ap.add_argument("--val-n", type=int, default=50)
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--window-ms", type=float, default=5.0)
