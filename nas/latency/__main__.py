@@ -104,22 +104,21 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
                               OmegaConf.to_container(cfg.hardware, resolve=True),
                               OmegaConf.to_container(wl, resolve=True) if wl else {})
     phase = _choice(cfg, "latency.phase", PHASES)
-    if phase == "decode":  # a prefill table needs no context or request: no checks of them
-        target = target.resolved(space.block_size)
     given = {k: OmegaConf.select(cfg, f"latency.{k}") is not None
              for k in ("mode", "batch_size", "seq_len", "prompt_len")}
     mode = _choice(cfg, "latency.mode", MODES) if given["mode"] else target.mode
     batch = _int(cfg, "latency.batch_size", 1) if given["batch_size"] else target.batch_size
     seq_given = given["seq_len"]
     seq_len = (_int(cfg, "latency.seq_len", 1) if seq_given else
-               target.context if phase == "decode" else space.block_size)
+               target.context or space.block_size if phase == "decode" else space.block_size)
     if seq_len > space.block_size:
-        raise ConfigError(f"latency.seq_len: {seq_len} exceeds the context of search space "
-                          f"'{space.name}' ({space.block_size})")
+        key = "latency.seq_len" if seq_given else f"workload.context (of {target.name})"
+        raise ConfigError(f"{key}: {seq_len} exceeds the context of search space "
+                          f"'{space.name}' ({space.block_size}); set latency.seq_len")
     prompt = None
     if phase == "decode":
         prompt = (_int(cfg, "latency.prompt_len", 1) if given["prompt_len"] else
-                  target.prompt_len if target.prompt_len < seq_len else None)
+                  target.prompt_len if (target.prompt_len or seq_len) < seq_len else None)
     base = Path(str(cfg.hardware.table))
     if mode != target.mode:  # the other mode's tables sit beside the target's
         base = base.with_name(f"{base.stem}-{mode}{base.suffix}")
@@ -155,7 +154,7 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     out = cfg.validate.out or f"experiments/latency_{table.stem.replace('-', '_')}"
     arch = cfg.predict.arch
     new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
-                  else target.new_tokens or 1)
+                  else target.new_tokens or seq_len - (workload.prompt_len or 0) + 1)
     check_out = OmegaConf.select(cfg, "check.out")
     return Command(
         verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
@@ -202,8 +201,9 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                   f"(batch {table.memory.batch_size}, prompt {table.memory.prompt_len}, context "
                   f"{table.memory.context})")
         return ms
-    table = LatencyTable.load(c.table, space=c.space, device=w.device, batch_size=w.batch_size,
+    table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                               seq_len=w.seq_len, mode=w.mode, phase=w.phase)
+    table.check_covers(c.space, c.validate_precisions or table.precisions)
     if c.verb == "check":
         from nas.latency.check import check
         if c.check_out is not None:

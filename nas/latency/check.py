@@ -54,7 +54,7 @@ def check(table: LatencyTable, space: SearchSpace, *, n: int = 20, seed: int = 3
     if table.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{table.path}: a cuda table, but torch sees no GPU here; check it on "
                           "the machine it is meant for")
-    table.check_covers(space)
+    table.check_covers(space, table.precisions)
     threads = set_cpu_threads(table.threads)
     here = fingerprint.collect(table.device, threads)
     other = fingerprint.mismatches(table.fingerprint, here)

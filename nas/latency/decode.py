@@ -55,9 +55,8 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
                          f"{arch.block_size} of {arch.describe()}")
     model, on = standalone(arch, device, seed)
     cache = model.make_cache(batch_size, context)
+    _fill_random(cache.k + cache.v, on, seed)  # keys and values as a prompt would leave them
     g = torch.Generator().manual_seed(seed)
-    for t in cache.k + cache.v:  # keys and values as a prompt would have left them
-        t.copy_(torch.randn(t.shape, generator=g))
     start = context - STEPS
     cache.pos.fill_(start)
     idx = torch.randint(0, arch.vocab_size, (batch_size, 1), generator=g).to(on)  # (B, 1)
@@ -98,8 +97,9 @@ def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_d
     mod = apply_precision(mod.to(on), key.precision).eval()
     dtype = DTYPES.get(key.precision, torch.float32)  # int8 blocks take fp32 activations
     x = torch.randn(batch_size, 1, key.d_model, generator=g).to(on, dtype)  # (B, 1, C)
-    k, v = (torch.randn(batch_size, key.n_head, context, head_dim, generator=g).to(on, dtype)
+    k, v = (torch.empty(batch_size, key.n_head, context, head_dim, device=on, dtype=dtype)
             for _ in range(2))  # (B, h, S, hd)
+    _fill_random([k, v], on, seed)
     pos = torch.tensor(context - 1, device=on)
     mask = torch.ones(1, context, dtype=torch.bool, device=on)  # the last position sees all
 
@@ -107,3 +107,13 @@ def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_d
         return mod.decode(x, k, v, pos, mask)
 
     return run
+
+
+def _fill_random(tensors: list[torch.Tensor], on: str, seed: int) -> None:
+    """Random values, drawn on the device (a cache is too large to draw on the CPU
+    per model), never zeros: kernels can run faster on zeros than on real data."""
+    gpus = [torch.cuda.current_device()] if on == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)
+        for t in tensors:
+            t.normal_()

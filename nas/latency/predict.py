@@ -81,9 +81,10 @@ class CostModel:
         tables = {}
         for phase in phases:
             seq = r.prompt_len if phase == "prefill" else r.context
-            tables[phase] = LatencyTable.load(
-                t.table_of(phase, space.block_size, B), space=space, device=t.device,
-                batch_size=B, seq_len=seq, mode=t.mode, phase=phase)
+            table = LatencyTable.load(t.table_of(phase, space.block_size, B), device=t.device,
+                                      batch_size=B, seq_len=seq, mode=t.mode, phase=phase)
+            table.check_covers(space, table.precisions)  # other precisions: refused per arch
+            tables[phase] = table
         return cls(prefill=tables.get("prefill"), decode=tables.get("decode"), target=r)
 
     def _need(self, phase: str) -> LatencyTable:
