@@ -17,6 +17,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+
 def _omegaconf_type(t: Any) -> Any:
     """``float | None`` -> ``Optional[float]``, ``tuple[str, ...]`` -> ``List[str]``,
     ``dict[str, float | None]`` -> ``Dict[str, Optional[float]]``."""
