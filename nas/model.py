@@ -10,6 +10,11 @@ logits as the supernet with that architecture active.
 
 The model is a stack of the blocks the latency tables time: :class:`Embedding`,
 ``n_layer`` x (:class:`Attention`, :class:`FeedForward`), :class:`Head`.
+
+Generation runs in two phases on a static :class:`KVCache`: ``prefill(idx, cache)`` runs
+the prompt and stores its keys and values, then ``decode(idx, cache)`` runs one token at
+position ``cache.pos`` against them. Every tensor of a decode step keeps its shape, so
+the step can be captured once as a CUDA graph and replayed for every token.
 """
 from __future__ import annotations
 
@@ -45,11 +50,15 @@ class Embedding(nn.Module):
         self.wpe = nn.Embedding(block_size, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, idx: torch.Tensor, d_model: int | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, d_model: int | None = None,
+                start: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids ``(B, T)`` at positions ``start .. start + T - 1`` (default 0)."""
         B, T = idx.shape
         d = d_model or self.wte.embedding_dim
         pos = torch.arange(T, device=idx.device)
-        x = self.wte.weight[:, :d][idx] + self.wpe.weight[:T, :d][pos]  # (B, T, d)
+        if start is not None:  # a tensor, so a captured decode step reads the position
+            pos = pos + start
+        x = self.wte.weight[:, :d][idx] + self.wpe.weight[:, :d][pos]  # (B, T, d)
         return self.drop(x)
 
 
@@ -68,18 +77,45 @@ class Attention(nn.Module):
         self.proj = nn.Linear(inner, d_model)
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, n_head: int | None = None) -> torch.Tensor:
-        B, T, C = x.shape
-        h = n_head or self.n_head
+    def _qkv(self, x: torch.Tensor, h: int) -> tuple[torch.Tensor, ...]:
+        B, T, _ = x.shape
         inner = h * self.head_dim
         y = _layer_norm(self.ln, x)
-        q = _linear(self.q, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
-        k = _linear(self.k, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)
-        v = _linear(self.v, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)
+        return tuple(_linear(m, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)
+                     for m in (self.q, self.k, self.v))  # 3 x (B, h, T, hd)
+
+    def _out(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B, h, T, hd = y.shape
+        y = y.transpose(1, 2).reshape(B, T, h * hd)  # (B, T, h*hd)
+        return x + self.resid_drop(_linear(self.proj, y, x.shape[-1]))
+
+    def forward(self, x: torch.Tensor, n_head: int | None = None) -> torch.Tensor:
+        q, k, v = self._qkv(x, n_head or self.n_head)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, inner)  # (B, T, h*hd)
-        return x + self.resid_drop(_linear(self.proj, y, C))
+        return self._out(x, y)
+
+    def prefill(self, x: torch.Tensor, k_cache: torch.Tensor,
+                v_cache: torch.Tensor) -> torch.Tensor:
+        """``forward`` over a prompt ``(B, T, C)``, storing its keys and values in slots ``:T``."""
+        q, k, v = self._qkv(x, k_cache.shape[1])
+        T = x.shape[1]
+        k_cache[:, :, :T].copy_(k)
+        v_cache[:, :, :T].copy_(v)
+        return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+    def decode(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+               pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One token ``(B, 1, C)`` at position ``pos``, against the cache ``(B, h, S, hd)``.
+
+        Its keys and values go to slot ``pos``; it attends over all ``S`` slots, those
+        after ``pos`` masked out (``mask``: ``(1, S)``, True where a slot is seen), so the
+        shapes, and the cost, are the same at every position.
+        """
+        q, k, v = self._qkv(x, k_cache.shape[1])  # (B, h, 1, hd)
+        k_cache.index_copy_(2, pos.view(1), k)
+        v_cache.index_copy_(2, pos.view(1), v)
+        return self._out(x, F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask))
 
 
 class FeedForward(nn.Module):
@@ -109,6 +145,38 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _linear(self.lm_head, _layer_norm(self.ln, x), self.lm_head.out_features)
+
+
+class KVCache:
+    """Static keys and values of every layer, preallocated for ``max_len`` positions.
+
+    Attributes:
+        k, v: per layer, ``(batch_size, n_head_i, max_len, head_dim)``.
+        pos: the next position to write, a 0-d tensor on the cache's device: a captured
+            decode step reads it, so advancing it needs no new graph.
+        max_len: the context the cache holds; every decode step attends over all of it.
+    """
+
+    def __init__(self, n_head: Any, head_dim: int, batch_size: int, max_len: int,
+                 dtype: torch.dtype, device: str | torch.device):
+        self.k = [torch.zeros(batch_size, h, max_len, head_dim, dtype=dtype, device=device)
+                  for h in n_head]
+        self.v = [torch.zeros_like(k) for k in self.k]
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self.max_len = max_len
+        self._slots = torch.arange(max_len, device=device)
+
+    def mask(self) -> torch.Tensor:
+        """``(1, max_len)``: True for the slots a token at ``pos`` attends to."""
+        return (self._slots <= self.pos).view(1, -1)
+
+    def advance(self, n: int = 1) -> None:
+        self.pos.add_(n)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the keys and values."""
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
 
 class GPT(nn.Module):
@@ -155,6 +223,36 @@ class GPT(nn.Module):
         for i in range(arch.n_layer):
             x = self.layers[2 * i](x, arch.n_head[i])
             x = self.layers[2 * i + 1](x, arch.d_ff[i])
+        return self.head(x)
+
+    def make_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty :class:`KVCache` for this model (default length: its context)."""
+        max_len = max_len or self.arch.block_size
+        if max_len > self.arch.block_size:
+            raise ValueError(f"max_len {max_len} exceeds the context {self.arch.block_size}")
+        w = self.embed.wte.weight  # int8 models keep fp32 activations, and so fp32 keys
+        return KVCache(self.arch.n_head, self.arch.head_dim, batch_size, max_len, w.dtype,
+                       w.device)
+
+    def prefill(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The prompt ``(B, T)`` -> logits ``(B, T, vocab)``; fills the cache, ``pos = T``."""
+        x = self.embed(idx)
+        for i in range(len(self.layers) // 2):
+            x = self.layers[2 * i].prefill(x, cache.k[i], cache.v[i])
+            x = self.layers[2 * i + 1](x)
+        cache.pos.fill_(idx.shape[1])
+        return self.head(x)
+
+    def decode(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per sequence ``(B, 1)`` at ``cache.pos`` -> logits ``(B, 1, vocab)``.
+
+        Writes the token's keys and values; the caller advances ``cache.pos``.
+        """
+        mask = cache.mask()
+        x = self.embed(idx, start=cache.pos)
+        for i in range(len(self.layers) // 2):
+            x = self.layers[2 * i].decode(x, cache.k[i], cache.v[i], cache.pos, mask)
+            x = self.layers[2 * i + 1](x)
         return self.head(x)
 
     def num_params(self) -> int:

@@ -92,3 +92,27 @@ def test_param_count_matches_the_model(name):
     for arch in [space.largest(), space.smallest()] + [sample(space, rng) for _ in range(3)]:
         # GPT, not build_model: int8 packs its Linear weights out of parameters().
         assert arch.n_params == GPT(arch).num_params(), arch.describe()
+
+
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-5), ("bf16", 5e-2)])
+def test_prefill_then_decode_equals_the_full_forward(tiny, precision, tol):
+    space, supernet = tiny
+    arch = sample(space, 5, precision=precision)
+    model = build_model(arch, supernet)
+    idx = _idx(space, B=2, T=20)
+    with torch.no_grad():
+        cache = model.make_cache(batch_size=2, max_len=24)  # a static cache longer than needed
+        steps = [model.prefill(idx[:, :12], cache)]
+        assert int(cache.pos) == 12
+        for t in range(12, 20):
+            steps.append(model.decode(idx[:, t:t + 1], cache))
+            cache.advance()
+        full = model(idx)
+    torch.testing.assert_close(torch.cat(steps, 1).float(), full.float(), rtol=tol, atol=tol)
+    assert cache.nbytes == 2 * 2 * 24 * sum(arch.n_head) * arch.head_dim * (2 if precision == "bf16" else 4)
+
+
+def test_a_cache_longer_than_the_context_is_refused(tiny):
+    space, _ = tiny
+    with pytest.raises(ValueError, match="exceeds the context"):
+        GPT(space.smallest()).make_cache(1, space.block_size + 1)

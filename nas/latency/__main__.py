@@ -1,7 +1,11 @@
-"""``python -m nas.latency build|predict|validate`` (Hydra; see ``conf/latency.yaml``).
+"""``python -m nas.latency build|predict|validate|check`` (Hydra; ``conf/latency.yaml``).
 
 The verb may be given bare (``python -m nas.latency validate``) or as ``verb=validate``.
 Hydra stops here: the config is turned into typed objects and nothing below sees it.
+The hardware target's workload (``conf/workload/<hardware>.yaml``, ``target.py``) gives
+the defaults of ``latency.mode``, ``latency.batch_size`` and, for decode,
+``latency.seq_len`` (the context) and ``latency.prompt_len``; the table's path follows
+from the target's table and the workload (``naming.py``) unless ``latency.table`` is set.
 """
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import ConfigError, exit_on_user_error
 from nas.latency.measure import CPU_CLOCKS, TimerSettings
-from nas.latency.spec import Workload
+from nas.latency.naming import table_path
+from nas.latency.spec import MODES, PHASES, Workload
+from nas.latency.target import Target
 from nas.outputs import check_file, check_folder
 from nas.paths import CONF_DIR
 from nas.space import ArchConfig, SearchSpace, load_space
 
-VERBS = ("build", "predict", "validate")
+VERBS = ("build", "predict", "validate", "check")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,12 @@ class Command:
     noise_repeats: int
     predict_arch: Path | None
     command: str
+    target: Target
+    validate_requests: int = 0
+    new_tokens: int = 1
+    check_n: int = 20
+    check_seed: int = 3000
+    check_out: Path | None = None
 
 
 def _int(cfg: DictConfig, key: str, minimum: int = 0) -> int:
@@ -71,30 +83,57 @@ def _precisions(cfg: DictConfig, key: str) -> tuple[str, ...] | None:
     return tuple(str(p) for p in v)
 
 
+def _hardware_name() -> str:
+    """``hardware=<name>`` as chosen (for messages), when Hydra runs the command."""
+    from hydra.core.hydra_config import HydraConfig
+    try:
+        return str(HydraConfig.get().runtime.choices.get("hardware") or "hardware")
+    except ValueError:  # composed outside hydra.main (tests)
+        return "hardware"
+
+
 def parse(cfg: DictConfig, argv: list[str]) -> Command:
     """Turn the Hydra config into a :class:`Command` (ConfigError names a bad key)."""
     verb = _choice(cfg, "verb", VERBS)
     space = load_space(OmegaConf.to_container(cfg.search_space, resolve=True))
     device = _choice(cfg, "hardware.device", ("cpu", "cuda"))
-    mode = _choice(cfg, "latency.mode", ("eager", "graph"))
-    table = cfg.latency.table or cfg.hardware.get("table")
-    if not table:
-        raise ConfigError("latency.table: no table path (and hardware.table is empty)")
-    table = Path(str(table))
-    if mode == "graph" and not cfg.latency.table:
-        table = table.with_name(f"{table.stem}-graph{table.suffix}")
-    seq_given = cfg.latency.seq_len is not None
-    seq_len = _int(cfg, "latency.seq_len", 1) if seq_given else space.block_size
+    if not cfg.hardware.get("table"):
+        raise ConfigError("hardware.table: the target names no table")
+    wl = cfg.get("workload")
+    target = Target.from_dict(_hardware_name(),
+                              OmegaConf.to_container(cfg.hardware, resolve=True),
+                              OmegaConf.to_container(wl, resolve=True) if wl else {})
+    phase = _choice(cfg, "latency.phase", PHASES)
+    given = {k: OmegaConf.select(cfg, f"latency.{k}") is not None
+             for k in ("mode", "batch_size", "seq_len", "prompt_len")}
+    mode = _choice(cfg, "latency.mode", MODES) if given["mode"] else target.mode
+    batch = _int(cfg, "latency.batch_size", 1) if given["batch_size"] else target.batch_size
+    seq_given = given["seq_len"]
+    seq_len = (_int(cfg, "latency.seq_len", 1) if seq_given else
+               target.context or space.block_size if phase == "decode" else space.block_size)
     if seq_len > space.block_size:
-        raise ConfigError(f"latency.seq_len: {seq_len} exceeds the context of search space "
-                          f"'{space.name}' ({space.block_size})")
+        key = "latency.seq_len" if seq_given else f"workload.context (of {target.name})"
+        raise ConfigError(f"{key}: {seq_len} exceeds the context of search space "
+                          f"'{space.name}' ({space.block_size}); set latency.seq_len")
+    prompt = None
+    if phase == "decode":
+        prompt = (_int(cfg, "latency.prompt_len", 1) if given["prompt_len"] else
+                  target.prompt_len if (target.prompt_len or seq_len) < seq_len else None)
+    base = Path(str(cfg.hardware.table))
+    if mode != target.mode:  # the other mode's tables sit beside the target's
+        base = base.with_name(f"{base.stem}-{mode}{base.suffix}")
+    table = (Path(str(cfg.latency.table)) if cfg.latency.table else
+             table_path(base, phase, batch, seq_len, space.block_size))
     precisions = _precisions(cfg, "latency.precisions") or space.precisions(device)
     for p in precisions:
         if p not in space.precisions(device):
             raise ConfigError(f"latency.precisions: {p!r} is not allowed by search space "
                               f"'{space.name}' on {device}; allowed: {list(space.precisions(device))}")
-    workload = Workload(device, _int(cfg, "latency.batch_size", 1), seq_len, precisions, mode,
-                        _int(cfg, "latency.threads", 1))
+    try:
+        workload = Workload(device, batch, seq_len, precisions, mode,
+                            _int(cfg, "latency.threads", 1), phase, prompt)
+    except ConfigError as e:
+        raise ConfigError(f"latency.{e}") from None
     clock = _choice(cfg, "latency.cpu_clock", CPU_CLOCKS)
     if device == "cpu" and clock == "thread" and workload.threads != 1:
         raise ConfigError(f"latency.cpu_clock: 'thread' times one thread, but latency.threads is "
@@ -114,6 +153,9 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
                           "architectures no correction was fitted on")
     out = cfg.validate.out or f"experiments/latency_{table.stem.replace('-', '_')}"
     arch = cfg.predict.arch
+    new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
+                  else target.new_tokens or seq_len - (workload.prompt_len or 0) + 1)
+    check_out = OmegaConf.select(cfg, "check.out")
     return Command(
         verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
         timer=timer, graph_calls=_int(cfg, "latency.graph_calls", 1),
@@ -123,7 +165,10 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
         noise_models=_int(cfg, "validate.noise_models"),
         noise_repeats=_int(cfg, "validate.noise_repeats", 1),
         predict_arch=Path(str(arch)) if arch else None,
-        command="python -m nas.latency " + " ".join(shlex.quote(a) for a in argv))
+        command="python -m nas.latency " + " ".join(shlex.quote(a) for a in argv),
+        target=target, validate_requests=_int(cfg, "validate.requests"), new_tokens=new_tokens,
+        check_n=_int(cfg, "check.n", 1), check_seed=_int(cfg, "check.seed"),
+        check_out=Path(str(check_out)) if check_out else None)
 
 
 def run(c: Command, cfg_yaml: str = "") -> Any:
@@ -145,15 +190,34 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                               "predict.arch=outputs/best.yaml")
         arch = ArchConfig.from_yaml(c.predict_arch)
         table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
-                                  seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode)
+                                  seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
+                                  phase=w.phase)
         ms = table.predict_ms(arch)
         how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
-        print(f"{ms:.4f} ms{how}  {arch.describe()}  [{table.describe()}]")
+        per = " per output token" if table.phase == "decode" else ""
+        print(f"{ms:.4f} ms{per}{how}  {arch.describe()}  [{table.describe()}]")
+        if table.memory is not None:
+            print(f"{table.memory.peak_bytes(arch) / 2**20:.3f} MiB peak memory of a request "
+                  f"(batch {table.memory.batch_size}, prompt {table.memory.prompt_len}, context "
+                  f"{table.memory.context})")
         return ms
+    table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
+                              seq_len=w.seq_len, mode=w.mode, phase=w.phase)
+    table.check_covers(c.space, c.validate_precisions or table.precisions)
+    if c.verb == "check":
+        from nas.latency.check import check
+        if c.check_out is not None:
+            check_file(c.check_out, "check.out")
+        return check(table, c.space, n=c.check_n, seed=c.check_seed, timer=c.timer,
+                     progress=c.progress, out=c.check_out)
     from nas.latency.validate import validate
     check_folder(c.validate_out, "validate.out")  # before measuring, not when reporting
-    table = LatencyTable.load(c.table, space=c.space, device=w.device, batch_size=w.batch_size,
-                              seq_len=w.seq_len, mode=w.mode)
+    prefill = None
+    if c.validate_requests and table.phase == "decode":
+        prefill = LatencyTable.load(table_path(c.table, "prefill", w.batch_size,
+                                               int(table.prompt_len or 1), context=-1),
+                                    space=c.space, device=w.device, batch_size=w.batch_size,
+                                    seq_len=table.prompt_len, mode=w.mode, phase="prefill")
     precisions = c.validate_precisions or tuple(p for p in table.precisions
                                                 if p in c.space.precisions(w.device))
     out = c.validate_out
@@ -162,7 +226,8 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
         (out / "config.yaml").write_text(cfg_yaml)
     return validate(table, c.space, precisions, n=c.validate_n, seed=c.validate_seed,
                     timer=c.timer, out_dir=out, command=c.command, noise_models=c.noise_models,
-                    noise_repeats=c.noise_repeats, progress=c.progress)
+                    noise_repeats=c.noise_repeats, progress=c.progress, prefill=prefill,
+                    requests=c.validate_requests, new_tokens=c.new_tokens)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="latency")
@@ -172,7 +237,10 @@ def main(cfg: DictConfig) -> None:
 
 @exit_on_user_error
 def _main(cfg: DictConfig) -> None:
-    run(parse(cfg, sys.argv[1:]), OmegaConf.to_yaml(cfg, resolve=True))
+    c = parse(cfg, sys.argv[1:])
+    got = run(c, OmegaConf.to_yaml(cfg, resolve=True))
+    if c.verb == "check" and not got["holds"]:
+        sys.exit(1)  # the table does not hold here (2 is a user mistake)
 
 
 def _bare_verb(argv: list[str]) -> list[str]:
@@ -190,7 +258,8 @@ def cli() -> None:
     verb = ([a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("verb=")] or ["build"])[-1]
     with stop_cleanly("kept: the table rows already measured; run the same command again to "
                       "measure the rest" if verb == "build" else
-                      "nothing written: a report is written at the end of a run"):
+                      "nothing written: a report is written at the end of a run"
+                      if verb != "check" else "nothing written"):
         main()
 
 

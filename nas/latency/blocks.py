@@ -3,7 +3,8 @@
 A block is exactly a module an architecture is made of (``Embedding``, ``Attention``,
 ``FeedForward``, ``Head``), cast by ``apply_precision`` and fed an input of the shape and
 dtype it gets inside the model; a model is ``build_model(arch)``, fed token ids. Which
-blocks exist is in ``spec.py``.
+blocks exist is in ``spec.py``. A decode table times the same blocks on one token per
+sequence, and a generation step instead of a forward pass (``decode.py``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from nas.model import DTYPES, Attention, Embedding, FeedForward, Head, apply_pre
 
 
 def make_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int,
-               batch_size: int, seq_len: int, device: str, seed: int = 0) -> Callable[[], Any]:
+               batch_size: int, seq_len: int, device: str, seed: int = 0,
+               start: int | None = None) -> Callable[[], Any]:
     """The block ``key`` on ``device`` in its precision, bound to an input.
 
     Args:
@@ -26,6 +28,7 @@ def make_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int
         batch_size, seq_len: the workload (input is ``(batch_size, seq_len, d_model)``).
         device: ``"cpu"`` or ``"cuda"``.
         seed: seeds the weights and the input.
+        start: the embedding's first position, as a tensor (as in a decode step).
 
     Returns:
         A no-argument callable that runs the block once.
@@ -33,22 +36,25 @@ def make_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: leave it be
         torch.manual_seed(seed)
-        mod = _module(key, vocab_size, block_size, head_dim)
+        mod = module_of(key, vocab_size, block_size, head_dim)
     on = "cpu" if key.precision == "int8" else device  # dynamic int8 runs on the CPU only
     mod = apply_precision(mod.to(on), key.precision).eval()
     if key.kind == "embedding":
         x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
+        kw = {} if start is None else {"start": torch.tensor(start, device=on)}
     else:
         dtype = DTYPES.get(key.precision, torch.float32)  # int8 blocks take fp32 activations
         x = torch.randn(batch_size, seq_len, key.d_model, generator=g).to(on, dtype)  # (B, T, C)
+        kw = {}
 
     def run() -> Any:
-        return mod(x)
+        return mod(x, **kw)
 
     return run
 
 
-def _module(key: BlockKey, vocab_size: int, block_size: int, head_dim: int) -> torch.nn.Module:
+def module_of(key: BlockKey, vocab_size: int, block_size: int, head_dim: int) -> torch.nn.Module:
+    """The fp32 module of block ``key`` (``apply_precision`` casts it)."""
     d = key.d_model
     if key.kind == "embedding":
         mod: torch.nn.Module = Embedding(vocab_size, block_size, d)
@@ -82,6 +88,17 @@ def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
         raise ValueError(f"seq_len {seq_len} exceeds the context {arch.block_size} of "
                          f"{arch.describe()}")
     g = torch.Generator().manual_seed(seed)
+    model, on = standalone(arch, device, seed)
+    idx = torch.randint(0, arch.vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
+
+    def run() -> Any:
+        return model(idx)
+
+    return run
+
+
+def standalone(arch: Any, device: str, seed: int = 0) -> tuple[Any, str]:
+    """``build_model(arch)`` seeded, and where it runs (int8 stays on the CPU)."""
     on = "cpu" if arch.precision == "int8" else device
     gpus = [torch.cuda.current_device()] if on == "cuda" else []
     # Initialise the weights on the device itself: on the GPU that is much faster than
@@ -89,12 +106,7 @@ def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
     with torch.random.fork_rng(devices=gpus), torch.device(on):
         torch.manual_seed(seed)
         model = build_model(arch, device=on)
-    idx = torch.randint(0, arch.vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
-
-    def run() -> Any:
-        return model(idx)
-
-    return run
+    return model, on
 
 
 def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettings,
@@ -109,25 +121,38 @@ def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettin
         graph_calls: in graph mode, back-to-back calls captured in one CUDA graph, so the
             graph launch is shared as it is inside a whole-model graph.
     """
-    fn = make_block(key, vocab_size=space.vocab_size, block_size=space.block_size,
-                    head_dim=space.head_dim, batch_size=workload.batch_size,
-                    seq_len=workload.seq_len, device=workload.device)
+    sizes = dict(vocab_size=space.vocab_size, block_size=space.block_size,
+                 head_dim=space.head_dim, batch_size=workload.batch_size, device=workload.device)
+    if workload.phase == "decode":
+        from nas.latency.decode import make_decode_block
+        fn = make_decode_block(key, context=workload.seq_len, **sizes)
+    else:
+        fn = make_block(key, seq_len=workload.seq_len, **sizes)
     if workload.mode == "graph":
         return time_graph(fn, timer, calls=graph_calls)
     return time_callable(fn, "cpu" if key.precision == "int8" else workload.device, timer)
 
 
 def time_model(arch: Any, workload: Workload, timer: TimerSettings, seed: int = 0) -> Timing:
-    """Measure the end-to-end forward pass of ``arch`` as a standalone model.
+    """Measure ``arch`` end to end as a standalone model: a forward pass over the prompt
+    (prefill), or one generation step (decode).
 
     Args:
         arch: the architecture, in its precision.
-        workload: device, batch size, sequence length, mode (graph: one graph per forward).
+        workload: device, batch size, sequence length, mode (graph: one graph per call),
+            phase.
         timer: repeats, warm-up, window length.
         seed: seeds the weights and the input.
     """
+    on = "cpu" if arch.precision == "int8" else workload.device
+    if workload.phase == "decode":
+        from nas.latency.decode import STEPS, make_decode_step
+        fn = make_decode_step(arch, batch_size=workload.batch_size, context=workload.seq_len,
+                              device=workload.device, seed=seed)
+        t = time_graph(fn, timer) if workload.mode == "graph" else time_callable(fn, on, timer)
+        return t.per(STEPS)
     fn = make_model(arch, batch_size=workload.batch_size, seq_len=workload.seq_len,
                     device=workload.device, seed=seed)
     if workload.mode == "graph":
         return time_graph(fn, timer, calls=1)
-    return time_callable(fn, "cpu" if arch.precision == "int8" else workload.device, timer)
+    return time_callable(fn, on, timer)

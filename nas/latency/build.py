@@ -14,7 +14,6 @@ not a table's is refused untouched.
 from __future__ import annotations
 
 import datetime as _dt
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +21,8 @@ from typing import Any, Callable
 from nas.errors import ConfigError
 from nas.latency import fingerprint
 from nas.latency.calibrate import fit
-from nas.latency.files import COLUMNS, FORMAT, RowWriter, calibration_path, json_path, write_meta
+from nas.latency.files import (COLUMNS, FORMAT, RowWriter, calibration_path, json_path,
+                               memory_path, write_csv, write_meta)
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, check_timer,
                                 cut_partial_line, differences, passes_path, read_earlier)
@@ -203,6 +203,8 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         log(f"{csv}: {p}: fitted {cal.a:.4f} * sum + {cal.b * 1e3:+.2f} us/layer "
             f"{cal.c * 1e3:+.2f} us on {cal.n} models (seed {cal.seed}): in-sample RMSE "
             f"{cal.rmse_pct:.2f}% (plain sum {cal.raw_rmse_pct:.2f}%)")
+    if workload.phase == "decode" and calib:
+        meta["memory"] = _fit_memory(csv, space, workload, calib, calibration_seed, progress, log)
     meta["complete"] = True
     meta["n_rows"] = len(done)
     meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -212,12 +214,39 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     return _load(csv, space, workload, calibration_n)
 
 
+def _fit_memory(csv: Path, space: SearchSpace, workload: Workload, calib: dict[str, list[Any]],
+                seed: int, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Measure block weights and the calibration models' peak memory; the JSON section."""
+    from tqdm import tqdm
+
+    from nas.latency.memory_measure import MEMORY_COLUMNS, WEIGHT_KINDS, calibrate_memory
+
+    n = (len(space_blocks(space, workload.precisions, WEIGHT_KINDS))
+         + sum(len(a) for a in calib.values()))
+    with tqdm(total=n, desc="peak memory", unit="meas", disable=not progress,
+              dynamic_ncols=True) as bar:
+        def tick(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update()
+
+        model, rows = calibrate_memory(space, workload, calib, seed, progress=tick)
+    write_csv(memory_path(csv), rows, MEMORY_COLUMNS)
+    for p, f in model.fits.items():
+        log(f"{csv}: {p}: peak memory = weights + cache + {f.a:.3f} * activations "
+            f"{f.b / 2**10:+.1f} KiB/layer {f.c / 2**10:+.1f} KiB on {f.n} models: in-sample "
+            f"RMSE {f.rmse_pct:.2f}% (uncorrected {f.raw_rmse_pct:.2f}%)")
+    return {**model.to_meta(), "method": "weights measured per block; peak of one request "
+            "(prefill of prompt_len tokens, two decode steps) above the model, after a first "
+            "request; cuda: torch.cuda.max_memory_allocated, cpu: glibc mallinfo2 bytes in use "
+            "read after every op"}
+
+
 def _load(csv: Path, space: SearchSpace, workload: Workload, calibration_n: int) -> LatencyTable:
     """The finished table, checked against what the build was asked for."""
     return LatencyTable.load(csv, space=space, device=workload.device,
                              batch_size=workload.batch_size, seq_len=workload.seq_len,
                              mode=workload.mode, precisions=workload.precisions,
-                             require_calibration=calibration_n > 0)
+                             require_calibration=calibration_n > 0, phase=workload.phase)
 
 
 def _arch_json(arch: Any) -> str:

@@ -171,6 +171,18 @@ def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> None:
+    """Write a whole CSV atomically."""
+    text = pd.DataFrame(list(rows), columns=list(columns)).to_csv(index=False, float_format="%.6g")
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def memory_path(path: str | Path) -> Path:
+    """A decode table's measured peaks of its calibration models: ``x.memory.csv``."""
+    p = Path(path)
+    return p.with_name(p.stem + ".memory.csv")
+
+
 class RowWriter:
     """Append rows to a CSV as they are measured, so an interrupted build keeps them."""
 

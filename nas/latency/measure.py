@@ -75,6 +75,12 @@ class Timing:
     inner: int
     wall_median_ms: float | None = None  # CPU: the wall-clock median of the same windows
 
+    def per(self, n: int) -> "Timing":
+        """The time of one of ``n`` calls that this timing measured together."""
+        return Timing(self.median_ms / n, self.p10_ms / n, self.p90_ms / n, self.repeats,
+                      self.inner * n,
+                      None if self.wall_median_ms is None else self.wall_median_ms / n)
+
     @property
     def spread(self) -> float:
         """(p90 - p10) / median: the relative spread of the windows."""
@@ -117,16 +123,18 @@ def _pick_inner(fn: Callable[[], object], device: str, s: TimerSettings) -> int:
     """Calls per window, from short pilot runs (after warm-up).
 
     The fastest of three pilots, so a pilot that another process preempted does not
-    shrink every window.
+    shrink every window; a call longer than a window is timed alone at once.
     """
     n, best = 3, float("inf")
-    for _ in range(3):
+    for i in range(3):
         _sync(device)
         t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(n if i else 1):
             fn()
         _sync(device)
-        best = min(best, (time.perf_counter() - t0) * 1e3 / n)
+        best = min(best, (time.perf_counter() - t0) * 1e3 / (n if i else 1))
+        if best >= s.window_ms:
+            return 1
     return int(min(s.max_inner, max(1, math.ceil(s.window_ms / max(best, 1e-4)))))
 
 
@@ -211,7 +219,4 @@ def time_graph(fn: Callable[[], object], settings: TimerSettings, calls: int = 1
 
     Returns the time of one call (window time / replays / ``calls``).
     """
-    replay = cuda_graph(fn, calls)
-    t = time_callable(replay, "cuda", settings)
-    return Timing(t.median_ms / calls, t.p10_ms / calls, t.p90_ms / calls, t.repeats,
-                  t.inner * calls)
+    return time_callable(cuda_graph(fn, calls), "cuda", settings).per(calls)

@@ -155,9 +155,11 @@ def check_resume(csv: Path, meta_old: dict[str, Any] | None, new: dict[str, Any]
     if meta_old is None:
         raise ConfigError(f"{csv}: has rows but no {json_path(csv).name} saying what measured "
                           "them; delete it (or restore the JSON) and build again")
-    wrong = [f"{k} {meta_old['workload'].get(k)!r} (now {new['workload'][k]!r})"
-             for k in ("device", "batch_size", "seq_len", "mode", "threads")
-             if meta_old["workload"].get(k) != new["workload"][k]]
+    old = {"phase": "prefill", "prompt_len": None, **meta_old["workload"]}  # before decode
+    now = {"prompt_len": None, **new["workload"]}
+    wrong = [f"{k} {old.get(k)!r} (now {now[k]!r})"
+             for k in ("phase", "device", "batch_size", "seq_len", "prompt_len", "mode", "threads")
+             if old.get(k) != now[k]]
     wrong += [f"{k} {meta_old['space'].get(k)!r} (now {new['space'][k]!r})"
               for k in ("head_dim", "vocab_size") if meta_old["space"].get(k) != new["space"][k]]
     old_clock = meta_old.get("timer", {}).get("cpu_clock", "wall")

@@ -1,5 +1,11 @@
 """What a latency table is measured for: the workload and the block keys. Pure Python.
 
+A table times one *phase* of generation. ``prefill`` is a forward pass over a prompt
+of ``seq_len`` tokens (the tables the search has used from the start); ``decode`` is
+one generation step, one new token per sequence against a static KV cache of
+``seq_len`` positions (its context), which every step attends over in full
+(``nas.model.KVCache``): time per output token.
+
 An architecture is ``Embedding``, then per layer ``Attention`` and ``FeedForward``, then
 ``Head`` (see ``nas.model``). A block's latency depends on its kind, its shape and the
 precision, so a :class:`BlockKey` is ``(kind, d_model, n_head, d_ff, precision)`` with 0
@@ -22,6 +28,7 @@ from nas.space import DEVICES, PRECISIONS, ArchConfig, SearchSpace, sample
 
 KINDS = ("embedding", "attention", "ffn", "head", "layernorm")
 MODES = ("eager", "graph")
+PHASES = ("prefill", "decode")
 
 
 @dataclass(frozen=True, order=True)
@@ -47,10 +54,13 @@ class Workload:
     Attributes:
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: sequences per forward pass.
-        seq_len: tokens per sequence.
+        seq_len: prefill: tokens per sequence; decode: the KV cache's context.
         precisions: the precisions measured.
         mode: ``"eager"``, or ``"graph"`` (CUDA graphs; a table of its own).
         threads: CPU intra-op threads, fixed while measuring (CPU timings depend on it).
+        phase: ``"prefill"`` or ``"decode"``.
+        prompt_len: decode only: the prompt of the request whose peak memory a decode
+            table models (default: half the context).
     """
 
     device: str
@@ -59,6 +69,8 @@ class Workload:
     precisions: tuple[str, ...]
     mode: str = "eager"
     threads: int = 1
+    phase: str = "prefill"
+    prompt_len: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precisions", tuple(self.precisions))
@@ -78,10 +90,27 @@ class Workload:
             if p not in PRECISIONS[self.device]:
                 raise ConfigError(f"precisions: {p!r} is not supported on {self.device}; "
                                   f"allowed: {list(PRECISIONS[self.device])}")
+        if self.phase not in PHASES:
+            raise ConfigError(f"phase: {self.phase!r} is unknown; allowed: {list(PHASES)}")
+        if self.phase == "prefill" and self.prompt_len not in (None, self.seq_len):
+            raise ConfigError(f"prompt_len: {self.prompt_len} given for a prefill table; its "
+                              f"prompt is seq_len ({self.seq_len})")
+        if self.phase == "decode":
+            if self.prompt_len is None:
+                object.__setattr__(self, "prompt_len", max(1, self.seq_len // 2))
+            n = self.prompt_len
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < self.seq_len:
+                raise ConfigError(f"prompt_len: {n!r} must be an integer from 1 to the context "
+                                  f"minus one ({self.seq_len - 1}): a request generates into "
+                                  "the rest of the cache")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                "precisions": list(self.precisions), "mode": self.mode, "threads": self.threads}
+        d = {"device": self.device, "batch_size": self.batch_size, "seq_len": self.seq_len,
+             "precisions": list(self.precisions), "mode": self.mode, "threads": self.threads,
+             "phase": self.phase}
+        if self.phase == "decode":
+            d["prompt_len"] = self.prompt_len
+        return d
 
 
 def arch_blocks(arch: ArchConfig) -> list[BlockKey]:

@@ -16,34 +16,13 @@ import pandas as pd
 from nas.errors import ConfigError
 from nas.latency.calibrate import Calibration
 from nas.latency.files import json_path, read_meta, read_rows, row_key
-from nas.latency.spec import BlockKey, arch_blocks, space_blocks
+from nas.latency.memory import MemoryModel
+from nas.latency.naming import build_command, table_path
+from nas.latency.spec import PHASES, BlockKey, arch_blocks, space_blocks
 from nas.paths import resolve
 from nas.space import ArchConfig, SearchSpace
 
 PREDICTED_KINDS = ("embedding", "attention", "ffn", "head")
-
-
-def build_command(path: str | Path, device: str | None = None, batch_size: int | None = None,
-                  seq_len: int | None = None, space: str | None = None,
-                  mode: str | None = None) -> str:
-    """The command that builds a table for this workload (for error messages)."""
-    parts = ["python -m nas.latency build"]
-    if space:
-        parts.append(f"search_space={space}")
-    if device:
-        parts.append(f"hardware.device={device}")
-    parts.append(f"latency.table={path}")
-    if batch_size:
-        parts.append(f"latency.batch_size={batch_size}")
-    if seq_len:
-        parts.append(f"latency.seq_len={seq_len}")
-    if mode and mode != "eager":
-        parts.append(f"latency.mode={mode}")
-    return " ".join(parts)
-
-
-def _other_path(path: Path, device: str, batch_size: int, seq_len: int) -> Path:
-    return path.with_name(f"{path.stem}-{device}-b{batch_size}-t{seq_len}.csv")
 
 
 def _own_space(d: dict[str, Any], where: Path) -> SearchSpace | None:
@@ -62,7 +41,11 @@ class LatencyTable:
     Attributes:
         path: the CSV file.
         device: ``"cpu"`` or ``"cuda"``.
+        phase: ``"prefill"`` (a forward over ``seq_len`` tokens) or ``"decode"`` (one
+            generation step against a KV cache of ``seq_len`` positions).
         batch_size, seq_len: the workload the blocks were measured on.
+        prompt_len: decode: the request prompt its memory model is for (else None).
+        memory: decode: the peak-memory predictor (None when the table has none).
         mode: ``"eager"`` or ``"graph"``.
         precisions: the precisions the table was built for and has rows for.
         space: the search space it was built for (None when its JSON predates recording
@@ -78,6 +61,12 @@ class LatencyTable:
         self.batch_size: int = int(w["batch_size"])
         self.seq_len: int = int(w["seq_len"])
         self.mode: str = w["mode"]
+        self.phase: str = str(w.get("phase", "prefill"))  # tables from before decode: prefill
+        if self.phase not in PHASES:
+            raise ConfigError(f"{json_path(path)}: workload phase {self.phase!r} is unknown; "
+                              f"allowed: {list(PHASES)}; rebuild the table")
+        self.prompt_len: int | None = (int(w["prompt_len"]) if w.get("prompt_len") is not None
+                                       else None)
         self.threads: int = int(w["threads"])
         self.head_dim: int = int(meta["space"]["head_dim"])
         self.vocab_size: int = int(meta["space"]["vocab_size"])
@@ -97,6 +86,9 @@ class LatencyTable:
             raise ConfigError(f"{json_path(path)}: 'calibration' must be an object; rebuild the table")
         self.calibration: dict[str, Calibration] = {
             p: Calibration.from_dict(c, str(json_path(path))) for p, c in cal.items()}
+        self.memory: MemoryModel | None = (
+            MemoryModel.from_meta(meta["memory"], str(json_path(path)))
+            if meta.get("memory") else None)
 
     # --- loading -----------------------------------------------------------------
     @classmethod
@@ -104,7 +96,7 @@ class LatencyTable:
              device: str | None = None, batch_size: int | None = None,
              seq_len: int | None = None, mode: str | None = None,
              precisions: Iterable[str] | None = None, gpu_name: str | None = None,
-             require_calibration: bool = True) -> "LatencyTable":
+             require_calibration: bool = True, phase: str | None = None) -> "LatencyTable":
         """Load a table and check it is the one asked for.
 
         Args:
@@ -112,8 +104,8 @@ class LatencyTable:
                 from the working directory is looked up under the repository root.
             space: when given, the table must cover every block of this space in
                 ``precisions`` (default: all the space allows on the table's device).
-            device, batch_size, seq_len, mode: when given, must match the workload the
-                table was measured for.
+            device, batch_size, seq_len, mode, phase: when given, must match the workload
+                the table was measured for.
             precisions: the precisions that must be covered.
             gpu_name: when given, must occur in the GPU name of the fingerprint
                 (e.g. ``"H100"``).
@@ -129,7 +121,7 @@ class LatencyTable:
         p = resolve(path)
         if not p.is_file():
             hint = build_command(path, device, batch_size, seq_len, space.name if space else None,
-                                 mode)
+                                 mode, phase)
             raise ConfigError(f"{p}: latency table not found; build it with: {hint}")
         meta = read_meta(json_path(p))
         if not meta.get("complete", False):
@@ -141,7 +133,7 @@ class LatencyTable:
             raise ConfigError(f"{p}: has {len(rows)} rows but its fingerprint says {meta['n_rows']} "
                               "(truncated or hand-edited?); rebuild the table")
         table = cls(p, rows, meta)
-        table._check_workload(device, batch_size, seq_len, mode, gpu_name, space)
+        table._check_workload(device, batch_size, seq_len, mode, gpu_name, space, phase)
         if space is not None:
             table.check_covers(space, precisions, require_calibration)
         elif precisions is not None:
@@ -149,10 +141,12 @@ class LatencyTable:
         return table
 
     def _check_workload(self, device: str | None, batch_size: int | None, seq_len: int | None,
-                        mode: str | None, gpu_name: str | None, space: SearchSpace | None) -> None:
-        asked = {"device": device, "batch_size": batch_size, "seq_len": seq_len, "mode": mode}
-        have = {"device": self.device, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                "mode": self.mode}
+                        mode: str | None, gpu_name: str | None, space: SearchSpace | None,
+                        phase: str | None = None) -> None:
+        asked = {"phase": phase, "device": device, "batch_size": batch_size, "seq_len": seq_len,
+                 "mode": mode}
+        have = {"phase": self.phase, "device": self.device, "batch_size": self.batch_size,
+                "seq_len": self.seq_len, "mode": self.mode}
         wrong = [f"{k} {have[k]} (asked {v})" for k, v in asked.items()
                  if v is not None and v != have[k]]
         if gpu_name is not None:
@@ -166,10 +160,13 @@ class LatencyTable:
                               f"differ from the fingerprint's {self.batch_size}/{self.seq_len} "
                               "(hand-edited?); rebuild the table")
         if wrong:
-            dev = device or self.device
+            dev, ph = device or self.device, phase or self.phase
             b, t = batch_size or self.batch_size, seq_len or self.seq_len
-            new = _other_path(self.path, dev, b, t)
-            cmd = build_command(new, dev, b, t, space.name if space else None, mode or self.mode)
+            base = self.path if dev == self.device else self.path.with_name(
+                f"{self.path.stem}-{dev}{self.path.suffix}")
+            new = table_path(base, ph, b, t, context=-1)
+            cmd = build_command(new, dev, b, t, space.name if space else None, mode or self.mode,
+                                ph)
             raise ConfigError(f"{self.path}: measured for {', '.join(wrong)}; build a table for "
                               f"this workload with: {cmd}")
 
@@ -203,7 +200,7 @@ class LatencyTable:
         self._check_precisions(precs, require_calibration)
         gone = self.missing(space, precs)
         cmd = build_command(self.path, self.device, self.batch_size, self.seq_len, space.name,
-                            self.mode)
+                            self.mode, self.phase, self.prompt_len)
         if gone:
             more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
             raise ConfigError(
@@ -288,7 +285,8 @@ class LatencyTable:
                               "calibrated for that space only") from None
 
     def predict_ms(self, arch: ArchConfig) -> float:
-        """Predicted end-to-end forward latency of ``arch`` in milliseconds.
+        """Predicted latency of ``arch`` in milliseconds: of a forward pass over the prompt
+        (prefill), or of one generation step, the time per output token (decode).
 
         The sum of its block medians, corrected by the precision's fitted
         :class:`~nas.latency.calibrate.Calibration` (the plain sum if the table was
@@ -311,5 +309,7 @@ class LatencyTable:
     def describe(self) -> str:
         """One line: file, device, workload, precisions, GPU or CPU."""
         hw = self.fingerprint.get("gpu_name") or self.fingerprint.get("cpu_model") or "?"
-        return (f"{self.path.name}: {self.device} ({hw}), batch {self.batch_size}, seq "
-                f"{self.seq_len}, {self.mode}, {', '.join(self.precisions)}, {len(self._ms)} rows")
+        what = (f"decode at context {self.seq_len}" if self.phase == "decode"
+                else f"prefill of {self.seq_len} tokens")
+        return (f"{self.path.name}: {self.device} ({hw}), {what}, batch {self.batch_size}, "
+                f"{self.mode}, {', '.join(self.precisions)}, {len(self._ms)} rows")

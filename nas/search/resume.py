@@ -20,6 +20,7 @@ SETTINGS = {
     "device": "hardware.device",
     "table_sha256": "hardware.table",
     "latency_budget_ms": "search.latency_budget_ms",
+    "budgets": "search.budgets",
     "supernet_sha256": "supernet.checkpoint",
     "score": "score",
     "sampler": "sampler",

@@ -2,7 +2,8 @@
 
 Optuna proposes architectures of the search space; the latency table of the target
 hardware predicts their latency at once; those within the budget are scored by the
-supernet (validation loss with inherited weights). Both objectives are minimised.
+supernet (validation loss with inherited weights). Every objective of
+``search.objectives`` is minimised (``nas.search.objectives``).
 At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
@@ -29,6 +30,7 @@ from nas.search.budget import Surplus, TrialBudget
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
 from nas.search.objective import Objective
+from nas.search.objectives import LOSS
 from nas.paths import CONF_DIR
 from nas.search.resume import search_settings
 from nas.search.samplers import SamplerConfig, build_sampler
@@ -37,7 +39,7 @@ from nas.search.config import HardwareConfig, ScoreConfig, SupernetConfig  # noq
 from nas.search.report import summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
-from nas.search.study import METRICS, count_complete, damaged_storage_is_refused, open_study
+from nas.search.study import count_complete, damaged_storage_is_refused, open_study
 from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class _Progress:
                         desc=f"search {study.study_name}", dynamic_ncols=True)
         self.feasible = self.best = None
         self.ran = 0  # COMPLETE trials of this worker
+        self.loss_at = study.metric_names.index(LOSS)
 
     def show(self, complete: int) -> None:
         self.bar.update(complete - self.bar.n)
@@ -79,8 +82,9 @@ class _Progress:
         self.ran += 1
         ok = all(v <= 0 for v in trial.constraints.values())
         self.feasible = (self.feasible or 0) + ok
-        if ok and math.isfinite(trial.values[0]):
-            self.best = trial.values[0] if self.best is None else min(self.best, trial.values[0])
+        loss = trial.values[self.loss_at]
+        if ok and math.isfinite(loss):
+            self.best = loss if self.best is None else min(self.best, loss)
         self.bar.set_postfix(within_budget=self.feasible,
                              best_loss=f"{self.best:.3f}" if self.best is not None else "-",
                              refresh=False)
@@ -108,9 +112,10 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
 
     Args:
         space: the search space.
-        latency: the latency table (``predict_ms(arch)``).
+        latency: the prefill latency table, or the tables of every objective by kind
+            (``nas.search.objectives.load_tables``).
         scorer: ``scorer(arch) -> validation loss``.
-        cfg: trials, study, storage, budget, seed.
+        cfg: trials, study, storage, objectives, budgets, seed.
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
@@ -122,17 +127,18 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         The study and the timing of this run.
     """
     storage = storage if storage is not None else open_worker_storage(cfg)
-    attrs = {**study_attrs, **search_settings(sampler, cfg.seed, METRICS)}
+    attrs = {**study_attrs, **search_settings(sampler, cfg.seed, cfg.objectives)}
     proposer = build_sampler(sampler, cfg.seed, lambda genome: _arch_id(space, genome))
-    study = open_study(storage, cfg.study_name, proposer, attrs, where=cfg.storage)
+    study = open_study(storage, cfg.study_name, proposer, attrs, cfg.storage, cfg.objectives)
     budget = TrialBudget(study, cfg.n_trials)
     stale = fail_dead_trials(study)
     base = space.baseline_arch("fp32" if "fp32" in space.precisions(device)
                                else space.precisions(device)[0])
     if base is not None:
         enqueue_once(study, genome_of(base, space), {"baseline": True})
-    scoring = Objective(space, latency, scorer, device, cfg.latency_budget_ms, base,
-                        dict(trial_attrs or {}))
+    tables = latency if isinstance(latency, Mapping) else {"prefill": latency}
+    scoring = Objective(space, tables, scorer, device, cfg.budget_map(), base,
+                        dict(trial_attrs or {}), cfg.objectives)
     objective = budget.guard(scoring)
     bar = _Progress(study, cfg.n_trials, count_complete(study), cfg.progress)
     t0 = time.perf_counter()
@@ -183,20 +189,20 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         p = prepare(cfg, hardware_name)
         if on_ready is not None:
             on_ready()
-        budget = p.search.latency_budget_ms
-        result = run_search(p.space, p.table, p.scorer, p.search, p.sampler,
+        budgets = p.search.budget_map()
+        result = run_search(p.space, p.tables, p.scorer, p.search, p.sampler,
                             device=p.hardware.device, study_attrs=p.study_attrs,
                             trial_attrs=p.trial_attrs, storage=p.storage)
         try:
             with folder_lock(out_dir):  # the study's other workers export here too
                 (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-                exp = export_study(result.study, out_dir, budget)
+                exp = export_study(result.study, out_dir, budgets)
                 plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
-                                   p.search.study_name, budget, hardware_name)
+                                   p.search.study_name, budgets, hardware_name)
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        log.info(summary(result, budget, hardware_name,
+        log.info(summary(result, budgets, hardware_name,
                          {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
                          p.search.storage))
     return result

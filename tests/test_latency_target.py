@@ -1,0 +1,74 @@
+"""A hardware target's workload (conf/workload), the names of its tables, and the CLI's defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from nas.errors import ConfigError
+from nas.latency.__main__ import parse
+from nas.latency.naming import table_path
+from nas.latency.target import Target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("phase, batch, seq, name", [
+    ("prefill", 1, 256, "h100-shakespeare-graph.csv"),     # the target's own table
+    ("prefill", 1, 128, "h100-shakespeare-graph-b1-t128.csv"),
+    ("prefill", 16, 256, "h100-shakespeare-graph-b16-t256.csv"),
+    ("decode", 16, 256, "h100-shakespeare-graph-decode-b16-c256.csv"),
+])
+def test_tables_are_named_by_their_workload(phase, batch, seq, name):
+    base = Path("latency_tables/h100-shakespeare-graph.csv")
+    assert table_path(base, phase, batch, seq, context=256) == base.with_name(name)
+    # From a table of another workload, the same name (its suffix is replaced, not stacked).
+    other = base.with_name("h100-shakespeare-graph-decode-b1-c256.csv")
+    assert table_path(other, phase, batch, seq, context=-1) == base.with_name(
+        name.replace("graph.csv", "graph-b1-t256.csv"))
+
+
+def test_committed_targets_name_their_workload():
+    t = Target.load("h100-graph").resolved(256)
+    assert (t.device, t.mode, t.batch_size, t.prompt_len, t.new_tokens, t.context) == (
+        "cuda", "graph", 1, 128, 128, 256)
+    assert t.table_of("decode", 256, batch_size=16).name == "h100-shakespeare-graph-decode-b16-c256.csv"
+    cpu = Target.load("cpu").resolved(64)
+    assert cpu.table_of("prefill", 64).name == "cpu-tiny-b1-t32.csv"
+    assert cpu.table_of("decode", 64).name == "cpu-tiny-decode-b1-c64.csv"
+
+
+@pytest.mark.parametrize("workload, words", [
+    ({"context": 512}, "exceeds the search space's context 256"),
+    ({"prompt_len": 200, "new_tokens": 100}, "exceeds the context 256"),
+    ({"mode": "jit"}, "mode: 'jit' is unknown"),
+    ({"batch_size": 0}, "batch_size: 0 must be a positive integer"),
+])
+def test_a_bad_workload_names_the_file_and_key(workload, words):
+    hw = {"device": "cuda", "table": "latency_tables/x.csv"}
+    with pytest.raises(ConfigError, match=words) as e:
+        Target.from_dict("mine", hw, workload).resolved(256)
+    assert "conf/workload/mine.yaml" in str(e.value)
+
+
+def test_unknown_target_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known: .*h100-graph"):
+        Target.load("tpu")
+
+
+def _parse(*overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return parse(compose(config_name="latency", overrides=list(overrides)), [])
+
+
+def test_the_cli_takes_its_defaults_from_the_targets_workload():
+    c = _parse("hardware=h100-graph", "search_space=shakespeare", "latency.phase=decode")
+    w = c.workload
+    assert (w.mode, w.batch_size, w.seq_len, w.prompt_len, c.new_tokens) == ("graph", 1, 256, 128, 128)
+    assert c.table == Path("latency_tables/h100-shakespeare-graph-decode-b1-c256.csv")
+    # The eager target's graph tables sit beside its own, as before.
+    g = _parse("hardware=h100", "search_space=shakespeare", "latency.mode=graph")
+    assert g.table == Path("latency_tables/h100-shakespeare-graph.csv")
+    with pytest.raises(ConfigError, match=r"latency.prompt_len: 64 must be .* \(63\)"):
+        _parse("latency.phase=decode", "latency.prompt_len=64")
