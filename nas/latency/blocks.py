@@ -125,7 +125,11 @@ def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettin
                  head_dim=space.head_dim, batch_size=workload.batch_size, device=workload.device)
     if workload.phase == "decode":
         from nas.latency.decode import make_decode_block
-        fn = make_decode_block(key, context=workload.seq_len, **sizes)
+        # On a GPU the calls of one graph take distinct copies, out of reach of the L2
+        # cache as the layers of a model are; a CPU table keeps one (its tiny models fit
+        # in the CPU's caches whole, model and block alike).
+        copies = graph_calls if workload.device == "cuda" else 1
+        fn = make_decode_block(key, context=workload.seq_len, copies=copies, **sizes)
     else:
         fn = make_block(key, seq_len=workload.seq_len, **sizes)
     if workload.mode == "graph":
