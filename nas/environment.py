@@ -29,19 +29,27 @@ def _output(cmd: list[str]) -> str | None:
         return None
 
 
+def git_revision() -> str | None:
+    """The repository's commit (``+dirty`` when tracked files changed), or None outside git."""
+    if CHECKOUT is None:  # an installed tool: no source tree to ask
+        return None
+    rev, dirty = _output(["git", "rev-parse", "HEAD"]), _output(["git", "status", "--porcelain",
+                                                                 "--untracked-files=no"])
+    return rev and rev + ("+dirty" if dirty else "")
+
+
 def environment(device: str = "cpu") -> dict:
     """Git revision, Python, platform, library versions, threads, date, load and, on
-    ``device="cuda"``, the GPU, CUDA version and what ``nvidia-smi`` reports."""
+    ``device="cuda"``, the GPU, CUDA version, driver and clocks."""
     import torch
-    env = {"git_revision": _output(["git", "rev-parse", "HEAD"]) if CHECKOUT else None,
+    env = {"git_revision": git_revision(),
            "python": platform.python_version(), "platform": platform.platform(),
            "torch": str(torch.__version__), "optuna": _version("optuna"), "pandas": _version("pandas"),
            "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "device": device,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            # The 2 cores are shared: a load above 2 means other work slowed this run.
            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
-    if device == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                   nvidia_smi=_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
-                                       "clocks.max.sm", "--format=csv,noheader"]))
+    if device == "cuda":  # the GPU as the latency tables record it: NVML (nvidia-ml-py)
+        from nas.latency.fingerprint import nvml_info
+        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, nvml=nvml_info())
     return env

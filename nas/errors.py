@@ -1,13 +1,11 @@
-"""The one exception type for mistakes a user can fix, the output-path checks every
-command shares, and how entry points report errors and signals."""
+"""The one exception type for mistakes a user can fix, and how entry points report
+errors and signals."""
 from __future__ import annotations
 
 import argparse
 import functools
-import os
 import signal
 import sys
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from nas.signals import Stopped
@@ -29,29 +27,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
         sys.exit(2)
-
-
-def check_out_dir(path: Path, key: str) -> None:
-    """Refuse an output folder that cannot be made or written, before any work is done.
-
-    Args:
-        path: the folder (it may not exist yet).
-        key: the option or config key named in the message.
-
-    Raises:
-        ConfigError: ``path`` or one of its parents is a file, or the nearest existing
-            folder is not writable.
-    """
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}: {path} is a file; give a folder")
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{key}: {path} cannot be made: {parent} is a file; give a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: {path} cannot be written: {parent} is not writable; "
-                          "give a folder you can write to")
 
 
 def exit_on_user_error(fn: F) -> F:

@@ -1,7 +1,7 @@
 """Hydra at the edge of ``python -m nas.search``: the typed schema and one-line errors.
 
-The schema is derived from the frozen dataclasses of ``nas.search_config`` and
-``nas.samplers`` (Hydra cannot merge overrides into frozen nodes), so a field and its
+The schema is derived from the frozen dataclasses of ``nas.search.config`` and
+``nas.search.samplers`` (Hydra cannot merge overrides into frozen nodes), so a field and its
 type are written once. Hydra reports a bad override over several lines with a hint
 about ``HYDRA_FULL_ERROR``; :func:`precheck` composes the config first and turns any
 failure into one line naming the key, the value and what is allowed.
@@ -35,8 +35,8 @@ def register_schema() -> None:
     """Store ``search_schema`` (the first entry of ``conf/config.yaml``'s defaults)."""
     from hydra.core.config_store import ConfigStore
 
-    from nas.samplers import SamplerConfig
-    from nas.search_config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+    from nas.search.samplers import SamplerConfig
+    from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 
     schemas = {name: schema_of(c) for name, c in (
         ("search", SearchConfig), ("sampler", SamplerConfig), ("hardware", HardwareConfig),
@@ -164,9 +164,10 @@ def _check_job(overrides: list[str], sweep: bool) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from nas.errors import ConfigError, check_out_dir
+    from nas.errors import ConfigError
+    from nas.outputs import check_folder
     from nas.paths import CONF_DIR
-    from nas.search_config import SearchConfig, typed
+    from nas.search.config import SearchConfig, typed
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
@@ -179,7 +180,7 @@ def _check_job(overrides: list[str], sweep: bool) -> Path:
         key, run_dir = "hydra.sweep.dir", Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
     else:
         key, run_dir = "hydra.run.dir", Path(str(cfg.hydra.run.dir))
-    check_out_dir(run_dir, key)
+    check_folder(run_dir, key)
     return run_dir
 
 

@@ -1,16 +1,19 @@
-"""Checking, before any work, that a command will be able to write its results.
+"""Writing results: checked before any work, written whole or not at all.
 
-A training or a measurement that cannot save at its end is lost; these checks run
-first and create nothing: they probe the nearest existing folder with a temporary file
-that they delete at once.
+A training or a measurement that cannot save at its end is lost; the checks run first
+and create nothing: they probe the nearest existing folder with a temporary file that
+they delete at once. :func:`write_atomic` is how every command writes a file that a
+crash must not leave half-written (checkpoints, table fingerprints).
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Callable
 
 from nas.errors import ConfigError
+from nas.signals import held
 
 
 def check_folder(path: str | Path, key: str) -> None:
@@ -46,3 +49,37 @@ def check_file(path: str | Path, key: str) -> None:
     if p.is_dir():
         raise ConfigError(f"{key}: {p} is a folder; give a file path")
     check_folder(p.parent, key)
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    The rename is atomic on one filesystem, so readers see the old file or the new one,
+    never half of one; the temporary name is unique, so parallel writers never share it,
+    and Ctrl-C cannot land between writing and renaming. The file gets the usual
+    permissions (``mkstemp`` makes it owner-only; results are meant to be shared).
+
+    Args:
+        path: the destination; its folder is created if needed.
+        write: writes the content to the binary file it is given.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with held():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path

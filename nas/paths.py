@@ -19,6 +19,8 @@ DATA_ROOT = CHECKOUT if CHECKOUT is not None else _PACKAGE / "_data"
 CONF_DIR = DATA_ROOT / "conf"
 SPACES_DIR = DATA_ROOT / "search_spaces"
 TABLES_DIR = DATA_ROOT / "latency_tables"
+# The shipped corpus (tiny-shakespeare), package data in a checkout and in a wheel alike.
+CORPUS = _PACKAGE / "data" / "tinyshakespeare.txt"
 
 
 def resolve(path: str | Path) -> Path:

@@ -16,12 +16,13 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
 from nas.errors import ConfigError
 from nas.paths import SPACES_DIR
+from nas.schema import from_mapping
 
 
 DEVICES = ("cpu", "cuda")
@@ -41,7 +42,7 @@ class ArchConfig:
     d_model: int
     n_head: tuple[int, ...]
     d_ff: tuple[int, ...]
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
     head_dim: int = 64
     vocab_size: int = 65
     block_size: int = 256
@@ -49,8 +50,12 @@ class ArchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_head", tuple(int(h) for h in self.n_head))
         object.__setattr__(self, "d_ff", tuple(int(f) for f in self.d_ff))
-        if self.n_layer < 1:
-            raise ConfigError(f"n_layer: {self.n_layer} is not allowed; it must be at least 1")
+        for key in ("n_layer", "d_model", "head_dim", "vocab_size", "block_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} must be a positive integer")
+        for i, f in enumerate(self.d_ff):
+            if f < 1:
+                raise ConfigError(f"d_ff[{i}]: {f!r} must be a positive integer")
         for key in ("n_head", "d_ff"):
             if len(getattr(self, key)) != self.n_layer:
                 raise ConfigError(
@@ -81,31 +86,7 @@ class ArchConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ArchConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ConfigError(f"architecture: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.name not in d and f.default is dataclasses.MISSING)
-        if missing:
-            raise ConfigError(f"architecture: missing key(s) {missing}")
-        # Types first: a string or a null would otherwise fail deep inside, or a scalar
-        # n_head be taken for a list.
-        kw: dict[str, Any] = {}
-        for key, v in d.items():
-            if key in ("n_head", "d_ff"):
-                if not isinstance(v, Sequence) or isinstance(v, str):
-                    raise ConfigError(f"architecture: {key}: {v!r} must be a list of positive "
-                                      "integers, one per layer")
-                kw[key] = tuple(_positive("architecture", f"{key}[{i}]", x) for i, x in enumerate(v))
-            elif key == "precision":
-                if not isinstance(v, str):
-                    raise ConfigError(f"architecture: precision: {v!r} must be one of "
-                                      "fp32, bf16, fp16, int8")
-                kw[key] = v
-            else:
-                kw[key] = _positive("architecture", key, v)
-        return cls(**kw)
+        return from_mapping(cls, d, "architecture: ")
 
     def to_yaml(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
         """Write the architecture; ``extra`` (predicted latency, loss...) goes under ``meta``."""
@@ -124,7 +105,7 @@ class ArchConfig:
             doc = yaml.safe_load(p.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not a text file (not UTF-8); an architecture is a YAML "
-                              "file written by nas.search or nas.export") from None
+                              "file written by nas.search or nas.search.export") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
         if not isinstance(doc, dict):
@@ -180,37 +161,20 @@ class SearchSpace:
     def from_dict(cls, d: Mapping[str, Any], name: str | None = None) -> "SearchSpace":
         d = dict(d)
         where = name or d.get("name", "search space")
-        allowed = {"name", "n_layer", "d_model", "n_head", "d_ff", "precision",
-                   "head_dim", "vocab_size", "block_size", "baseline"}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        for key in ("n_layer", "d_model", "n_head", "d_ff", "precision"):
-            if key not in d:
-                raise ConfigError(f"{where}: missing required key '{key}'")
-        nl = d["n_layer"]
+        nl = d.pop("n_layer", None)  # the file's {min, max}: two fields here
         if not isinstance(nl, Mapping) or set(nl) != {"min", "max"}:
             raise ConfigError(f"{where}: n_layer: {nl!r} must be a mapping {{min: int, max: int}}")
-        prec = d["precision"]
-        if not isinstance(prec, Mapping):
-            raise ConfigError(f"{where}: precision: {prec!r} must map a device ({', '.join(DEVICES)}) "
-                              "to a list of precisions")
-        return cls(
-            name=str(d.get("name", name or "custom")),
-            n_layer_min=_int(where, "n_layer.min", nl["min"]),
-            n_layer_max=_int(where, "n_layer.max", nl["max"]),
-            d_model=_choices(where, "d_model", d["d_model"]),
-            n_head=_choices(where, "n_head", d["n_head"]),
-            d_ff=_choices(where, "d_ff", d["d_ff"]),
-            precision={str(k): tuple(_str_list(where, f"precision.{k}", v)) for k, v in prec.items()},
-            head_dim=_int(where, "head_dim", d.get("head_dim", 64)),
-            vocab_size=_int(where, "vocab_size", d.get("vocab_size", 65)),
-            block_size=_int(where, "block_size", d.get("block_size", 256)),
-            baseline=dict(d["baseline"]) if d.get("baseline") else None,
-        )
+        d.update(name=str(d.get("name", name or "custom")), n_layer_min=nl["min"], n_layer_max=nl["max"])
+        return from_mapping(cls, d, f"{where}: ")
 
     def __post_init__(self) -> None:
         w = self.name
+        for key in ("d_model", "n_head", "d_ff"):  # choices: sorted, each once, positive
+            choices = tuple(sorted(set(getattr(self, key))))
+            if not choices or choices[0] < 1:
+                raise ConfigError(f"{w}: {key}: {list(getattr(self, key))} must be a non-empty list "
+                                  "of positive integers")
+            object.__setattr__(self, key, choices)
         if self.n_layer_min < 1:
             raise ConfigError(f"{w}: n_layer.min: {self.n_layer_min} is not allowed; it must be >= 1")
         if self.n_layer_min > self.n_layer_max:
@@ -331,35 +295,6 @@ class SearchSpace:
                  for i in range(L)]
         ffs = [int(genome[f"d_ff_{i}"]) for i in range(L)]
         return self.make(L, d, heads, ffs, str(genome["precision"]))
-
-
-def _int(where: str, key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{where}: {key}: {v!r} must be an integer")
-    return v
-
-
-def _positive(where: str, key: str, v: Any) -> int:
-    if _int(where, key, v) < 1:
-        raise ConfigError(f"{where}: {key}: {v!r} must be a positive integer")
-    return v
-
-
-def _choices(where: str, key: str, v: Any) -> tuple[int, ...]:
-    if not isinstance(v, Sequence) or isinstance(v, str):
-        raise ConfigError(f"{where}: {key}: {v!r} must be a list of positive integers")
-    if len(v) == 0:
-        raise ConfigError(f"{where}: {key}: empty choice list; give at least one positive integer")
-    out = tuple(sorted({_int(where, key, x) for x in v}))
-    if out[0] < 1:
-        raise ConfigError(f"{where}: {key}: {out[0]} is not allowed; choices must be positive integers")
-    return out
-
-
-def _str_list(where: str, key: str, v: Any) -> list[str]:
-    if not isinstance(v, Sequence) or isinstance(v, str):
-        raise ConfigError(f"{where}: {key}: {v!r} must be a list")
-    return [str(x) for x in v]
 
 
 def available_spaces() -> list[str]:

@@ -4,13 +4,13 @@ The sandwich rule with in-place distillation (BigNAS) trains the supernet; a sin
 architecture can also be trained alone with the very same loop, from scratch or from
 the supernet's slices (fine-tuning). What lives where, imports flowing down the list:
 
-- ``nas.recipe``: ``TrainConfig``, ``resolve_device``, ``lr_at``, ``make_optimizer``.
-- ``nas.step``: the losses (``soft_cross_entropy``, ``student_loss``), ``train_step``
+- ``nas.supernet.recipe``: ``TrainConfig``, ``resolve_device``, ``lr_at``, ``make_optimizer``.
+- ``nas.supernet.step``: the losses (``soft_cross_entropy``, ``student_loss``), ``train_step``
   and the ``sandwich`` rule that picks a step's sub-networks.
-- ``nas.loop``: the run state (weights, optimizer, RNG), the progress bar, the loop.
-- ``nas.supernet_train``: ``train_supernet`` (its sub-network picker is a parameter),
+- ``nas.supernet.loop``: the run state (weights, optimizer, RNG), the progress bar, the loop.
+- ``nas.supernet.train``: ``train_supernet`` (its sub-network picker is a parameter),
   its checkpoints, ``load_supernet``.
-- ``nas.standalone``: ``train_standalone``, ``fits``, ``measure_throughput``.
+- ``nas.supernet.standalone``: ``train_standalone``, ``fits``, ``measure_throughput``.
 - here: ``python -m nas.train search_space=tiny train=tiny``, and every public name
   above, so callers import from ``nas.train`` alone.
 
@@ -19,26 +19,29 @@ machines without Hydra or Optuna.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from nas.data import load_corpus
+from nas.supernet.data import load_corpus
 from nas.errors import ConfigError, exit_on_user_error
 from nas.outputs import check_folder
-from nas.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
-from nas.score import TEST_BATCHES, AccuracyScorer
+from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
+from nas.supernet.score import TEST_BATCHES, AccuracyScorer
 from nas.signals import held
 from nas.space import ArchConfig, SearchSpace
-from nas.standalone import StandaloneResult, fits, measure_throughput, train_standalone
-from nas.step import sandwich, soft_cross_entropy, student_loss, train_step
-from nas.supernet_train import RESUMABLE_CHANGES, Picker, load_supernet, train_supernet
+from nas.supernet.standalone import StandaloneResult, fits, measure_throughput, train_standalone
+from nas.supernet.step import sandwich, soft_cross_entropy, student_loss, train_step
+from nas.supernet.train import RESUMABLE_CHANGES, Picker, load_supernet, train_supernet
 
 __all__ = ["EVAL_BATCH_SIZE", "RESUMABLE_CHANGES", "Picker", "StandaloneResult", "TrainConfig",
            "fits", "load_supernet", "lr_at", "main", "make_optimizer", "measure_throughput",
            "resolve_device", "sandwich", "soft_cross_entropy", "student_loss", "train_standalone",
            "train_step", "train_supernet"]
+
+log = logging.getLogger(__name__)
 
 
 @exit_on_user_error
@@ -78,32 +81,32 @@ def _main(cfg: Any) -> Path:
             supernet = load_supernet(ckpt, corpus=corpus)
         name = "finetuned" if supernet is not None else "standalone"
         path = out_dir / f"{name}-{arch.arch_id}.pt"
-        print(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}"
+        log.info(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}"
               f"{' from the supernet' if supernet is not None else ''}: "
               f"{tcfg.steps} steps, batch {tcfg.batch_size}")
         res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
                                batch_size=EVAL_BATCH_SIZE, save_to=path, init=supernet)
-        print(f"kept step {res.best_step} (best validation of {res.steps} steps trained)")
-        print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows, "
+        log.info(f"kept step {res.best_step} (best validation of {res.steps} steps trained)")
+        log.info(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows, "
               f"{arch.precision}): {res.val_loss:.4f}")
-        print(f"test loss ({TEST_BATCHES} x {EVAL_BATCH_SIZE} windows, {arch.precision}): "
+        log.info(f"test loss ({TEST_BATCHES} x {EVAL_BATCH_SIZE} windows, {arch.precision}): "
               f"{res.test_loss:.4f}")
-        print(f"weights: {path}  ({res.params:,} parameters, {res.tokens_per_s:,.0f} tokens/s)")
+        log.info(f"weights: {path}  ({res.params:,} parameters, {res.tokens_per_s:,.0f} tokens/s)")
         return path
-    print(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
+    log.info(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
           f"{tcfg.steps} steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
     path = train_supernet(space, corpus, tcfg, out_dir, resume=resume)
     with held():
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     supernet = load_supernet(path, space, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, n_batches=tcfg.eval_batches, batch_size=EVAL_BATCH_SIZE)
-    print(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "
+    log.info(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "
           f"{space.block_size}, inherited weights, fp32):")
     for name, arch in (("largest", space.largest()), ("smallest", space.smallest())):
-        print(f"  {name:8s} {arch.describe():40s} {scorer(arch):.4f}")
-    print(f"checkpoint: {path}  (step {supernet.meta['step']}, "
+        log.info(f"  {name:8s} {arch.describe():40s} {scorer(arch):.4f}")
+    log.info(f"checkpoint: {path}  (step {supernet.meta['step']}, "
           f"{supernet.meta['tokens_per_s']:,.0f} tokens/s)")
-    print(f"wall time: {time.perf_counter() - t0:.1f} s")
+    log.info(f"wall time: {time.perf_counter() - t0:.1f} s")
     return path
 
 

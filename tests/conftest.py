@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.data import load_corpus
+from nas.supernet.data import load_corpus
 from nas.space import SearchSpace
 
 MICRO = {

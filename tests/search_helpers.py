@@ -15,7 +15,7 @@ FAST_SCORE = ["score.n_batches=1", "score.batch_size=4"]
 
 def budget_between(table, space, frac: float = 0.35) -> float:
     """A budget some way between the fastest and the largest architecture of the space."""
-    from nas.search_setup import fastest_arch
+    from nas.search.setup import fastest_arch
 
     lo = fastest_arch(space, table, "cpu")[1]
     hi = table.predict_ms(space.largest("fp32"))
@@ -44,8 +44,8 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Comp
 def search_in_process(space, table, scorer, url: str, name: str, n_trials: int,
                       budget_ms: float | None, sampler: str = "nsga2", seed: int = 0):
     """``nas.search.run_search`` as the command calls it, without Hydra."""
-    from nas.samplers import SamplerConfig
-    from nas.search import SearchConfig, run_search
+    from nas.search.samplers import SamplerConfig
+    from nas.search.run import SearchConfig, run_search
 
     cfg = SearchConfig(n_trials=n_trials, study_name=name, storage=url, latency_budget_ms=budget_ms,
                        seed=seed, progress=False)

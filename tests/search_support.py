@@ -26,7 +26,7 @@ def tiny_table(tiny_space):
 @pytest.fixture(scope="session")
 def tiny_supernet(tmp_path_factory, tiny_space) -> Path:
     """A supernet of the tiny space after three training steps."""
-    from nas.data import load_corpus
+    from nas.supernet.data import load_corpus
     from nas.train import TrainConfig, train_supernet
 
     corpus = load_corpus(block_size=tiny_space.block_size, vocab_size=tiny_space.vocab_size)
@@ -38,8 +38,8 @@ def tiny_supernet(tmp_path_factory, tiny_space) -> Path:
 @pytest.fixture(scope="session")
 def tiny_scorer_factory(tiny_space, tiny_supernet):
     """A fresh AccuracyScorer (its own memo) on the tiny supernet, one batch of four windows."""
-    from nas.data import load_corpus
-    from nas.score import AccuracyScorer
+    from nas.supernet.data import load_corpus
+    from nas.supernet.score import AccuracyScorer
     from nas.train import load_supernet
 
     net = load_supernet(tiny_supernet, tiny_space)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.data import DEFAULT_CORPUS, SPLIT, fixed_batches, get_batch, load_corpus
+from nas.supernet.data import DEFAULT_CORPUS, SPLIT, fixed_batches, get_batch, load_corpus
 from nas.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import yaml
 
-from nas.export import main as export_main
+from nas.search.export import main as export_main
 from nas.model import build_model
 from nas.space import ArchConfig
 pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study

@@ -1,4 +1,4 @@
-"""The fault matrix of ``nas.search``, ``nas.export`` and ``nas.plot``.
+"""The fault matrix of ``nas.search``, ``nas.search.export`` and ``nas.search.plot``.
 
 Every case runs the command as a user would, in a folder holding finished studies, the
 user's own files and the results of an earlier search. A bad input must end with exit
@@ -28,8 +28,8 @@ from search_helpers import FAST_SCORE, TABLE, budget_between, cli_env, run_cli, 
 pytest_plugins = ["search_support"]
 
 SEARCH = [sys.executable, "-m", "nas.search"]
-EXPORT = [sys.executable, "-m", "nas.export"]
-PLOT = [sys.executable, "-m", "nas.plot"]
+EXPORT = [sys.executable, "-m", "nas.search.export"]
+PLOT = [sys.executable, "-m", "nas.search.plot"]
 
 
 def _search_args(*overrides: str) -> list[str]:
@@ -154,7 +154,7 @@ CASES = [
     ("search-sweep-bad-seed", SEARCH, ["-m", *_search_args("search.seed=1,-1",
                                                            "search.storage=new.log")],
      ["search.seed", "-1"]),
-    # --- nas.export: storages that do not exist are not created
+    # --- nas.search.export: storages that do not exist are not created
     ("export-missing-journal", EXPORT, ["--storage", "typo.log"], ["--storage", "typo.log", "does not exist"]),
     ("export-missing-journal-folder", EXPORT, ["--storage", "sub/typo.log"],
      ["--storage", "sub/typo.log", "does not exist"]),
@@ -165,7 +165,7 @@ CASES = [
      ["--storage", "mine.db", "without Optuna's tables"]),
     ("export-corrupt", EXPORT, ["--storage", "sqlite:///corrupt.db", "--study", "done"],
      ["--storage", "corrupt.db", "cannot be read", "malformed"]),
-    # --- nas.export: studies it cannot read
+    # --- nas.search.export: studies it cannot read
     ("export-empty-study", EXPORT, ["--storage", "sqlite:///foreign.db", "--study", "empty"],
      ["--study", "'empty'", "no finished trial"]),
     ("export-single-objective", EXPORT, ["--storage", "sqlite:///foreign.db", "--study", "single"],
@@ -175,7 +175,7 @@ CASES = [
     ("export-unknown-study", EXPORT, ["--storage", "sqlite:///nas.db", "--study", "nope"],
      ["--study", "'nope'", "done", "other"]),
     ("export-which-study", EXPORT, ["--storage", "sqlite:///nas.db"], ["--study", "2 studies"]),
-    # --- nas.export: options and output folders
+    # --- nas.search.export: options and output folders
     ("export-out-is-file", EXPORT, ["--storage", "study.log", "--out", "afile"],
      ["--out", "afile", "is a file"]),
     ("export-out-under-file", EXPORT, ["--storage", "study.log", "--out", "afile/x"],
@@ -184,7 +184,7 @@ CASES = [
      ["--budget-ms", "positive"]),
     ("export-unknown-option", EXPORT, ["--storage", "study.log", "--colour", "red"],
      ["--colour", "--help"]),
-    # --- nas.plot
+    # --- nas.search.plot
     ("plot-missing-journal", PLOT, ["--storage", "typo.log"], ["--storage", "typo.log", "does not exist"]),
     ("plot-missing-sqlite", PLOT, ["--storage", "sqlite:///sub/typo.db"],
      ["--storage", "typo.db", "does not exist"]),
@@ -246,7 +246,7 @@ def test_plot_without_extension_prints_the_file_it_wrote(world, tmp_path):
 
 
 def test_a_stale_journal_lock_does_not_stall(tmp_path):
-    from nas.storage import STALE_LOCK_S, open_storage
+    from nas.search.storage import STALE_LOCK_S, open_storage
 
     journal = tmp_path / "j.log"
     lock = tmp_path / "j.log.lock"

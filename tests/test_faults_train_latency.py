@@ -231,7 +231,7 @@ STOP_IDS = ["ctrl-c", "ctrl-c-twice", "sigterm"]
 
 @pytest.mark.parametrize("signals, code", STOPS, ids=STOP_IDS)
 def test_a_stopped_training_keeps_its_last_checkpoint(tmp_path, signals, code):
-    from nas.checkpoint import read_checkpoint
+    from nas.supernet.checkpoint import read_checkpoint
 
     user_files(tmp_path)
     out = tmp_path / "out"

@@ -21,7 +21,7 @@ from nas.latency.__main__ import parse, run
 from nas.latency.build import build_table
 from nas.latency.files import json_path
 from nas.latency.measure import TimerSettings
-from nas.search_setup import tables_sha256
+from nas.search.setup import tables_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = TimerSettings(repeats=3, warmup=1, window_ms=1.0)

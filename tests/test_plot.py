@@ -7,8 +7,8 @@ import optuna
 import pytest
 from matplotlib.figure import Figure
 
-from nas.plot import main as plot_main
-from nas.results import pareto_frame, trials_frame
+from nas.search.plot import main as plot_main
+from nas.search.results import pareto_frame, trials_frame
 
 pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nas.results import choose_winner, hypervolume
+from nas.search.results import choose_winner, hypervolume
 
 
 @pytest.mark.parametrize("points, ref, expected", [

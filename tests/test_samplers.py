@@ -6,8 +6,8 @@ import pytest
 from optuna.storages import InMemoryStorage
 
 from nas.errors import ConfigError
-from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
-from nas.search import SearchConfig, run_search
+from nas.search.samplers import NoRepeatSampler, SamplerConfig, make_sampler
+from nas.search.run import SearchConfig, run_search
 
 pytest_plugins = ["search_support"]  # its session fixtures: the tiny space and its table
 

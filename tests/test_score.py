@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nas.model import Supernet
-from nas.score import AccuracyScorer
+from nas.supernet.score import AccuracyScorer
 from nas.space import sample
 
 

@@ -14,9 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.model import build_model
-from nas.objective import n_params
+from nas.search.objective import n_params
 from nas.space import ArchConfig
-from nas.study import METRICS
+from nas.search.study import METRICS
 from search_helpers import (FAST_SCORE, budget_between, cli_env, run_cli, search_cmd,
                             search_in_process)
 
@@ -40,6 +40,10 @@ def test_command_end_to_end(tmp_path, tiny_space, tiny_table, tiny_supernet):
         assert (out / name).stat().st_size > 0, name
     assert str(out / "pareto.csv") in r.stdout and "winner" in r.stdout
     assert "Pareto front" in r.stdout and "optuna-dashboard" in r.stdout
+    # Hydra's job log holds the run: every trial (file only) and the summary (both).
+    log = (out / "search.log").read_text()
+    assert all(f"trial {n} COMPLETE" in log for n in range(12)) and "Pareto front" in log
+    assert "trial 0 COMPLETE" not in r.stdout
     trials = pd.read_csv(out / "trials.csv")
     assert (trials["state"] == "COMPLETE").sum() == 12
     assert trials["baseline"].sum() == 1  # nanoGPT's CPU recipe, enqueued as the reference
@@ -125,7 +129,7 @@ def _count(db: Path, state: str) -> int:
 
 
 def _claimed_running(db: Path) -> int:
-    """RUNNING trials that say which process runs them (nas.study.fail_dead_trials)."""
+    """RUNNING trials that say which process runs them (nas.search.study.fail_dead_trials)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
         return con.execute("SELECT count(*) FROM trials t JOIN trial_user_attributes a "
                            "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"

@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import study as study_mod
+from nas.search import study as study_mod
 from nas.errors import ConfigError
-from nas.study import (METRICS, WORKER_ATTR, check_compatible, count_complete, enqueue_once,
+from nas.search.study import (METRICS, WORKER_ATTR, check_compatible, count_complete, enqueue_once,
                        fail_dead_trials, open_storage, open_study)
 
 ATTRS = {"space": {"name": "tiny"}, "device": "cpu", "latency_budget_ms": 2.0}

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import nas.checkpoint
-import nas.standalone
+import nas.supernet.checkpoint
+import nas.supernet.standalone
 from nas.errors import ConfigError
-from nas.score import AccuracyScorer
+from nas.supernet.score import AccuracyScorer
 from nas.space import SearchSpace
 from nas.train import (TrainConfig, load_supernet, lr_at, make_optimizer, measure_throughput,
                        soft_cross_entropy, train_standalone, train_step, train_supernet)
@@ -65,16 +65,16 @@ def test_checkpoint_round_trip(micro_space, micro_corpus, tmp_path):
 def test_interrupted_run_resumes_exactly(micro_space, micro_corpus, tmp_path, monkeypatch):
     straight = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "a", progress=False)
 
-    real_save = nas.checkpoint.save_atomic
+    real_save = nas.supernet.checkpoint.save_atomic
 
     def save_then_interrupt(obj, path):
         real_save(obj, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("nas.supernet_train.save_atomic", save_then_interrupt)
+    monkeypatch.setattr("nas.supernet.train.save_atomic", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", progress=False)
-    monkeypatch.setattr("nas.supernet_train.save_atomic", real_save)
+    monkeypatch.setattr("nas.supernet.train.save_atomic", real_save)
     assert torch.load(tmp_path / "b" / "supernet.pt", weights_only=True)["step"] == 10
     # Running the same command again continues from step 10 ...
     resumed = train_supernet(micro_space, micro_corpus, CFG, tmp_path / "b", progress=False)
@@ -158,7 +158,7 @@ def test_students_learn_from_labels_and_the_detached_teacher(micro_space, micro_
     """A step's gradient is the teacher's CE plus the student's (1-a) CE + a KD against the
     teacher's *detached* predictions: losing the label term, the weight or the detach fails."""
     import torch.nn.functional as F
-    from nas.data import get_batch
+    from nas.supernet.data import get_batch
     from nas.model import Supernet
 
     torch.manual_seed(0)
@@ -219,7 +219,7 @@ def test_standalone_keeps_its_best_validation_and_stops_early(micro_space, micro
 
 
 def test_fine_tuning_starts_from_the_supernets_slices(micro_space, micro_corpus, tmp_path):
-    from nas.score import split_loss
+    from nas.supernet.score import split_loss
     net = load_supernet(train_supernet(micro_space, micro_corpus, CFG, tmp_path, progress=False))
     arch = micro_space.smallest()
     inherited = AccuracyScorer(net, micro_corpus, n_batches=2, batch_size=32)(arch)
@@ -237,7 +237,7 @@ def test_fine_tuning_starts_from_the_supernets_slices(micro_space, micro_corpus,
 
 
 def test_scoring_refuses_a_supernet_of_another_split(micro_space, micro_corpus, tmp_path):
-    from nas.data import load_corpus
+    from nas.supernet.data import load_corpus
     path = train_supernet(micro_space, micro_corpus, CFG, tmp_path, progress=False)
     other = load_corpus(micro_corpus.path, block_size=16, split=(0.8, 0.1, 0.1))
     with pytest.raises(ConfigError, match="split"):
@@ -263,7 +263,7 @@ def test_measure_throughput_counts_every_sub_network_pass(micro_space, micro_cor
                                                           n_archs):
     from nas.model import Supernet
 
-    monkeypatch.setattr(nas.standalone, "time", _Clock())  # start and stop one second apart
+    monkeypatch.setattr(nas.supernet.standalone, "time", _Clock())  # start and stop one second apart
     archs = [micro_space.largest(), micro_space.smallest()][:n_archs]
     tps = measure_throughput(Supernet(micro_space), lambda: archs, micro_corpus, CFG,
                              steps=3, warmup_steps=1)
@@ -382,10 +382,12 @@ def test_cli_trains_an_exported_architecture_alone(tmp_path):
     ckpt = torch.load(tmp_path / "out" / f"standalone-{arch.arch_id}.pt", weights_only=False)
     assert ArchConfig.from_dict(ckpt["arch"]) == arch
     assert ckpt["train"]["steps"] == 3 and "validation loss" in p.stdout
+    logs = list(tmp_path.glob("hydra/train.log"))  # Hydra's job log holds the run
+    assert len(logs) == 1 and "test loss" in logs[0].read_text()
 
 
 def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):
-    from nas.data import load_corpus
+    from nas.supernet.data import load_corpus
     from nas.space import load_space
     space = load_space("tiny")
     text = tmp_path / "corpus.txt"
@@ -455,7 +457,7 @@ def test_a_picker_replaces_the_sandwich(micro_space, micro_corpus, tmp_path):
 ])
 def test_a_sub_networks_step_leaves_weights_outside_its_slices_untouched(micro_space, micro_corpus,
                                                                         arch):
-    from nas.data import get_batch
+    from nas.supernet.data import get_batch
     from nas.model import GPT, Supernet
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@
 Trains the supernet of ``--space`` with ``conf/train/<recipe>.yaml`` for ``--steps`` steps
 once per distillation weight (``--alphas``; the recorded runs compare 1, the
 teacher-only loss of that time, with 0; nothing else changes), and scores the largest, the
-baseline and the smallest sub-network with inherited weights (nas.score.AccuracyScorer,
+baseline and the smallest sub-network with inherited weights (nas.supernet.score.AccuracyScorer,
 4 x 32 validation windows, fp32). Writes ``results.csv`` into ``--out``. Needs only torch,
 pandas and pyyaml.
 """
@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 
 import pandas as pd  # noqa: E402
 
-from nas.data import load_corpus  # noqa: E402
+from nas.supernet.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
-from nas.score import AccuracyScorer  # noqa: E402
+from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space  # noqa: E402
 from nas.train import TrainConfig, load_supernet, resolve_device, train_supernet  # noqa: E402
 

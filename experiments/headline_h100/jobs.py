@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from nas.data import load_corpus  # noqa: E402
-from nas.score import TEST_BATCHES, AccuracyScorer, split_loss  # noqa: E402
+from nas.supernet.data import load_corpus  # noqa: E402
+from nas.supernet.score import TEST_BATCHES, AccuracyScorer, split_loss  # noqa: E402
 from nas.space import ArchConfig, SearchSpace, load_space  # noqa: E402
 from nas.train import (TrainConfig, load_supernet, resolve_device, train_standalone,  # noqa: E402
                        train_supernet)
@@ -89,7 +89,7 @@ def _score(job: dict[str, Any], work: Path) -> dict[str, Any]:
 def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
     import optuna
 
-    from nas.study import find_study, open_storage
+    from nas.search.study import find_study, open_storage
     ckpt = supernet_dir(work, {"name": job["supernet"]}) / "supernet.pt"
     run_dir = work / f"search-{job['name']}"
     storage = f"sqlite:///{work / ('nas-' + job['name'] + '.db')}"  # one file each: created at once

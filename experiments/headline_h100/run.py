@@ -210,7 +210,7 @@ class Plan:
 
     def ckpt_ready(self, job: dict[str, Any]) -> bool:
         """Whether the supernet's finished checkpoint is on this machine."""
-        from nas.checkpoint import read_checkpoint
+        from nas.supernet.checkpoint import read_checkpoint
         from nas.errors import ConfigError
         p = self.work / "supernets" / job["name"] / "supernet.pt"
         if not p.is_file() or self.done(job) is None:

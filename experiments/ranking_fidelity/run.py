@@ -3,7 +3,7 @@
 Picks sub-networks spread over the space (the largest, the smallest, and one per
 parameter-count stratum of a seeded random pool: none is hand-picked), trains each alone
 with the supernet's recipe and step budget (same batches, same loop: nas.train), scores
-each with the supernet's inherited weights (nas.score.AccuracyScorer), and writes:
+each with the supernet's inherited weights (nas.supernet.score.AccuracyScorer), and writes:
 
     results.csv   arch_id, description, params, standalone_val_loss, supernet_val_loss, ...
     summary.json  Kendall's tau and Spearman's rho of the two losses, settings, environment
@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout (no pip i
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from nas.checkpoint import read_checkpoint, space_of  # noqa: E402
-from nas.data import load_corpus  # noqa: E402
+from nas.supernet.checkpoint import read_checkpoint, space_of  # noqa: E402
+from nas.supernet.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
 from nas.errors import ConfigError, exit_on_user_error  # noqa: E402
-from nas.score import AccuracyScorer  # noqa: E402
+from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import ArchConfig, SearchSpace, load_space, sample  # noqa: E402
 from nas.train import TrainConfig, load_supernet, resolve_device, train_standalone  # noqa: E402
 

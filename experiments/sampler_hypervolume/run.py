@@ -1,7 +1,7 @@
 """NSGA-II and TPE against random search: hypervolume of the Pareto front, same budget.
 
 Every sampler gets the same number of trials, the same seeds, the same latency table,
-budget and supernet: the search is built by ``nas.search_setup.prepare`` from the
+budget and supernet: the search is built by ``nas.search.setup.prepare`` from the
 composed ``conf/config.yaml``, exactly as ``python -m nas.search`` builds it, and one
 accuracy scorer is shared (its results are deterministic and memoised by architecture,
 so sharing it saves time and changes no number).
@@ -42,12 +42,12 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from nas.plot import COLORS, plot_fronts  # noqa: E402
-from nas.results import hypervolume, hypervolume_history, pareto_frame, trials_frame  # noqa: E402
-from nas.samplers import SamplerConfig  # noqa: E402
+from nas.search.plot import COLORS, plot_fronts  # noqa: E402
+from nas.search.results import hypervolume, hypervolume_history, pareto_frame, trials_frame  # noqa: E402
+from nas.search.samplers import SamplerConfig  # noqa: E402
 from nas.environment import environment  # noqa: E402
-from nas.search import run_search  # noqa: E402
-from nas.search_setup import prepare, typed  # noqa: E402
+from nas.search.run import run_search  # noqa: E402
+from nas.search.setup import prepare, typed  # noqa: E402
 
 from nas.hydra_cli import compose_config as compose  # noqa: E402
 

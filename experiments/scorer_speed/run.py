@@ -1,4 +1,4 @@
-"""Seconds per architecture of the accuracy scorer (nas.score.AccuracyScorer).
+"""Seconds per architecture of the accuracy scorer (nas.supernet.score.AccuracyScorer).
 
 Scores ``--n`` random architectures of a space (precisions drawn as the search draws
 them) with a fresh scorer each, so no call is a cache hit, and reports the median and
@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 
 import torch  # noqa: E402
 
-from nas.data import load_corpus  # noqa: E402
+from nas.supernet.data import load_corpus  # noqa: E402
 from nas.errors import exit_on_user_error  # noqa: E402
 from nas.model import Supernet  # noqa: E402
-from nas.score import AccuracyScorer  # noqa: E402
+from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space, sample  # noqa: E402
 from nas.train import load_supernet  # noqa: E402
 

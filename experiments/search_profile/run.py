@@ -1,6 +1,6 @@
 """Where a search's time goes: trials per second, and a profile of the same search.
 
-Builds the search exactly as ``python -m nas.search`` does (``nas.search_setup.prepare``
+Builds the search exactly as ``python -m nas.search`` does (``nas.search.setup.prepare``
 on the composed config, so the same table, supernet and scorer), then runs it twice in
 fresh studies:
 
@@ -33,16 +33,16 @@ sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nas.results import trials_frame  # noqa: E402
+from nas.search.results import trials_frame  # noqa: E402
 from nas.environment import environment  # noqa: E402
-from nas.search import run_search  # noqa: E402
+from nas.search.run import run_search  # noqa: E402
 from nas.hydra_cli import compose_config as compose  # noqa: E402
-from nas.search_setup import prepare  # noqa: E402
+from nas.search.setup import prepare  # noqa: E402
 
 # Functions whose cumulative time makes up each part of the profile. The sampler's own
 # storage reads are inside "sampler"; the rest are module-qualified storage methods.
 PARTS = {
-    "scoring": [("nas/score.py", "__call__")],
+    "scoring": [("nas/supernet/score.py", "__call__")],
     "latency lookup": [("nas/latency/table.py", "predict_ms")],
     "sampler": [("optuna/samplers", "sample_relative"), ("optuna/samplers", "sample_independent"),
                 ("optuna/samplers", "infer_relative_search_space"),

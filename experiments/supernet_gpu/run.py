@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout (no pip i
 
 import torch  # noqa: E402
 
-from nas.data import load_corpus  # noqa: E402
+from nas.supernet.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
 from nas.errors import ConfigError, exit_on_user_error  # noqa: E402
 from nas.model import GPT, Supernet  # noqa: E402
-from nas.score import AccuracyScorer  # noqa: E402
+from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space  # noqa: E402
 from nas.train import (TrainConfig, load_supernet, measure_throughput, resolve_device,  # noqa: E402
                        sandwich, train_standalone, train_supernet)

@@ -29,22 +29,8 @@ from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, check
                                 cut_partial_line, differences, passes_path, read_earlier)
 from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, space_blocks
 from nas.latency.table import LatencyTable
-from nas.paths import CHECKOUT
+from nas.environment import git_revision
 from nas.space import SearchSpace
-
-def git_revision() -> str | None:
-    """The repository's commit (``+dirty`` when files changed), or None outside git."""
-    if CHECKOUT is None:  # an installed tool: no source tree to ask
-        return None
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CHECKOUT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (rev + ("+dirty" if dirty else "")) or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
 
 def best_pass(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The pass with the lowest median: the one other processes disturbed least."""

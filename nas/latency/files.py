@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency.spec import KINDS, BlockKey
+from nas.outputs import write_atomic
 from nas.signals import held
 from nas.space import PRECISIONS
 
@@ -167,29 +167,20 @@ def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, 
 
 def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
     """Write the JSON fingerprint atomically (a crash never leaves half a file)."""
-    _write_atomic(Path(path), json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> None:
     """Write a whole CSV atomically."""
-    df = pd.DataFrame(list(rows), columns=list(columns))
-    _write_atomic(Path(path), df.to_csv(index=False, float_format="%.6g"))
+    text = pd.DataFrame(list(rows), columns=list(columns)).to_csv(index=False, float_format="%.6g")
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def memory_path(path: str | Path) -> Path:
     """A decode table's measured peaks of its calibration models: ``x.memory.csv``."""
     p = Path(path)
     return p.with_name(p.stem + ".memory.csv")
-
-
-def _write_atomic(p: Path, text: str) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with held():  # a Ctrl-C here would leave the temporary file behind
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is meant to be shared
-        os.replace(tmp, p)
 
 
 class RowWriter:

@@ -2,9 +2,9 @@ import sys, time, json, dataclasses, torch, random
 sys.path.insert(0, ".")
 from pathlib import Path
 from nas.space import load_space
-from nas.data import load_corpus
+from nas.supernet.data import load_corpus
 from nas.train import TrainConfig, train_supernet, load_supernet, sandwich
-from nas.score import AccuracyScorer
+from nas.supernet.score import AccuracyScorer
 name, distill, nr, steps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 s = load_space("shakespeare"); corpus = load_corpus(block_size=256)
 cfg = TrainConfig(steps=steps, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.1, grad_clip=1.0,

@@ -18,8 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from nas.errors import ConfigError
-
-DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+from nas.paths import CORPUS as DEFAULT_CORPUS
 SPLIT = (0.90, 0.05, 0.05)  # train, validation, test: fractions of the characters, in order
 SPLITS = ("train", "val", "test")
 

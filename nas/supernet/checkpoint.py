@@ -8,15 +8,14 @@ one, so an interrupted or failed save never damages an existing checkpoint.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from nas.errors import ConfigError
+from nas.outputs import write_atomic
 from nas.space import SearchSpace
 
 FORMAT = "nas-supernet/1"
@@ -24,33 +23,8 @@ REQUIRED = ("format", "model", "step", "space", "train", "corpus")
 
 
 def save_atomic(obj: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace``.
-
-    Args:
-        obj: what to save.
-        path: the destination; its folder is created if needed.
-
-    Returns:
-        ``path`` as a Path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is a rename on one filesystem (atomic);
-    # a unique name, so parallel writers never share a temporary file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a checkpoint is shared
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save(obj)`` to ``path``, whole or not at all (:func:`nas.outputs.write_atomic`)."""
+    return write_atomic(path, lambda f: torch.save(dict(obj), f))
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

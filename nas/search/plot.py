@@ -1,4 +1,4 @@
-"""Pareto plots: ``python -m nas.plot --study A [--study B ...]``.
+"""Pareto plots: ``python -m nas.search.plot --study A [--study B ...]``.
 
 One study: every trial (feasible ones scored, over-budget ones on a strip above them,
 since their loss was never measured), the Pareto front as a step line, the baseline
@@ -15,9 +15,10 @@ from typing import Mapping
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
-from nas.results import choose_winner, pareto_frame, trials_frame
-from nas.study import damaged_storage_is_refused
+from nas.errors import ConfigError, OneLineParser, exit_on_user_error
+from nas.outputs import check_folder
+from nas.search.results import choose_winner, pareto_frame, trials_frame
+from nas.search.study import damaged_storage_is_refused
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
@@ -35,7 +36,7 @@ def plot_pareto(df: pd.DataFrame, path: Path, title: str, budget_ms: float | Non
     """One study's trials and front, saved as a PNG.
 
     Args:
-        df: ``nas.results.trials_frame`` of the study.
+        df: ``nas.search.results.trials_frame`` of the study.
         path: the PNG to write.
         title: the figure title (the study name).
         budget_ms: draws the budget and picks the annotated winner.
@@ -147,13 +148,13 @@ def out_file(path: Path, key: str = "--out") -> Path:
                           f"allowed: {', '.join(FORMATS)}")
     if path.is_dir():
         raise ConfigError(f"{key}: {path} is a folder; give a file ending in {', '.join(FORMATS)}")
-    check_out_dir(path.parent, key)
+    check_folder(path.parent, key)
     return path
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    from nas.export import DEFAULT_STORAGE, load_named_study
+    from nas.search.export import DEFAULT_STORAGE, load_named_study
 
     ap = OneLineParser(
         prog="nas-plot", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from nas.errors import ConfigError
+from nas.schema import from_mapping
 
 EVAL_BATCH_SIZE = 32  # the scorer's default, so periodic validation matches its numbers
 # Settings that may change between a run and its continuation without making it another run.
@@ -88,33 +89,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
         """Build from a plain mapping (a YAML file, a checkpoint), checking keys and types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if "distill" in unknown:
+        if "distill" in d:
             raise ConfigError("train.distill: replaced by train.distill_alpha, the weight of the "
                               "distillation term in [0, 1] (0: off; 1: the old distill=true)")
-        if unknown:
-            raise ConfigError(f"train: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-        kw: dict[str, Any] = {}
-        for key, v in d.items():
-            kind = type(fields[key].default)
-            if key == "data":
-                kw[key] = None if v in (None, "") else str(v)
-            elif kind is bool:
-                if not isinstance(v, bool):
-                    raise ConfigError(f"train.{key}: {v!r} must be true or false")
-                kw[key] = v
-            elif kind in (int, float):
-                try:
-                    x = float(v) if not isinstance(v, bool) else math.nan
-                except (TypeError, ValueError):
-                    x = math.nan
-                if math.isnan(x) or (kind is int and x != int(x)):
-                    raise ConfigError(f"train.{key}: {v!r} must be {'an integer' if kind is int else 'a number'}")
-                kw[key] = kind(x)
-            else:
-                kw[key] = str(v)
-        return cls(**kw)
+        if d.get("data") == "":
+            d = {**d, "data": None}
+        return from_mapping(cls, d, "train.")
 
     @classmethod
     def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":

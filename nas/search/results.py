@@ -1,6 +1,6 @@
 """A study read back as tables: every trial, the Pareto front, the winner, the hypervolume.
 
-Everything here works from the storage alone (``nas.study.open_storage``), so a
+Everything here works from the storage alone (``nas.search.study.open_storage``), so a
 finished search can be exported or plotted without its supernet or latency table.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from nas.errors import ConfigError
 from nas.space import ArchConfig
-from nas.study import DIRECTIONS, METRICS
+from nas.search.study import DIRECTIONS, METRICS
 
 COLUMNS = ["number", "state", "val_loss", "latency_ms", "feasible", "scored", "pareto", "baseline",
            "arch_id", "arch", "params", "n_layer", "d_model", "precision", "duration_s"]

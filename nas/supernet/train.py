@@ -1,6 +1,6 @@
 """Supernet training and its checkpoints: start, resume exactly, load.
 
-``train_supernet`` runs the shared loop (``nas.loop``) over the sub-networks a picker
+``train_supernet`` runs the shared loop (``nas.supernet.loop``) over the sub-networks a picker
 draws each step (the sandwich rule by default), saving a checkpoint that restores the
 run bit for bit; ``load_supernet`` reads one back.
 """
@@ -15,15 +15,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from nas.checkpoint import FORMAT, check_space, read_checkpoint, same_space, save_atomic, space_of
-from nas.data import CharCorpus
+from nas.supernet.checkpoint import FORMAT, check_space, read_checkpoint, same_space, save_atomic, space_of
+from nas.supernet.data import CharCorpus
 from nas.errors import ConfigError
-from nas.loop import Run, fit
+from nas.supernet.loop import Run, fit
 from nas.model import Supernet
-from nas.recipe import TrainConfig, make_optimizer, resolve_device
+from nas.supernet.recipe import TrainConfig, make_optimizer, resolve_device
 from nas.signals import held
 from nas.space import ArchConfig, SearchSpace
-from nas.step import sandwich
+from nas.supernet.step import sandwich
 
 # Settings that may change between a run and its continuation without making it another run.
 RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every", "patience")
@@ -71,14 +71,14 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
 
     Args:
         space: the search space; the supernet is its largest architecture.
-        corpus: training and validation text (``nas.data.load_corpus``).
+        corpus: training and validation text (``nas.supernet.data.load_corpus``).
         cfg: the recipe.
         out_dir: where ``supernet.pt`` and ``log.csv`` go.
         resume: a checkpoint to continue from (its step up to ``cfg.steps``).
         progress: show a progress bar.
         picker: draws the sub-networks of every step from ``space`` with the run's own
             RNG and ``cfg.n_random``; the first is the distillation teacher. The default
-            is the sandwich rule (:func:`nas.step.sandwich`). The checkpoint does not
+            is the sandwich rule (:func:`nas.supernet.step.sandwich`). The checkpoint does not
             record it: resume a run with the picker it started with.
 
     Returns:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import logging
 import random
 import sys
 import time
@@ -16,12 +17,14 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from nas.data import CharCorpus, fixed_batches, get_batch
+from nas.supernet.data import CharCorpus, fixed_batches, get_batch
 from nas.model import GPT
-from nas.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
-from nas.score import evaluate
+from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
+from nas.supernet.score import evaluate
 from nas.space import ArchConfig
-from nas.step import amp_context, sync, train_step
+from nas.supernet.step import amp_context, sync, train_step
+
+log = logging.getLogger(__name__)
 
 
 class _Quiet:
@@ -137,8 +140,10 @@ def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
                     row[f"val_{name}"] = seen[arch.arch_id]
                 model.train()
                 # Validation is a result: stdout; the bar is on stderr.
-                bar.write(f"step {run.step}: " + ", ".join(
-                    f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs), file=sys.stdout)
+                line = f"step {run.step}: loss {loss:.4f}, " + ", ".join(
+                    f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs)
+                bar.write(line, file=sys.stdout)
+                log.debug("%s, %.0f tokens/s", line, run.tokens_per_s)  # the job log keeps them
                 run.history.append(row)
                 if save is not None:
                     save()

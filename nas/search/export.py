@@ -1,4 +1,4 @@
-"""Export a study's winners: ``python -m nas.export [--study NAME] [--budget-ms B]``.
+"""Export a study's winners: ``python -m nas.search.export [--study NAME] [--budget-ms B]``.
 
 Writes, from the storage alone, into ``outputs/<study>/`` (or ``--out``):
 
@@ -21,10 +21,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from nas.errors import ConfigError, OneLineParser, check_out_dir, exit_on_user_error
-from nas.results import check_search_study, choose_winner, pareto_frame, trials_frame
+from nas.errors import ConfigError, OneLineParser, exit_on_user_error
+from nas.outputs import check_folder
+from nas.search.results import check_search_study, choose_winner, pareto_frame, trials_frame
 from nas.space import ArchConfig
-from nas.study import METRICS, damaged_storage_is_refused, find_study, open_storage, study_names
+from nas.search.study import METRICS, damaged_storage_is_refused, find_study, open_storage, study_names
 
 DEFAULT_STORAGE = "sqlite:///outputs/nas.db"
 PARETO_DIR = "pareto"
@@ -145,11 +146,11 @@ def main(argv: list[str] | None = None) -> Exported:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<study>)")
     args = ap.parse_args(argv)
     if args.out is not None:
-        check_out_dir(args.out, "--out")
+        check_folder(args.out, "--out")
     with damaged_storage_is_refused(args.storage, "--storage"):
         study = load_named_study(args.storage, args.study)
         out = args.out or Path("outputs") / study.study_name
-        check_out_dir(out, "--out")
+        check_folder(out, "--out")
         try:
             res = export_study(study, out, args.budget_ms)
         except OSError as e:  # a folder that turned out unwritable, a full disk

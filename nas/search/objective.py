@@ -23,7 +23,7 @@ import optuna
 
 from nas.signals import interruptible, raise_pending
 from nas.space import ArchConfig, SearchSpace, suggest
-from nas.study import WORKER_ATTR, set_constraint, worker_id
+from nas.search.study import WORKER_ATTR, set_constraint, worker_id
 
 CONSTRAINT = "latency_over_budget_ms"
 
@@ -44,7 +44,7 @@ class Objective:
     Attributes:
         space: the search space.
         latency: anything with ``predict_ms(arch)`` (a ``nas.latency.LatencyTable``).
-        scorer: ``scorer(arch) -> validation loss`` (a ``nas.score.AccuracyScorer``).
+        scorer: ``scorer(arch) -> validation loss`` (a ``nas.supernet.score.AccuracyScorer``).
         device: the target device ('cpu' or 'cuda'): which precisions may be proposed.
         budget_ms: the latency budget; None for no constraint.
         reference: the baseline architecture, scored even when over budget.
@@ -66,7 +66,7 @@ class Objective:
         # A signal that came while Optuna stored the last trial ends the run here, before
         # anything of this one is written (this trial is then marked failed).
         raise_pending()
-        # First, so a killed run's trial can be told from a live one (nas.study.fail_dead_trials).
+        # First, so a killed run's trial can be told from a live one (nas.search.study.fail_dead_trials).
         trial.set_user_attr(WORKER_ATTR, worker_id())
         arch = suggest(trial, self.space, device=self.device)
         t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """One architecture trained alone, and the training throughput of a model.
 
-``train_standalone`` runs the supernet's loop (``nas.loop``) on a single architecture
+``train_standalone`` runs the supernet's loop (``nas.supernet.loop``) on a single architecture
 with a model of its own, from scratch or from the supernet's slices (fine-tuning),
 keeping the weights of its best validation (early stopping); that is what the
 supernet's inherited weights are compared against.
@@ -16,15 +16,15 @@ from typing import Callable
 
 import torch
 
-from nas.checkpoint import save_atomic
-from nas.data import CharCorpus, get_batch
+from nas.supernet.checkpoint import save_atomic
+from nas.supernet.data import CharCorpus, get_batch
 from nas.errors import ConfigError
-from nas.loop import Run, fit
+from nas.supernet.loop import Run, fit
 from nas.model import GPT, copy_slices
-from nas.recipe import TrainConfig, make_optimizer, resolve_device
-from nas.score import TEST_BATCHES, AccuracyScorer, split_loss
+from nas.supernet.recipe import TrainConfig, make_optimizer, resolve_device
+from nas.supernet.score import TEST_BATCHES, AccuracyScorer, split_loss
 from nas.space import ArchConfig
-from nas.step import amp_context, sync, train_step
+from nas.supernet.step import amp_context, sync, train_step
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # for the annotation only: nas.search imports this module
-    from nas.search import SearchResult
+    from nas.search.run import SearchResult
 
 
 def summary(result: SearchResult, budget_ms: float | None, hardware: str,
             paths: Mapping[str, Any], storage_url: str) -> str:
     """The terminal report: counts, speed, where the time went, the front, the files."""
-    from nas.results import choose_winner, pareto_frame, trials_frame
+    from nas.search.results import choose_winner, pareto_frame, trials_frame
 
     df = trials_frame(result.study)
     done = df[df["state"] == "COMPLETE"]

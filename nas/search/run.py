@@ -7,12 +7,13 @@ At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
 Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
-``nas.search_setup.prepare`` turns it into the typed objects of ``nas.search_config``,
-and nothing under ``run_search`` sees a raw ``cfg``. ``nas.search_report`` prints the
+``nas.search.setup.prepare`` turns it into the typed objects of ``nas.search.config``,
+and nothing under ``run_search`` sees a raw ``cfg``. ``nas.search.report`` prints the
 summary at the end.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -26,16 +27,18 @@ from tqdm import tqdm
 
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
-from nas.objective import Objective
+from nas.search.objective import Objective
 from nas.paths import CONF_DIR
-from nas.samplers import NoRepeatSampler, SamplerConfig, make_sampler
-from nas.search_config import SearchConfig
-from nas.search_config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
-from nas.search_report import summary
-from nas.search_setup import prepare
+from nas.search.samplers import NoRepeatSampler, SamplerConfig, make_sampler
+from nas.search.config import SearchConfig
+from nas.search.config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
+from nas.search.report import summary
+from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
-from nas.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
-                       open_storage, open_study)
+from nas.search.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
+                              open_storage, open_study)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +65,8 @@ class _Progress:
         self.feasible = self.best = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.debug("trial %d %s: values %s, constraints %s, %s", trial.number, trial.state.name,
+                  trial.values, trial.constraints, trial.user_attrs.get("arch_id"))
         if trial.state != TrialState.COMPLETE:
             return
         ok = all(v <= 0 for v in trial.constraints.values())
@@ -98,7 +103,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
-            (``nas.study.MUST_MATCH``).
+            (``nas.search.study.MUST_MATCH``).
         trial_attrs: written on every trial (the table fingerprint).
         storage: an opened storage (default: open ``cfg.storage``).
 
@@ -144,7 +149,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
 
 def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
                     on_ready: Callable[[], None] | None = None) -> SearchResult:
-    """The whole command: check and build (``nas.search_setup.prepare``), search, then
+    """The whole command: check and build (``nas.search.setup.prepare``), search, then
     export, plot and report into ``out_dir``.
 
     Args:
@@ -156,9 +161,9 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
     """
     from omegaconf import OmegaConf
 
-    from nas.export import export_study
-    from nas.plot import plot_pareto
-    from nas.results import trials_frame
+    from nas.search.export import export_study
+    from nas.search.plot import plot_pareto
+    from nas.search.results import trials_frame
 
     with damaged_storage_is_refused(str(cfg.search.storage), "search.storage"):
         p = prepare(cfg, hardware_name)
@@ -176,10 +181,10 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
                                p.search.study_name, budget, hardware_name)
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
-                              "the trials are stored: export them with python -m nas.export") from None
-        print(summary(result, budget, hardware_name,
-                      {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                      p.search.storage), flush=True)
+                              "the trials are stored: export them with python -m nas.search.export") from None
+        log.info(summary(result, budget, hardware_name,
+                         {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                         p.search.storage))
     return result
 
 

@@ -19,11 +19,11 @@ from typing import Any, Callable, Mapping
 from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError
-from nas.samplers import SamplerConfig
-from nas.search_config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
-from nas.search_config import typed  # noqa: F401 (imported from here)
+from nas.search.samplers import SamplerConfig
+from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
-from nas.study import check_compatible, find_study, open_storage
+from nas.search.study import check_compatible, find_study, open_storage
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Prepared:
     hardware_name: str
     space: SearchSpace
     table: Any                                  # nas.latency.LatencyTable
-    scorer: Callable[[ArchConfig], float]       # nas.score.AccuracyScorer
+    scorer: Callable[[ArchConfig], float]       # nas.supernet.score.AccuracyScorer
     storage: BaseStorage
     study_attrs: Mapping[str, Any]
     trial_attrs: Mapping[str, Any]
@@ -97,7 +97,7 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     weights, so a re-run reuses it and an interrupted training continues from its last
     checkpoint (``nas.train.train_supernet`` resumes into the same folder).
     """
-    from nas.data import load_corpus
+    from nas.supernet.data import load_corpus
     from nas.train import train_supernet
 
     settings = {k: v for k, v in train_cfg.to_dict().items()
@@ -122,9 +122,9 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     """
     from omegaconf import OmegaConf
 
-    from nas.data import load_corpus
+    from nas.supernet.data import load_corpus
     from nas.latency import LatencyTable
-    from nas.score import AccuracyScorer
+    from nas.supernet.score import AccuracyScorer
     from nas.train import TrainConfig, load_supernet, resolve_device
 
     search = typed(SearchConfig, cfg.search, "search")

@@ -1,17 +1,17 @@
 """The typed settings of ``python -m nas.search``: one frozen dataclass per config group.
 
 Each checks its own values and names the key of anything wrong. ``nas.hydra_cli``
-derives the Hydra schema from them, ``nas.search_setup`` builds the search from them.
-The sampler's settings live with the samplers (``nas.samplers.SamplerConfig``).
+derives the Hydra schema from them, ``nas.search.setup`` builds the search from them.
+The sampler's settings live with the samplers (``nas.search.samplers.SamplerConfig``).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.schema import from_mapping
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,4 @@ def typed(cls: type, node: Any, key: str) -> Any:
     from omegaconf import DictConfig, OmegaConf
 
     d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**d)
+    return from_mapping(cls, d, f"{key}.")

@@ -1,4 +1,4 @@
-"""Where studies live: creating or resuming a study, safely (storages: ``nas.storage``).
+"""Where studies live: creating or resuming a study, safely (storages: ``nas.search.storage``).
 
 A storage is an SQLAlchemy URL (the default ``sqlite:///outputs/nas.db`` is one file
 holding every study, so one dashboard command shows them all) or the path of an
@@ -20,13 +20,13 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from nas.errors import ConfigError
-from nas.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
+from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
 
 METRICS = ("val_loss", "latency_ms")
 DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
 WORKER_ATTR = "worker"
 # A RUNNING trial that has not said which process runs it is stale after this long. A
-# live process claims its trial milliseconds after creating it (nas.objective); a trial
+# live process claims its trial milliseconds after creating it (nas.search.objective); a trial
 # left unclaimed comes from a process killed in between.
 UNCLAIMED_GRACE_S = 30.0
 # Study attributes that must match to resume: change any of them and earlier trials

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.data import CharCorpus, fixed_batches
+from nas.supernet.data import CharCorpus, fixed_batches
 from nas.model import GPT, build_model
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -72,7 +72,7 @@ class AccuracyScorer:
     Each architecture is built as a standalone model in its own precision
     (``nas.model.build_model``), so int8 and bf16 scores include their rounding, and
     evaluated on the same deterministic windows of the validation split
-    (``nas.data.fixed_batches``). Results are memoised by ``arch.arch_id``.
+    (``nas.supernet.data.fixed_batches``). Results are memoised by ``arch.arch_id``.
 
     Attributes:
         cache: ``arch_id -> loss`` of every architecture scored so far.

@@ -1,0 +1,3 @@
+from nas.search.run import main
+
+main()
