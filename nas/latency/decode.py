@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from nas.latency.blocks import make_block, standalone
+from nas.latency.prefill import make_block, standalone
 from nas.latency.spec import BlockKey
 from nas.model import DTYPES, GPT, Attention, KVCache, apply_precision
 
