@@ -6,7 +6,10 @@ and mode, and predicts per architecture:
 
 - ``prefill_ms``: the forward pass over the prefill table's tokens;
 - ``ttft_ms``: time to first token, the prefill of the prompt (same thing, named for
-  a request; the prefill table must be measured at that prompt length);
+  a request; the prefill table must be measured at that prompt length). A prefill
+  table times a plain forward pass: a server's prefill also writes the KV cache and
+  picks the first token, measured 11-15% more on the H100 at 128 tokens
+  (``experiments/latency_h100_decode``), about 1% of a request of 128 new tokens;
 - ``decode_ms``: time per output token (one generation step at the decode table's
   context);
 - ``request_ms(P, N)``: a whole request, ``ttft_ms(P) + (N - 1) * decode_ms``: the
