@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
 from typing import Callable, TypeVar
@@ -39,7 +40,8 @@ def exit_on_user_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":  # torchrun's ranks share the mistake: say it once
+                print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt as e:
             if isinstance(e, Stopped):  # nas.signals.stop_cleanly reports it, with its command's words

@@ -15,19 +15,34 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+
+def _omegaconf_type(t: Any) -> Any:
+    """``float | None`` -> ``Optional[float]``, ``tuple[str, ...]`` -> ``List[str]``,
+    ``dict[str, float | None]`` -> ``Dict[str, Optional[float]]``."""
+    if isinstance(t, types.UnionType):
+        return Optional[next(a for a in t.__args__ if a is not type(None))]
+    if typing.get_origin(t) is tuple:
+        return List[_omegaconf_type(typing.get_args(t)[0])]
+    if typing.get_origin(t) is dict:
+        k, v = typing.get_args(t)
+        return Dict[k, _omegaconf_type(v)]
+    return t
+
 
 def schema_of(cls: type) -> type:
     """A mutable copy of a frozen dataclass, with types OmegaConf understands."""
     hints = typing.get_type_hints(cls)
     spec = []
     for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if isinstance(t, types.UnionType):  # `float | None` -> Optional[float]
-            args = [a for a in t.__args__ if a is not type(None)]
-            t = Optional[args[0]]
-        default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
-        spec.append((f.name, t, field(default=default)))
+        t = _omegaconf_type(hints[f.name])
+        if f.default_factory is not dataclasses.MISSING:
+            spec.append((f.name, t, field(default_factory=f.default_factory)))
+        elif isinstance(f.default, tuple):
+            spec.append((f.name, t, field(default_factory=lambda v=f.default: list(v))))
+        else:
+            spec.append((f.name, t, field(default=f.default)))
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", spec)
 
 
@@ -98,11 +113,16 @@ def error_line(e: BaseException, undecodable: Callable[[], Path | None] | None =
             return f"{key}: {m.group(1)!r} is not allowed; it must be {kind}"
         if re.match(r"Key '.*' (is )?not in", msg):
             owner = getattr(cause, "object_type", None)
+            parent = getattr(cause, "parent_node", None)
             if owner is not None and dataclasses.is_dataclass(owner):
                 keys = "; allowed: " + ", ".join(f.name for f in dataclasses.fields(owner))
+            elif parent is not None and hasattr(parent, "keys"):  # a typed dict (search.budgets)
+                keys = "; allowed: " + ", ".join(map(str, parent.keys()))
             else:
                 keys = allowed(key) if allowed is not None else ""
             return f"{key}: unknown key{keys}"
+        if msg.startswith("Invalid value assigned: str is not a ListConfig"):
+            return f"{key}: {getattr(cause, 'value', '')!r} is not a list; give one, e.g. [a,b]"
         if re.match(r"Value '.*' is not a valid bool", msg):
             return f"{key}: {msg.split(chr(39))[1]!r} is not allowed; it must be true or false"
         return f"{key}: {msg}"

@@ -11,8 +11,10 @@ the supernet's slices (fine-tuning). What lives where, imports flowing down the 
 - ``nas.supernet.train``: ``train_supernet`` (its sub-network picker is a parameter),
   its checkpoints, ``load_supernet``.
 - ``nas.supernet.standalone``: ``train_standalone``, ``fits``, ``measure_throughput``.
-- here: ``python -m nas.train search_space=tiny train=tiny``, and every public name
-  above, so callers import from ``nas.train`` alone.
+- ``nas.supernet.distributed``: data-parallel training over ``torchrun``'s processes.
+- here: ``python -m nas.train search_space=tiny train=tiny`` (or ``torchrun
+  --nproc_per_node=N -m nas.train ...``), and every public name above, so callers
+  import from ``nas.train`` alone.
 
 Hydra is imported inside ``main`` only, so the experiments can import this module on
 machines without Hydra or Optuna.
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from nas.supernet import distributed
 from nas.supernet.data import load_corpus
 from nas.errors import ConfigError, exit_on_user_error
 from nas.outputs import check_folder
@@ -64,6 +67,9 @@ def _main(cfg: Any) -> Path:
         raise ConfigError(f"init: {init!r} is not allowed; allowed: scratch, supernet")
     if init == "supernet" and not raw.get("arch"):
         raise ConfigError("init: 'supernet' fine-tunes one architecture; give arch=<yaml> too")
+    if raw.get("arch") and distributed.launched_size() > 1:
+        raise ConfigError("arch: a model trained alone runs in one process; start it with "
+                          "python -m nas.train, not torchrun")
     if raw.get("arch"):  # one architecture (an exported winner, say) trained alone
         arch = ArchConfig.from_yaml(raw["arch"])
         try:
@@ -93,9 +99,20 @@ def _main(cfg: Any) -> Path:
               f"{res.test_loss:.4f}")
         log.info(f"weights: {path}  ({res.params:,} parameters, {res.tokens_per_s:,.0f} tokens/s)")
         return path
-    log.info(f"training the supernet of '{space.name}' on {resolve_device(tcfg.device)}: "
-          f"{tcfg.steps} steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
-    path = train_supernet(space, corpus, tcfg, out_dir, resume=resume)
+    device = resolve_device(tcfg.device)
+    distributed.check_batch(tcfg.batch_size, distributed.launched_size())
+    world = distributed.start(device)
+    try:
+        if world.main:
+            on = (f" x {world.size} processes (batch {tcfg.batch_size // world.size} each)"
+                  if world.size > 1 else "")
+            log.info(f"training the supernet of '{space.name}' on {device}{on}: {tcfg.steps} "
+                     f"steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
+        path = train_supernet(space, corpus, tcfg, out_dir, resume=resume, world=world)
+    finally:
+        distributed.stop()
+    if not world.main:
+        return path
     with held():
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     supernet = load_supernet(path, space, corpus=corpus)

@@ -42,15 +42,35 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Comp
 
 
 def search_in_process(space, table, scorer, url: str, name: str, n_trials: int,
-                      budget_ms: float | None, sampler: str = "nsga2", seed: int = 0):
+                      budget_ms: float | None, sampler: str = "nsga2", seed: int = 0,
+                      objectives: tuple[str, ...] = ("val_loss", "latency_ms"),
+                      budgets: dict[str, float] | None = None, serving=None):
     """``nas.search.run_search`` as the command calls it, without Hydra."""
     from nas.search.samplers import SamplerConfig
     from nas.search.run import SearchConfig, run_search
 
     cfg = SearchConfig(n_trials=n_trials, study_name=name, storage=url, latency_budget_ms=budget_ms,
-                       seed=seed, progress=False)
+                       seed=seed, progress=False, objectives=objectives, budgets=budgets or {})
     attrs = {"space": space.to_dict(), "device": "cpu", "hardware": "cpu", "table": TABLE,
-             "latency_budget_ms": budget_ms}
-    return run_search(space, table, scorer, cfg, SamplerConfig(name=sampler, population_size=6),
+             "latency_budget_ms": budget_ms, "budgets": cfg.budget_map()}
+    latency = table if serving is None else {"prefill": table, "serving": serving}
+    return run_search(space, latency, scorer, cfg, SamplerConfig(name=sampler, population_size=6),
                       device="cpu", study_attrs=attrs,
                       trial_attrs={"table_fingerprint": dict(table.fingerprint)})
+
+
+class FakeServing:
+    """What the objectives call of ``nas.latency.predict.CostModel``, made up from the
+    prefill table, so a search over decode latency and memory runs without their tables."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def decode_ms(self, arch) -> float:
+        return self.table.predict_ms(arch) / 4
+
+    def request_ms(self, arch) -> float:
+        return self.table.predict_ms(arch) + 31 * self.decode_ms(arch)
+
+    def peak_memory_mb(self, arch) -> float:
+        return arch.n_params * {"fp32": 4, "bf16": 2, "int8": 1}[arch.precision] / 2**20 + 0.1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nas.space import load_space
-from search_helpers import ROOT, TABLE, budget_between, search_in_process
+from search_helpers import ROOT, TABLE, FakeServing, budget_between, search_in_process
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +54,16 @@ def finished_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory
     budget = budget_between(tiny_table, tiny_space, 0.4)
     search_in_process(tiny_space, tiny_table, tiny_scorer_factory(), url, "done", 16, budget)
     return url, "done", budget
+
+
+@pytest.fixture(scope="session")
+def three_objective_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory):
+    """A 16-trial study minimising loss, decode latency and peak memory (made up by
+    ``FakeServing``), with a budget on memory only: (url, name, memory budget, serving)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('three')}/nas.db"
+    serving = FakeServing(tiny_table)
+    budget = round(0.3 * serving.peak_memory_mb(tiny_space.largest("fp32")), 3)
+    search_in_process(tiny_space, tiny_table, tiny_scorer_factory(), url, "three", 16, None,
+                      objectives=("val_loss", "decode_ms", "peak_mem_mb"),
+                      budgets={"peak_mem_mb": budget}, serving=serving)
+    return url, "three", budget, serving

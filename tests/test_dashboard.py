@@ -1,7 +1,8 @@
-"""optuna-dashboard on the SQLite file, over loopback: the study, both objective names and
-the latency constraint of every trial."""
+"""optuna-dashboard on the SQLite file, over loopback: the study, its objective names (those of
+search.objectives) and the constraints of every trial."""
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import urllib.request
@@ -19,10 +20,9 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def dashboard(finished_study):
-    """A live optuna-dashboard on the finished study: (base url, study id, budget_ms)."""
-    url, name, budget = finished_study
+@contextlib.contextmanager
+def _serving(url: str, name: str, n_objectives: int):
+    """A live optuna-dashboard on ``url``: (base url, the study id of ``name``)."""
     app = optuna_dashboard.wsgi(url)
     server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)  # port 0: a free one
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -31,11 +31,19 @@ def dashboard(finished_study):
     try:
         studies = _get(f"{base}/api/studies")["study_summaries"]
         mine = [s for s in studies if s["study_name"] == name]
-        assert len(mine) == 1 and mine[0]["directions"] == ["minimize", "minimize"]
-        yield base, mine[0]["study_id"], budget
+        assert len(mine) == 1 and mine[0]["directions"] == ["minimize"] * n_objectives
+        yield base, mine[0]["study_id"]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def dashboard(finished_study):
+    """A live optuna-dashboard on the finished study: (base url, study id, budget_ms)."""
+    url, name, budget = finished_study
+    with _serving(url, name, 2) as (base, study_id):
+        yield base, study_id, budget
 
 
 def _get(url: str):
@@ -63,3 +71,13 @@ def test_dashboard_shows_each_trials_latency_constraint_and_feasibility(dashboar
             feasible.add(t["number"])
         assert (t["number"] in feasible) == (latency_ms <= budget)
     assert 0 < len(feasible) < len(trials)  # the budget splits the study
+
+
+def test_dashboard_names_the_objectives_of_the_list(three_objective_study):
+    url, name, budget, _ = three_objective_study
+    with _serving(url, name, 3) as (base, study_id):
+        detail = _get(f"{base}/api/studies/{study_id}")
+    assert detail["objective_names"] == ["val_loss", "decode_ms", "peak_mem_mb"]
+    for t in (t for t in detail["trials"] if t["state"] == "Complete"):
+        memory = t["values"][2]
+        assert t["constraints"] == [pytest.approx(memory - budget)]  # the memory budget only

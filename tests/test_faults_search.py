@@ -133,6 +133,10 @@ CASES = [
     ("search-refused-resume", SEARCH, _search_args("search.storage=study.log", "search.study_name=done",
                                                    "search.latency_budget_ms=9"),
      ["search.study_name", "'done'", "latency_budget_ms"]),
+    ("search-resume-other-objectives", SEARCH, _search_args(
+        "search.storage=study.log", "search.study_name=done", "search.latency_budget_ms={budget}",
+        "search.objectives=[val_loss,latency_ms,params]"),
+     ["search.objectives", "'done'", "search.objectives=[val_loss,latency_ms]"]),
     ("search-seed-negative", SEARCH, _search_args("search.seed=-1", "search.storage=new.log"),
      ["search.seed", "-1", "0 to 4294967295"]),
     ("search-seed-too-big", SEARCH, _search_args("search.seed=4294967296", "search.storage=new.log"),

@@ -39,6 +39,6 @@ def test_hypervolume_equals_the_dominated_cells_counted_on_a_grid(seed):
 def test_winner_is_lowest_loss_within_budget():
     front = pd.DataFrame({"latency_ms": [1.0, 2.0, 3.0], "val_loss": [3.0, 2.0, 1.0],
                           "number": [0, 1, 2]})
-    assert choose_winner(front, 2.5)["number"] == 1
+    assert choose_winner(front, {"latency_ms": 2.5})["number"] == 1
     assert choose_winner(front, None)["number"] == 2
-    assert choose_winner(front, 0.5) is None
+    assert choose_winner(front, {"latency_ms": 0.5}) is None

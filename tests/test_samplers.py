@@ -6,7 +6,7 @@ import pytest
 from optuna.storages import InMemoryStorage
 
 from nas.errors import ConfigError
-from nas.search.samplers import NoRepeatSampler, SamplerConfig, make_sampler
+from nas.search.samplers import NoRepeatSampler, SamplerConfig, build_sampler, make_sampler
 from nas.search.run import SearchConfig, run_search
 
 pytest_plugins = ["search_support"]  # its session fixtures: the tiny space and its table
@@ -86,3 +86,28 @@ def test_no_repeat_accepts_a_repeat_after_max_tries():
     trial = _study_with(wrapped, tried=[1]).ask()
     assert trial.suggest_int("a", 0, 9) == 1  # a full space: the repeat stays
     assert base.calls == 3
+
+
+def _draws(sampler, first_number: int, n: int = 4) -> list[tuple[float, ...]]:
+    """What ``sampler`` proposes for ``n`` trials numbered from ``first_number``."""
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    for k in range(first_number):  # a study already holding trials 0..first_number-1
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            values=[1.0, 1.0]))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        out.append((t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)))
+        study.tell(t, [1.0, 1.0])
+    return out
+
+
+@pytest.mark.parametrize("name", ["nsga2", "tpe", "random"])
+def test_draws_follow_seed_and_trial_number_not_the_process(name):
+    cfg = SamplerConfig(name=name, no_repeat=name != "random")
+    build = lambda seed: build_sampler(cfg, seed, lambda genome: None)  # noqa: E731
+    assert _draws(build(0), 0) == _draws(build(0), 0)      # a fresh search is reproducible
+    assert _draws(build(0), 0) != _draws(build(1), 0)      # and follows search.seed
+    # A resume (or a second worker) does not replay the draws of trials 0..3.
+    assert set(_draws(build(0), 4)).isdisjoint(_draws(build(0), 0))

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from nas.model import build_model
 from nas.search.objective import n_params
 from nas.space import ArchConfig
-from nas.search.study import METRICS
+from nas.search.objectives import DEFAULT as METRICS
 from search_helpers import (FAST_SCORE, budget_between, cli_env, run_cli, search_cmd,
                             search_in_process)
 

@@ -28,11 +28,28 @@ def _refused(r, *needles: str) -> str:
                                          "L1 d", "give at least"]),
     ("search.n_trials=0", ["search.n_trials", ">= 1"]),
     ("search.colour=red", ["search.colour", "unknown key", "n_trials"]),
+    ("search.device=gpu1", ["search.device", "'gpu1'", "cuda:K"]),
+    ("search.grace_period=5", ["search.grace_period", "more than search.heartbeat_interval (10)"]),
+    ("search.objectives=[val_loss,latency]", ["search.objectives", "'latency'",
+                                               "allowed: val_loss, latency_ms"]),
+    ("search.objectives=[latency_ms,params]", ["search.objectives", "must hold val_loss"]),
+    ("search.objectives=[val_loss,params,params]", ["search.objectives", "params twice"]),
+    ("search.objectives=val_loss", ["search.objectives", "not a list"]),
+    ("search.budgets={peak_mem_mb: 2}", ["search.budgets.peak_mem_mb", "not in search.objectives",
+                                         "allowed on latency_ms"]),
+    ("search.budgets={watts: 2}", ["search.budgets.watts", "unknown key", "peak_mem_mb"]),
 ])
 def test_bad_override_is_one_line(tmp_path, override, needles):
     r = run_cli(search_cmd(override, f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
     _refused(r, *needles)
     assert not (tmp_path / "outputs" / "supernets").exists()  # refused before training
+
+
+def test_latency_budget_without_latency_objective_is_refused(tmp_path):
+    # The target's default budget is dropped silently; one the user gives is refused.
+    r = run_cli(search_cmd("search.objectives=[val_loss,params]", "search.latency_budget_ms=0.7",
+                           f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
+    _refused(r, "search.latency_budget_ms", "not in search.objectives", "null")
 
 
 def test_storage_that_cannot_be_opened_is_left_alone(tmp_path):
@@ -57,3 +74,18 @@ def test_study_with_other_objectives_is_refused_and_kept(tmp_path):
     again = optuna.load_study(study_name="mine", storage=url)
     assert len(again.trials) == 3 and again.metric_names == ["accuracy"]
     assert again.user_attrs == {}
+
+
+def test_objective_without_its_table_is_refused(tmp_path):
+    import shutil
+
+    from search_helpers import ROOT, TABLE
+
+    for suffix in (".csv", ".json"):  # the prefill table alone, no decode table beside it
+        shutil.copy((ROOT / TABLE).with_suffix(suffix), (tmp_path / "cpu-tiny").with_suffix(suffix))
+    r = run_cli(search_cmd("search.objectives=[val_loss,decode_ms,peak_mem_mb]",
+                           f"hardware.table={tmp_path}/cpu-tiny.csv",
+                           f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
+    _refused(r, "search.objectives", "decode_ms, peak_mem_mb cannot be predicted on hardware 'cpu'",
+             "cpu-tiny-decode-b1-c64.csv", "python -m nas.latency build")
+    assert not (tmp_path / "outputs" / "supernets").exists()

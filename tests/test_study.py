@@ -8,10 +8,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import study as study_mod
+from nas.search import workers as workers_mod
 from nas.errors import ConfigError
-from nas.search.study import (METRICS, WORKER_ATTR, check_compatible, count_complete, enqueue_once,
-                       fail_dead_trials, open_storage, open_study)
+from nas.search.objectives import DEFAULT as METRICS
+from nas.search.study import check_compatible, count_complete, open_storage, open_study
+from nas.search.workers import WORKER_ATTR, enqueue_once, fail_dead_trials
 
 ATTRS = {"space": {"name": "tiny"}, "device": "cpu", "latency_budget_ms": 2.0}
 
@@ -75,7 +76,7 @@ def test_dead_workers_trials_are_failed_live_ones_kept(tmp_path, monkeypatch):
     assert states[t_dead.number] == TrialState.FAIL
     assert states[t_live.number] == states[t_new.number] == TrialState.RUNNING
     # A trial that never said who runs it is stale only after a grace period.
-    monkeypatch.setattr(study_mod, "UNCLAIMED_GRACE_S", -1.0)
+    monkeypatch.setattr(workers_mod, "UNCLAIMED_GRACE_S", -1.0)
     assert fail_dead_trials(study) == [t_new.number]
 
 

@@ -14,7 +14,6 @@ not a table's is refused untouched.
 from __future__ import annotations
 
 import datetime as _dt
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable

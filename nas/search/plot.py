@@ -1,10 +1,13 @@
 """Pareto plots: ``python -m nas.search.plot --study A [--study B ...]``.
 
 One study: every trial (feasible ones scored, over-budget ones on a strip above them,
-since their loss was never measured), the Pareto front as a step line, the baseline
-and the chosen winner. Several studies (samplers, hardware targets): their fronts on
-one figure. Figures are drawn on a bare ``matplotlib.figure.Figure``, so nothing
-touches pyplot's global state or needs a display.
+since their loss was never measured), the Pareto front and its 2-D step line, the
+budgets, the baseline and the chosen winner. With more than two objectives, a grid of
+2-D panels, one per pair (the loss against each cost on the bottom row, costs against
+each other above): the study's front in every panel, the step line of what each
+projection keeps. Several studies (samplers, hardware targets): their fronts on one
+figure. Figures are drawn on a bare ``matplotlib.figure.Figure``, so nothing touches
+pyplot's global state or needs a display.
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from nas.errors import ConfigError, OneLineParser, exit_on_user_error
 from nas.outputs import check_folder
-from nas.search.results import choose_winner, pareto_frame, trials_frame
+from nas.search.objectives import LOSS, REGISTRY
+from nas.search.results import choose_winner, front_2d, objectives_of, pareto_frame, trials_frame
 from nas.search.study import damaged_storage_is_refused
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
@@ -26,67 +31,106 @@ DASHES = ["-", "--", ":", "-."]
 FORMATS = (".png", ".pdf", ".svg")
 
 
-def _step(ax, front: pd.DataFrame, **kw) -> None:
-    """The front as the boundary of what it dominates: flat until the next faster point."""
-    ax.step(front["latency_ms"], front["val_loss"], where="post", **kw)
+def _label(name: str, hardware: str | None) -> str:
+    o = REGISTRY[name]
+    return o.label + (f" on {hardware}" if hardware and o.unit else "")
 
 
-def plot_pareto(df: pd.DataFrame, path: Path, title: str, budget_ms: float | None = None,
-                hardware: str | None = None) -> Path:
-    """One study's trials and front, saved as a PNG.
+def _step(ax, front: pd.DataFrame, x: str, y: str = LOSS, **kw) -> None:
+    """A 2-D front as the boundary of what it dominates: flat until the next lower point."""
+    line = front_2d(front, x, y)
+    ax.step(line[x], line[y], where="post", **kw)
+
+
+def _panel(ax, df: pd.DataFrame, x: str, y: str, budgets: Mapping[str, float],
+           hardware: str | None) -> None:
+    """One pair of objectives: the trials, the front, the budgets, baseline and winner."""
+    done = df[df["state"] == "COMPLETE"]
+    scored = done[done["scored"] & done["feasible"]]
+    over = done[~done["feasible"] & ~done["scored"]]  # a scored baseline gets its own marker
+    front = pareto_frame(df)
+    ax.scatter(scored[x], scored[y], s=14, color="tab:blue", alpha=0.45,
+               label=f"within budget, scored ({len(scored)})")
+    if y == LOSS:  # the loss of an over-budget trial was never measured: a strip above
+        measured = done.loc[done["scored"], LOSS].dropna()  # feasible ones and the baseline
+        lo, hi = (measured.min(), measured.max()) if len(measured) else (0.0, 1.0)
+        pad = max(hi - lo, 0.05) * 0.08
+        over_y = [hi + 2 * pad] * len(over)
+        ax.set_ylim(lo - pad, hi + 4 * pad)
+        if len(over):
+            ax.text(over[x].min(), hi + 2.4 * pad, "over budget: loss not measured",
+                    va="bottom", fontsize=8, color="0.35")
+    else:
+        over_y = over[y]
+    if len(over):
+        ax.scatter(over[x], over_y, marker="x", s=16, color="0.55",
+                   label=f"over budget, not scored ({len(over)})")
+    if len(front):
+        _step(ax, front, x, y, color="tab:red", lw=1.6)
+        ax.scatter(front[x], front[y], s=34, color="tab:red", zorder=3,
+                   label=f"Pareto front ({len(front)})")
+    for name, b in budgets.items():
+        unit = REGISTRY[name].unit
+        if name == x:
+            ax.axvline(b, color="0.3", ls="--", lw=1)
+            ax.axvspan(b, max(done[x].max(), b) * 1.02, color="0.5", alpha=0.08, lw=0)
+            ax.text(b, 1.0, f" budget {b:g} {unit}", transform=ax.get_xaxis_transform(),
+                    va="top", fontsize=8, color="0.3")
+        elif name == y:
+            ax.axhline(b, color="0.3", ls="--", lw=1)
+            ax.axhspan(b, max(done[y].max(), b) * 1.02, color="0.5", alpha=0.08, lw=0)
+            ax.text(1.0, b, f"budget {b:g} {unit} ", transform=ax.get_yaxis_transform(),
+                    ha="right", va="bottom", fontsize=8, color="0.3")
+    base = done[done["baseline"] & done["scored"]]
+    if len(base):
+        b = base.iloc[0]
+        ax.scatter([b[x]], [b[y]], marker="*", s=180, color="black", zorder=4,
+                   label=f"baseline: {b['arch']}")
+    win = choose_winner(front, budgets)
+    if win is not None:
+        values = ", ".join(f"{n} {win[n]:{REGISTRY[n].fmt}}" for n in objectives_of(df))
+        ax.scatter([win[x]], [win[y]], s=150, facecolors="none", edgecolors="black",
+                   linewidths=1.6, zorder=5, label=f"winner: {win['arch']}\n{values}")
+    ax.set_xlabel(_label(x, hardware))
+    ax.set_ylabel(_label(y, hardware))
+    for name, axis in ((x, ax.xaxis), (y, ax.yaxis)):
+        if name != LOSS and not REGISTRY[name].unit:  # a count: 250k, not 250000
+            axis.set_major_formatter(EngFormatter())
+    ax.grid(alpha=0.3)
+
+
+def plot_pareto(df: pd.DataFrame, path: Path, title: str,
+                budgets: Mapping[str, float] | None = None, hardware: str | None = None) -> Path:
+    """One study's trials and front, saved as a PNG: one panel for two objectives, a
+    lower-triangular grid of pairs for more.
 
     Args:
         df: ``nas.search.results.trials_frame`` of the study.
         path: the PNG to write.
         title: the figure title (the study name).
-        budget_ms: draws the budget and picks the annotated winner.
-        hardware: names the latency axis.
+        budgets: drawn on their axes; they pick the marked winner.
+        hardware: names the axes of predicted objectives.
     """
-    fig = Figure(figsize=(8, 6), dpi=120)
-    ax = fig.add_subplot()
-    done = df[df["state"] == "COMPLETE"]
-    scored = done[done["scored"] & done["feasible"]]
-    over = done[~done["feasible"] & ~done["scored"]]  # a scored baseline gets its own marker
-    front = pareto_frame(df)
-    ax.scatter(scored["latency_ms"], scored["val_loss"], s=14, color="tab:blue", alpha=0.45,
-               label=f"within budget, scored ({len(scored)})")
-    measured = done.loc[done["scored"], "val_loss"].dropna()  # feasible ones and the baseline
-    lo, hi = (measured.min(), measured.max()) if len(measured) else (0.0, 1.0)
-    pad = max(hi - lo, 0.05) * 0.08
-    strip = hi + 2 * pad
-    if len(over):
-        ax.scatter(over["latency_ms"], [strip] * len(over), marker="x", s=16, color="0.55",
-                   label=f"over budget, not scored ({len(over)})")
-        ax.text(over["latency_ms"].min(), strip + pad * 0.4, "over budget: loss not measured",
-                va="bottom", fontsize=8, color="0.35")
-    if len(front):
-        _step(ax, front, color="tab:red", lw=1.6)
-        ax.scatter(front["latency_ms"], front["val_loss"], s=34, color="tab:red", zorder=3,
-                   label=f"Pareto front ({len(front)})")
-    if budget_ms is not None:
-        ax.axvline(budget_ms, color="0.3", ls="--", lw=1)
-        ax.axvspan(budget_ms, max(done["latency_ms"].max(), budget_ms) * 1.02, color="0.5",
-                   alpha=0.08, lw=0)
-        ax.text(budget_ms, 1.0, f" budget {budget_ms:g} ms", transform=ax.get_xaxis_transform(),
-                va="top", fontsize=8, color="0.3")
-    base = done[done["baseline"] & done["scored"]]
-    if len(base):
-        b = base.iloc[0]
-        ax.scatter([b["latency_ms"]], [b["val_loss"]], marker="*", s=180, color="black", zorder=4,
-                   label=f"baseline: {b['arch']}")
-    win = choose_winner(front, budget_ms)
-    if win is not None:
-        ax.annotate(f"winner: {win['arch']}\n{win['latency_ms']:.3g} ms, loss {win['val_loss']:.3f}",
-                    (win["latency_ms"], win["val_loss"]), xytext=(25, 30), textcoords="offset points",
-                    fontsize=8, arrowprops={"arrowstyle": "->", "color": "0.2"},
-                    bbox={"boxstyle": "round", "fc": "white", "ec": "0.6"})
-    ax.set_ylim(lo - pad, strip + 2 * pad)
-    ax.set_xlabel(f"predicted latency (ms){' on ' + hardware if hardware else ''}")
-    ax.set_ylabel("validation loss (supernet weights)")
-    ax.set_title(f"{title}: {len(done)} trials")
-    ax.grid(alpha=0.3)
-    # Below the axes: inside, it would hide the over-budget strip or the front.
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    budgets = dict(budgets or {})
+    names = objectives_of(df)
+    order = [n for n in names if n != LOSS] + [LOSS]  # the loss last: on the bottom row's y axis
+    n = len(order) - 1
+    fig = Figure(figsize=(8, 6) if n == 1 else (4.4 * n + 1, 3.8 * n + 0.6), dpi=120)
+    for i in range(n):
+        for j in range(i + 1):
+            ax = fig.add_subplot(n, n, i * n + j + 1)
+            _panel(ax, df, order[j], order[i + 1], budgets, hardware)
+    done = int((df["state"] == "COMPLETE").sum())
+    if n == 1:
+        ax.set_title(f"{title}: {done} trials")
+        # Below the axes: inside, it would hide the over-budget strip or the front.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
+                  frameon=False)
+    else:
+        fig.suptitle(f"{title}: {done} trials, Pareto front over {', '.join(names)}")
+        # The empty upper-right cells hold the legend of a bottom-row panel (all labels).
+        fig.legend(*fig.axes[-1].get_legend_handles_labels(), loc="upper right",
+                   bbox_to_anchor=(0.98, 0.93), fontsize=9, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -94,19 +138,20 @@ def plot_pareto(df: pd.DataFrame, path: Path, title: str, budget_ms: float | Non
 
 
 def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pareto fronts",
-                log_x: bool | None = None) -> Path:
-    """The fronts of several studies on one figure.
+                log_x: bool | None = None, x: str = "latency_ms") -> Path:
+    """The fronts of several studies on one figure, the loss against ``x``.
 
     Args:
         frames: label -> ``trials_frame`` of a study.
         path: the PNG to write.
         title: the figure title.
-        log_x: a log latency axis (None: when the latencies span more than 20x,
-            e.g. a CPU and a GPU target).
+        log_x: a log ``x`` axis (None: when it spans more than 20x, e.g. a CPU and a GPU
+            target).
+        x: the objective on the x axis (every study has it).
     """
     fig = Figure(figsize=(8, 5.2), dpi=120)
     ax = fig.add_subplot()
-    lats = []
+    xs = []
     for i, (label, df) in enumerate(frames.items()):
         front = pareto_frame(df)
         if front.empty:
@@ -114,15 +159,15 @@ def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pa
         c = COLORS[i % len(COLORS)]
         # Fronts often share points: hollow markers of shrinking size and distinct dashes
         # keep every one visible where they coincide.
-        _step(ax, front, color=c, lw=1.5, ls=DASHES[i % len(DASHES)], alpha=0.9)
-        ax.scatter(front["latency_ms"], front["val_loss"], s=max(70 - 18 * i, 14),
+        _step(ax, front, x, color=c, lw=1.5, ls=DASHES[i % len(DASHES)], alpha=0.9)
+        ax.scatter(front[x], front[LOSS], s=max(70 - 18 * i, 14),
                    marker=MARKERS[i % len(MARKERS)], facecolors="none", edgecolors=c,
                    linewidths=1.4, zorder=3, label=f"{label} ({len(front)} on front)")
-        lats += list(front["latency_ms"])
-    if lats and (log_x or (log_x is None and max(lats) > 20 * min(lats))):
+        xs += list(front[x])
+    if xs and (log_x or (log_x is None and max(xs) > 20 * min(xs))):
         ax.set_xscale("log")
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("validation loss (supernet weights)")
+    ax.set_xlabel(REGISTRY[x].label)
+    ax.set_ylabel(REGISTRY[LOSS].label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -154,7 +199,7 @@ def out_file(path: Path, key: str = "--out") -> Path:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    from nas.search.export import DEFAULT_STORAGE, load_named_study
+    from nas.search.export import DEFAULT_STORAGE, load_named_study, study_budgets
 
     ap = OneLineParser(
         prog="nas-plot", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -176,14 +221,20 @@ def main(argv: list[str] | None = None) -> Path:
     with damaged_storage_is_refused(args.storage, "--storage"):
         studies = [load_named_study(args.storage, n) for n in names]
         try:
+            frames = {s.study_name: trials_frame(s) for s in studies}
             if len(studies) == 1:
                 s = studies[0]
                 out = out or out_file(Path("outputs") / s.study_name / "pareto.png")
-                plot_pareto(trials_frame(s), out, s.study_name, s.user_attrs.get("latency_budget_ms"),
+                plot_pareto(frames[s.study_name], out, s.study_name, study_budgets(s),
                             s.user_attrs.get("hardware"))
             else:
+                x = next(n for n in objectives_of(frames[studies[0].study_name]) if n != LOSS)
+                lacking = [k for k, df in frames.items() if x not in df]
+                if lacking:
+                    raise ConfigError(f"--study: {lacking[0]!r} has no objective {x} (that of "
+                                      f"{studies[0].study_name!r}); give studies that share it")
                 out = out or out_file(Path("outputs") / "fronts.png")
-                plot_fronts({s.study_name: trials_frame(s) for s in studies}, out)
+                plot_fronts(frames, out, x=x)
         except OSError as e:  # a folder that turned out unwritable, a full disk
             raise ConfigError(f"--out: cannot write {out} ({e.strerror or e})") from None
     print(f"plot: {out}")

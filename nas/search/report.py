@@ -7,43 +7,51 @@ if TYPE_CHECKING:  # for the annotation only: nas.search imports this module
     from nas.search.run import SearchResult
 
 
-def summary(result: SearchResult, budget_ms: float | None, hardware: str,
+def summary(result: SearchResult, budgets: Mapping[str, float], hardware: str,
             paths: Mapping[str, Any], storage_url: str) -> str:
     """The terminal report: counts, speed, where the time went, the front, the files."""
-    from nas.search.results import choose_winner, pareto_frame, trials_frame
+    from nas.search.objectives import LOSS, REGISTRY, describe_budgets
+    from nas.search.results import choose_winner, objectives_of, pareto_frame, trials_frame
 
     df = trials_frame(result.study)
+    names = objectives_of(df)
     done = df[df["state"] == "COMPLETE"]
     n_ok = int((done["feasible"]).sum())
     front = pareto_frame(df)
-    win = choose_winner(front, budget_ms)
+    win = choose_winner(front, budgets)
     lines = [
         f"study {result.study.study_name}: {len(done)} trials ({n_ok} within budget, "
         f"{len(done) - n_ok} over budget), {int((df['state'] == 'FAIL').sum())} failed",
     ]
     if result.failed_stale:
-        lines.append(f"resumed: {len(result.failed_stale)} trial(s) of a stopped run marked failed "
-                     f"({', '.join(map(str, result.failed_stale))})")
+        lines.append(f"{len(result.failed_stale)} trial(s) of a stopped worker marked failed and "
+                     f"queued again ({', '.join(map(str, result.failed_stale))})")
     if result.new_trials:
         st = result.stage_seconds
         tot = max(result.seconds, 1e-9)
         lines.append(
             f"this run: {result.new_trials} trials in {result.seconds:.1f} s "
             f"({result.trials_per_s:.2f} trials/s); scoring {st.get('score', 0):.1f} s "
-            f"({100 * st.get('score', 0) / tot:.0f}%), latency lookup {st.get('latency', 0):.3f} s, "
+            f"({100 * st.get('score', 0) / tot:.0f}%), predictions {st.get('latency', 0):.3f} s, "
             f"Optuna + storage {st.get('optuna_and_storage', 0):.1f} s")
-    limit = f"budget {budget_ms:g} ms" if budget_ms is not None else "no budget"
-    lines.append(f"Pareto front on {hardware} ({limit}), fastest first:")
-    lines.append(f"  {'trial':>5}  {'latency_ms':>10}  {'val_loss':>8}  {'params':>8}  arch")
+    limit = describe_budgets(budgets)
+    by = next(n for n in names if n != LOSS)
+    lines.append(f"Pareto front on {hardware} ({limit}), by {by}:")
+    cols = [*names, *(["params"] if "params" not in names else [])]
+    width = {c: max(len(c), 8) for c in cols}
+    lines.append(f"  {'trial':>5}  " + "  ".join(f"{c:>{width[c]}}" for c in cols) + "  arch")
+
+    def row(r: Any) -> str:
+        return "  ".join(f"{r[c]:>{width[c]}{REGISTRY[c].fmt}}"
+                         for c in cols)
+
     for _, r in front.iterrows():
         mark = " <- winner" if win is not None and r["number"] == win["number"] else ""
-        lines.append(f"  {r['number']:>5}  {r['latency_ms']:>10.4g}  {r['val_loss']:>8.4f}  "
-                     f"{int(r['params']):>8}  {r['arch']}{mark}")
+        lines.append(f"  {r['number']:>5}  {row(r)}  {r['arch']}{mark}")
     base = done[done["baseline"] & done["scored"]]
     if len(base):
         b = base.iloc[0]
-        lines.append(f"  baseline: trial {b['number']}, {b['latency_ms']:.4g} ms, loss "
-                     f"{b['val_loss']:.4f}, {b['arch']}")
+        lines.append(f"  {'base':>5}  {row(b)}  {b['arch']} (baseline, trial {b['number']})")
     lines.append(f"pareto csv : {paths['pareto_csv']}")
     lines.append(f"pareto plot: {paths['plot']}")
     lines.append(f"winner     : {paths['winner'] or 'none within budget'}")

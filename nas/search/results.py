@@ -6,7 +6,7 @@ finished search can be exported or plotted without its supernet or latency table
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -15,10 +15,11 @@ from optuna.trial import TrialState
 
 from nas.errors import ConfigError
 from nas.space import ArchConfig
-from nas.search.study import DIRECTIONS, METRICS
+from nas.search.objectives import DEFAULT, LOSS, REGISTRY, of_study
 
-COLUMNS = ["number", "state", "val_loss", "latency_ms", "feasible", "scored", "pareto", "baseline",
-           "arch_id", "arch", "params", "n_layer", "d_model", "precision", "duration_s"]
+# After "number", "state" and the study's objectives.
+COLUMNS = ["feasible", "scored", "pareto", "baseline", "arch_id", "arch", "params", "n_layer",
+           "d_model", "precision", "duration_s"]
 
 
 def check_search_study(study: optuna.Study, key: str = "--study") -> None:
@@ -28,13 +29,13 @@ def check_search_study(study: optuna.Study, key: str = "--study") -> None:
         ConfigError: other objectives, no finished trial, or trials without architectures.
     """
     name = study.study_name
-    directions = [d.name.lower() for d in study.directions]
-    metrics = study.metric_names
-    if directions != [d.name.lower() for d in DIRECTIONS] or (
-            metrics is not None and list(metrics) != list(METRICS)):
-        have = ", ".join(f"{m} ({d})" for m, d in zip(metrics or ["?"] * len(directions), directions))
+    if of_study(study) is None:
+        directions = [d.name.lower() for d in study.directions]
+        have = ", ".join(f"{m} ({d})" for m, d in zip(study.metric_names or ["?"] * len(directions),
+                                                      directions))
         raise ConfigError(f"{key}: {name!r} has objectives {have}; only a study of nas.search "
-                          "(val_loss, latency_ms, both minimised) can be read")
+                          f"({', '.join(DEFAULT)} or another search.objectives list, all minimised) "
+                          "can be read")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise ConfigError(f"{key}: {name!r} has no finished trial yet; run python -m nas.search "
@@ -44,28 +45,38 @@ def check_search_study(study: optuna.Study, key: str = "--study") -> None:
                           "nas.search can be read")
 
 
+def objectives_of(df: pd.DataFrame) -> list[str]:
+    """The objectives of a :func:`trials_frame`: its columns between ``state`` and ``feasible``."""
+    cols = list(df.columns)
+    return cols[cols.index("state") + 1:cols.index("feasible")]
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per finished trial (COMPLETE or FAIL), with the Pareto flag.
 
-    ``val_loss`` is NaN for trials that were never scored (over budget); ``pareto`` is
-    Optuna's ``study.best_trials``: feasible, non-dominated, first of any duplicates.
+    Columns: ``number``, ``state``, one per objective (in the study's order), then
+    :data:`COLUMNS`. ``val_loss`` is NaN for trials that were never scored (over budget);
+    ``pareto`` is Optuna's ``study.best_trials``: feasible, non-dominated, first of any
+    duplicates.
     """
+    names = list(of_study(study) or ())
     front = {t.number for t in study.best_trials}
     rows: list[dict[str, Any]] = []
     seen_on_front: set[str] = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         arch = t.user_attrs.get("arch")
         arch_id = t.user_attrs.get("arch_id", "")
-        loss, lat = (t.values if t.values else (math.nan, math.nan))
+        values = dict(zip(names, t.values or [math.nan] * len(names)))
         scored = bool(t.user_attrs.get("scored", t.state == TrialState.COMPLETE))
+        if not (scored and math.isfinite(values[LOSS])):
+            values[LOSS] = math.nan
         on_front = t.number in front and arch_id not in seen_on_front
         if on_front:
             seen_on_front.add(arch_id)
         rows.append({
             "number": t.number,
             "state": t.state.name,
-            "val_loss": loss if scored and math.isfinite(loss) else math.nan,
-            "latency_ms": lat,
+            **values,
             "feasible": t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values()),
             "scored": scored,
             "pareto": on_front,
@@ -78,20 +89,34 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "precision": arch["precision"] if arch else None,
             "duration_s": t.duration.total_seconds() if t.duration else math.nan,
         })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    # "params" is a column of its own unless it is an objective.
+    return pd.DataFrame(rows, columns=["number", "state", *names,
+                                       *(c for c in COLUMNS if c not in names)])
 
 
 def pareto_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The Pareto-optimal rows, fastest first."""
-    return df[df["pareto"]].sort_values(["latency_ms", "val_loss"]).reset_index(drop=True)
+    """The Pareto-optimal rows, by the first objective other than the loss (fastest first)."""
+    names = objectives_of(df)
+    costs = [n for n in names if n != LOSS]
+    return df[df["pareto"]].sort_values([*costs, LOSS]).reset_index(drop=True)
 
 
-def choose_winner(pareto: pd.DataFrame, budget_ms: float | None) -> pd.Series | None:
-    """The lowest loss within ``budget_ms`` (any latency when None); None if nothing fits."""
-    fits = pareto if budget_ms is None else pareto[pareto["latency_ms"] <= budget_ms]
+def front_2d(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The rows of ``df`` no other row beats in both ``x`` and ``y``, by ``x``: a 2-D front
+    (of a front in more dimensions, the points its projection on ``(x, y)`` keeps)."""
+    rows = df.dropna(subset=[x, y]).sort_values([x, y])
+    keep = rows[y] < rows[y].astype(float).cummin().shift(fill_value=math.inf)
+    return rows[keep]
+
+
+def choose_winner(pareto: pd.DataFrame, budgets: Mapping[str, float] | None) -> pd.Series | None:
+    """The lowest loss within every budget (by objective); None if nothing fits."""
+    fits = pareto
+    for name, b in (budgets or {}).items():
+        fits = fits[fits[name] <= b]
     if fits.empty:
         return None
-    return fits.sort_values(["val_loss", "latency_ms"]).iloc[0]
+    return fits.sort_values([LOSS, *(n for n in REGISTRY if n in fits and n != LOSS)]).iloc[0]
 
 
 def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Sequence[float]) -> float:

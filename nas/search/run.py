@@ -2,7 +2,8 @@
 
 Optuna proposes architectures of the search space; the latency table of the target
 hardware predicts their latency at once; those within the budget are scored by the
-supernet (validation loss with inherited weights). Both objectives are minimised.
+supernet (validation loss with inherited weights). Every objective of
+``search.objectives`` is minimised (``nas.search.objectives``).
 At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
@@ -25,18 +26,21 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from nas.search.budget import Surplus, TrialBudget
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
 from nas.search.objective import Objective
+from nas.search.objectives import LOSS
 from nas.paths import CONF_DIR
-from nas.search.samplers import NoRepeatSampler, SamplerConfig, make_sampler
+from nas.search.resume import search_settings
+from nas.search.samplers import SamplerConfig, build_sampler
 from nas.search.config import SearchConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
 from nas.search.report import summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
-from nas.search.study import (count_complete, damaged_storage_is_refused, enqueue_once, fail_dead_trials,
-                              open_storage, open_study)
+from nas.search.study import count_complete, damaged_storage_is_refused, open_study
+from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +61,33 @@ class SearchResult:
 
 
 class _Progress:
-    """tqdm bar over COMPLETE trials, with the feasible count and the best loss so far."""
+    """tqdm bar over the study's COMPLETE trials (every worker's), with the feasible count
+    and the best loss of this worker's trials."""
 
     def __init__(self, study: optuna.Study, total: int, done: int, enabled: bool):
         self.bar = tqdm(total=total, initial=done, disable=not enabled, unit="trial",
                         desc=f"search {study.study_name}", dynamic_ncols=True)
         self.feasible = self.best = None
+        self.ran = 0  # COMPLETE trials of this worker
+        self.loss_at = study.metric_names.index(LOSS)
+
+    def show(self, complete: int) -> None:
+        self.bar.update(complete - self.bar.n)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.debug("trial %d %s: values %s, constraints %s, %s", trial.number, trial.state.name,
                   trial.values, trial.constraints, trial.user_attrs.get("arch_id"))
         if trial.state != TrialState.COMPLETE:
             return
+        self.ran += 1
         ok = all(v <= 0 for v in trial.constraints.values())
         self.feasible = (self.feasible or 0) + ok
-        if ok and math.isfinite(trial.values[0]):
-            self.best = trial.values[0] if self.best is None else min(self.best, trial.values[0])
+        loss = trial.values[self.loss_at]
+        if ok and math.isfinite(loss):
+            self.best = loss if self.best is None else min(self.best, loss)
         self.bar.set_postfix(within_budget=self.feasible,
                              best_loss=f"{self.best:.3f}" if self.best is not None else "-",
                              refresh=False)
-        self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -93,43 +104,52 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
                cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
                study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
                storage: Any = None) -> SearchResult:
-    """Create or resume the study and run it up to ``cfg.n_trials`` COMPLETE trials.
+    """Create, resume or join the study and run it up to ``cfg.n_trials`` COMPLETE trials.
+
+    Any number of processes may run this on one study: together they run ``cfg.n_trials``
+    (``nas.search.budget``), and a dead one's trial is failed and run again
+    (``nas.search.workers``).
 
     Args:
         space: the search space.
-        latency: the latency table (``predict_ms(arch)``).
+        latency: the prefill latency table, or the tables of every objective by kind
+            (``nas.search.objectives.load_tables``).
         scorer: ``scorer(arch) -> validation loss``.
-        cfg: trials, study, storage, budget, seed.
+        cfg: trials, study, storage, objectives, budgets, seed.
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
-            (``nas.search.study.MUST_MATCH``).
+            (``nas.search.resume.SETTINGS``; the sampler, seed and objectives are added here).
         trial_attrs: written on every trial (the table fingerprint).
-        storage: an opened storage (default: open ``cfg.storage``).
+        storage: an opened storage (default: open ``cfg.storage``, with a heartbeat).
 
     Returns:
         The study and the timing of this run.
     """
-    storage = storage if storage is not None else open_storage(cfg.storage)
-    proposer = make_sampler(sampler, cfg.seed)
-    if sampler.no_repeat:
-        proposer = NoRepeatSampler(proposer, lambda genome: _arch_id(space, genome), cfg.seed)
-    study = open_study(storage, cfg.study_name, proposer, study_attrs, where=cfg.storage)
+    storage = storage if storage is not None else open_worker_storage(cfg)
+    attrs = {**study_attrs, **search_settings(sampler, cfg.seed, cfg.objectives)}
+    proposer = build_sampler(sampler, cfg.seed, lambda genome: _arch_id(space, genome))
+    study = open_study(storage, cfg.study_name, proposer, attrs, cfg.storage, cfg.objectives)
+    budget = TrialBudget(study, cfg.n_trials)
     stale = fail_dead_trials(study)
     base = space.baseline_arch("fp32" if "fp32" in space.precisions(device)
                                else space.precisions(device)[0])
     if base is not None:
         enqueue_once(study, genome_of(base, space), {"baseline": True})
-    done = count_complete(study)
-    todo = max(0, cfg.n_trials - done)
-    objective = Objective(space, latency, scorer, device, cfg.latency_budget_ms, base,
-                          dict(trial_attrs or {}))
-    bar = _Progress(study, cfg.n_trials, done, cfg.progress)
+    tables = latency if isinstance(latency, Mapping) else {"prefill": latency}
+    scoring = Objective(space, tables, scorer, device, cfg.budget_map(), base,
+                        dict(trial_attrs or {}), cfg.objectives)
+    objective = budget.guard(scoring)
+    bar = _Progress(study, cfg.n_trials, count_complete(study), cfg.progress)
     t0 = time.perf_counter()
     try:
-        if todo:
-            with held():  # a signal waits for the next objective call, not for Optuna's tell
-                study.optimize(objective, n_trials=todo, callbacks=[bar], gc_after_trial=False)
+        with held():  # a signal waits for the next objective call, not for Optuna's tell
+            # One trial at a time: the budget is looked at before each (other workers run too).
+            while budget.next_trial():
+                bar.show(budget.complete)
+                study.optimize(objective, n_trials=1, callbacks=[bar], catch=(Surplus,),
+                               gc_after_trial=False)
+            bar.show(budget.complete)
     except KeyboardInterrupt:
         # Interrupted while the trial was being stored: it is ours and cannot finish.
         fail_dead_trials(study)
@@ -138,11 +158,11 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         bar.close()
     # A run killed between creating a trial and claiming it leaves an unclaimed one, failed
     # once it is older than the grace period: perhaps only now.
-    stale += fail_dead_trials(study)
+    stale += budget.failed_dead + fail_dead_trials(study)
     seconds = time.perf_counter() - t0
-    stages = dict(objective.seconds)
+    stages = dict(scoring.seconds)
     stages["optuna_and_storage"] = max(0.0, seconds - sum(stages.values()))
-    return SearchResult(study, todo, seconds, stages, stale)
+    return SearchResult(study, bar.ran, seconds, stages, stale)
 
 
 # --- the command ----------------------------------------------------------------------
@@ -169,20 +189,20 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         p = prepare(cfg, hardware_name)
         if on_ready is not None:
             on_ready()
-        budget = p.search.latency_budget_ms
-        result = run_search(p.space, p.table, p.scorer, p.search, p.sampler,
+        budgets = p.search.budget_map()
+        result = run_search(p.space, p.tables, p.scorer, p.search, p.sampler,
                             device=p.hardware.device, study_attrs=p.study_attrs,
                             trial_attrs=p.trial_attrs, storage=p.storage)
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            exp = export_study(result.study, out_dir, budget)
-            plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
-                               p.search.study_name, budget, hardware_name)
+            with folder_lock(out_dir):  # the study's other workers export here too
+                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                exp = export_study(result.study, out_dir, budgets)
+                plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
+                                   p.search.study_name, budgets, hardware_name)
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        log.info(summary(result, budget, hardware_name,
+        log.info(summary(result, budgets, hardware_name,
                          {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
                          p.search.storage))
     return result

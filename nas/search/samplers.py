@@ -10,13 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError
 
 SAMPLERS = ("nsga2", "tpe", "random")
+# The settings that change what each sampler proposes (recorded with a study, checked on resume).
+_OPTIONS = {"nsga2": ("population_size", "crossover_prob", "swapping_prob", "mutation_prob", "no_repeat"),
+            "tpe": ("n_startup_trials", "n_ei_candidates", "multivariate", "no_repeat"),
+            "random": ()}
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ class SamplerConfig:
         if self.n_startup_trials < 0 or self.n_ei_candidates < 1:
             raise ConfigError("sampler: n_startup_trials must be >= 0 and n_ei_candidates >= 1")
 
+    def settings(self) -> dict[str, Any]:
+        """The name and the options that apply to it: what a resumed study must keep."""
+        return {"name": self.name, **{k: getattr(self, k) for k in _OPTIONS[self.name]}}
+
 
 def make_sampler(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``cfg``, seeded with ``seed``."""
@@ -71,6 +81,21 @@ def make_sampler(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
             n_startup_trials=cfg.n_startup_trials, n_ei_candidates=cfg.n_ei_candidates,
             multivariate=cfg.multivariate, seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def build_sampler(cfg: SamplerConfig, seed: int,
+                  arch_key: Callable[[Mapping[str, Any]], str | None]) -> optuna.samplers.BaseSampler:
+    """The sampler of a search: ``cfg``'s, without repeats if asked, seeded per trial.
+
+    Args:
+        cfg: which sampler.
+        seed: ``search.seed``.
+        arch_key: complete genome -> architecture id (for :class:`NoRepeatSampler`).
+    """
+    sampler = make_sampler(cfg, seed)
+    if cfg.no_repeat and cfg.name != "random":
+        sampler = NoRepeatSampler(sampler, arch_key, seed)
+    return TrialSeededSampler(sampler, seed)
 
 
 class NoRepeatSampler(optuna.samplers.BaseSampler):
@@ -133,3 +158,65 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
         self._fill.reseed_rng()
+
+
+def _random_states(sampler: optuna.samplers.BaseSampler) -> list[LazyRandomState]:
+    """Every random state ``sampler`` draws from, in a fixed order."""
+    if isinstance(sampler, NoRepeatSampler):
+        return _random_states(sampler.base) + _random_states(sampler._fill)
+    states = [getattr(sampler, "_rng", None)]
+    inner = getattr(sampler, "_random_sampler", None)  # NSGA-II's and TPE's first, random trials
+    if inner is not None:
+        states += _random_states(inner)
+    if not all(isinstance(s, LazyRandomState) for s in states):
+        raise TypeError(f"{type(sampler).__name__}: its random state is not where Optuna 5 keeps it")
+    return states
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Draws each trial's proposal from a random state seeded by (seed, trial number).
+
+    A sampler seeded once per process replays the same draws on every run: a resumed
+    study re-proposed its first run's architectures (11 of 12 on ``tiny``), and workers
+    started together proposed the same first generation. Trial numbers are unique within
+    a study and continue where it stands, so reseeding from them before each trial gives
+    every trial, every resume and every worker its own draws, while a fresh single-worker
+    search stays reproducible from ``search.seed``.
+
+    Args:
+        base: the sampler proposing (its random states are reseeded in place).
+        seed: ``search.seed``.
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, seed: int):
+        self.base, self.seed = base, seed
+        self._states = _random_states(base)
+
+    def reseed_for(self, number: int) -> None:
+        seeds = np.random.SeedSequence([self.seed, number]).generate_state(len(self._states))
+        for state, s in zip(self._states, seeds):
+            state.rng.seed(int(s))
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # Optuna calls this before the trial's first draw (relative or independent).
+        self.reseed_for(trial.number)
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()

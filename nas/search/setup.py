@@ -3,7 +3,7 @@
 :func:`prepare` turns the Hydra config of ``python -m nas.search`` into typed objects,
 the search space, the latency table, the supernet and its scorer. Everything that could
 refuse the search (a bad value, a table that does not cover the space, a budget below
-the fastest architecture, a storage that cannot be opened, a study made with other
+the best architecture, a storage that cannot be opened, a study made with other
 objectives or settings) is checked before a supernet is trained or anything is written.
 The experiments call it too, so they measure exactly what the command runs.
 """
@@ -23,7 +23,10 @@ from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
-from nas.search.study import check_compatible, find_study, open_storage
+from nas.search.objectives import REGISTRY, load_tables, table_files
+from nas.search.resume import search_settings
+from nas.search.study import check_compatible, find_study
+from nas.search.workers import folder_lock, open_worker_storage
 
 
 @dataclass
@@ -36,20 +39,39 @@ class Prepared:
     hardware_name: str
     space: SearchSpace
     table: Any                                  # nas.latency.LatencyTable
+    tables: Mapping[str, Any]                   # by kind: nas.search.objectives.load_tables
     scorer: Callable[[ArchConfig], float]       # nas.supernet.score.AccuracyScorer
     storage: BaseStorage
     study_attrs: Mapping[str, Any]
     trial_attrs: Mapping[str, Any]
 
 
-def fastest_arch(space: SearchSpace, latency: Any, device: str) -> tuple[ArchConfig, float]:
-    """The fastest architecture of ``space`` under the latency table.
+def check_gpu(device: str) -> None:
+    """Refuse ``search.device`` naming a GPU this machine does not have."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    k = int(device.partition(":")[2] or 0)
+    if n == 0:
+        raise ConfigError(f"search.device: {device!r} was asked for but no CUDA GPU is visible; "
+                          "allowed here: cpu, auto")
+    if k >= n:
+        raise ConfigError(f"search.device: {device!r}: this machine has {n} GPU(s); allowed: "
+                          f"cpu, auto, cuda, cuda:0 to cuda:{n - 1}")
+
+
+def fastest_arch(space: SearchSpace, latency: Any, device: str,
+                 predict: Callable[[ArchConfig], float] | None = None) -> tuple[ArchConfig, float]:
+    """The fastest architecture of ``space`` under the latency table (or lowest ``predict``).
 
     With an additive per-block table the fastest network has the fewest layers, all
     alike; every (width, heads, FFN, precision) of that depth is tried, which also
     checks that the table answers for every block the search can propose. (The
     smallest architecture is not always the fastest: measured blocks are not monotone.)
     """
+    predict = predict or latency.predict_ms
     best: tuple[ArchConfig, float] | None = None
     L = space.n_layer_min
     for p in space.precisions(device):
@@ -59,20 +81,21 @@ def fastest_arch(space: SearchSpace, latency: Any, device: str) -> tuple[ArchCon
                     continue
                 for f in space.d_ff:
                     arch = space.make(L, d, [h] * L, [f] * L, p)
-                    ms = float(latency.predict_ms(arch))
+                    ms = float(predict(arch))
                     if best is None or ms < best[1]:
                         best = (arch, ms)
     assert best is not None  # SearchSpace guarantees a head choice fits the narrowest width
     return best
 
 
-def check_budget(budget_ms: float | None, fastest: tuple[ArchConfig, float], where: str) -> None:
-    """A budget below the fastest architecture leaves nothing to search."""
-    arch, ms = fastest
-    if budget_ms is not None and budget_ms < ms:
+def check_budget(budget: float | None, best: tuple[ArchConfig, float], where: str,
+                 key: str = "search.latency_budget_ms", unit: str = "ms") -> None:
+    """A budget below the best architecture (the fastest, the smallest) leaves nothing to search."""
+    arch, v = best
+    if budget is not None and budget < v:
         raise ConfigError(
-            f"search.latency_budget_ms: {budget_ms:g} ms is below the fastest architecture of "
-            f"{where}: {arch.describe()} at {ms:.4g} ms; give at least {ms:.4g}")
+            f"{key}: {budget:g} {unit} is below the {'fastest' if unit == 'ms' else 'smallest'} "
+            f"architecture of {where}: {arch.describe()} at {v:.4g} {unit}; give at least {v:.4g}")
 
 
 def file_sha256(path: Path) -> str:
@@ -83,9 +106,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tables_sha256(csv: Path) -> str:
-    """One digest of a latency table's CSV and its JSON next to it (the calibration)."""
-    parts = [file_sha256(p) for p in (csv, csv.with_suffix(".json")) if p.is_file()]
+def tables_sha256(*csvs: Path) -> str:
+    """One digest of latency tables' CSVs and their JSONs next to them (the calibration)."""
+    parts = [file_sha256(p) for csv in csvs for p in (csv, csv.with_suffix(".json")) if p.is_file()]
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
@@ -95,7 +118,8 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
 
     The cache folder is keyed by the space and every training setting that changes the
     weights, so a re-run reuses it and an interrupted training continues from its last
-    checkpoint (``nas.train.train_supernet`` resumes into the same folder).
+    checkpoint (``nas.train.train_supernet`` resumes into the same folder). Workers
+    starting together take turns: the first trains, the others find its checkpoint.
     """
     from nas.supernet.data import load_corpus
     from nas.train import train_supernet
@@ -106,8 +130,9 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     blob = json.dumps({"space": space.to_dict(), "train": settings, "split": list(corpus.split)},
                       sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return train_supernet(space, corpus, train_cfg, cache_dir / f"{space.name}-{key}",
-                          progress=progress)
+    folder = cache_dir / f"{space.name}-{key}"
+    with folder_lock(folder):  # workers started together: one trains, the others reuse it
+        return train_supernet(space, corpus, train_cfg, folder, progress=progress)
 
 
 def prepare(cfg: Any, hardware_name: str) -> Prepared:
@@ -128,11 +153,7 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     from nas.train import TrainConfig, load_supernet, resolve_device
 
     search = typed(SearchConfig, cfg.search, "search")
-    if search.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise ConfigError("search.device: 'cuda' was asked for but no CUDA GPU is visible; "
-                              "allowed here: cpu, auto")
+    check_gpu(search.device)
     sampler = typed(SamplerConfig, cfg.sampler, "sampler")
     hardware = typed(HardwareConfig, cfg.hardware, f"hardware ({hardware_name})")
     net = typed(SupernetConfig, cfg.supernet, "supernet")
@@ -141,10 +162,18 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.search_space, resolve=True))
     space.precisions(hardware.device)
 
+    if "latency_ms" not in search.objectives and search.latency_budget_ms == hardware.latency_budget_ms:
+        # The target's default budget is on latency_ms: it has nothing to constrain here.
+        search = dataclasses.replace(search, latency_budget_ms=None)
+    budgets = search.budget_map()
     table = LatencyTable.load(hardware.table, space=space, device=hardware.device)
+    tables = load_tables(search.objectives, hardware, hardware_name, space, table)
     fastest = fastest_arch(space, table, hardware.device)
-    check_budget(search.latency_budget_ms, fastest,
-                 f"space '{space.name}' on {hardware_name} ({hardware.table})")
+    where = f"space '{space.name}' on {hardware_name} ({hardware.table})"
+    for name, budget in budgets.items():
+        o = REGISTRY[name]
+        best = fastest_arch(space, table, hardware.device, lambda a: o.predict(a, tables))
+        check_budget(budget, best, where, search.budget_key(name), o.unit)
     fingerprint = dict(table.fingerprint)
     attrs: dict[str, Any] = {
         "space": space.to_dict(),
@@ -152,20 +181,22 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         "hardware": hardware_name,
         "table": hardware.table,
         "table_fingerprint": fingerprint,
-        "table_sha256": tables_sha256(Path(table.path)),
-        "latency_budget_ms": search.latency_budget_ms,
+        "table_sha256": tables_sha256(*map(Path, table_files(tables))),
+        "latency_budget_ms": budgets.get("latency_ms"),
+        "budgets": budgets,
         "score": dataclasses.asdict(score),
         "fastest": {"arch": fastest[0].to_dict(), "latency_ms": fastest[1]},
         "baseline": space.baseline,
+        **search_settings(sampler, search.seed, search.objectives),
     }
     if net.checkpoint is not None and not Path(net.checkpoint).is_file():
         raise ConfigError(f"supernet.checkpoint: {net.checkpoint} not found (null trains one)")
     if net.checkpoint is None:
         resolve_device(train_cfg.device)  # refused now rather than after opening the storage
-    storage = open_storage(search.storage)
+    storage = open_worker_storage(search)
     existing = find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
-        check_compatible(existing, attrs, search.storage)
+        check_compatible(existing, attrs, search.storage, search.objectives)
 
     if net.checkpoint is None:
         ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
@@ -174,7 +205,7 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     attrs["supernet"] = str(ckpt)
     attrs["supernet_sha256"] = file_sha256(ckpt)
     if existing is not None:
-        check_compatible(existing, attrs, search.storage)
+        check_compatible(existing, attrs, search.storage, search.objectives)
 
     if search.threads is not None:
         import torch
@@ -185,6 +216,6 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
                             batch_size=score.batch_size)
     return Prepared(search=search, sampler=sampler, hardware=hardware,
-                    hardware_name=hardware_name, space=space, table=table, scorer=scorer,
+                    hardware_name=hardware_name, space=space, table=table, tables=tables, scorer=scorer,
                     storage=storage, study_attrs=attrs,
                     trial_attrs={"table_fingerprint": fingerprint})

@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.storages import BaseStorage
@@ -24,7 +27,8 @@ def _one_line(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
 
 
-def open_storage(url: str, key: str = "search.storage", create: bool = True) -> BaseStorage:
+def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
+                 heartbeat: Heartbeat | None = None) -> BaseStorage:
     """Open the storage at ``url``, refusing anything that is not an Optuna storage.
 
     An existing file is checked before Optuna may write to it: a journal must be one
@@ -37,6 +41,8 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True) -> 
         key: the config key named in error messages.
         create: create a missing storage (False for commands that only read: a
             mistyped path is then refused instead of leaving an empty storage behind).
+        heartbeat: for an RDB storage that runs trials: how its trials say they are alive
+            (a journal file has no heartbeat).
 
     Raises:
         ConfigError: the storage cannot be opened, is missing (``create=False``) or is
@@ -58,14 +64,59 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True) -> 
                         Path(db).parent.mkdir(parents=True, exist_ok=True)
                 # The dashboard may read while the search writes: wait for the lock, not fail.
                 kwargs = {"connect_args": {"timeout": 30}}
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
-                                                 skip_table_creation=not create)
+            storage = _open_rdb(url, kwargs, create, heartbeat)
         storage.get_all_studies()  # a probe: a journal file is only read here
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise anything; the user needs one line
         raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
     return storage
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Optuna's heartbeat of an RDB storage: a worker whose trial has not beaten for
+    ``grace_period`` seconds is taken for dead, wherever it runs.
+
+    Attributes:
+        interval: seconds between beats (``search.heartbeat_interval``).
+        grace_period: seconds without a beat before a trial is stale (``search.grace_period``).
+        on_stale: called with ``(study, trial)`` for each stale trial marked FAIL.
+    """
+
+    interval: int
+    grace_period: int
+    on_stale: Callable[[optuna.Study, Any], None] | None = None
+
+
+# Workers that open a new storage together race to create its tables (Optuna's
+# create_all and its alembic stamp are not atomic): the losers see "table ... already
+# exists" or a duplicate alembic_version row, and a moment later the tables are there.
+CREATE_TRIES = 8
+
+
+def _open_rdb(url: str, engine_kwargs: dict[str, Any], create: bool,
+              heartbeat: Heartbeat | None) -> BaseStorage:
+    import sqlalchemy.exc
+
+    beat: dict[str, Any] = {}
+    if heartbeat is not None:
+        beat = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace_period,
+                "heartbeat_stale_trial_callback": heartbeat.on_stale}
+    for attempt in range(CREATE_TRIES):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  skip_table_creation=not create, **beat)
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            text = str(e)
+            race = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in text \
+                or "database is locked" in text
+            if not (create and race) or attempt == CREATE_TRIES - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 # A journal lock is held for one append (milliseconds): one this old was left by a killed
@@ -183,6 +234,12 @@ def fast_sqlite(storage: BaseStorage) -> None:
     log, and a process killed at any point (Ctrl-C, kill -9) still loses no committed
     trial; only a power cut may lose the last few. WAL also lets the dashboard read
     while the search writes.
+
+    Every transaction also takes the write lock as it begins (``BEGIN IMMEDIATE``). The
+    driver would otherwise read outside any transaction and lock only at the first
+    write, so two workers could both read a trial as WAITING (or RUNNING) and both claim
+    (or fail) it: Optuna's ``SELECT ... FOR UPDATE`` means nothing to SQLite. The
+    transactions of several workers now run one after another, as on PostgreSQL.
     """
     from sqlalchemy import event
 
@@ -192,10 +249,16 @@ def fast_sqlite(storage: BaseStorage) -> None:
     storage._nas_fast = True  # type: ignore[attr-defined]
 
     def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # Transactions are begun by `begin` below, not implicitly by the driver.
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
+    def begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
     event.listen(storage.engine, "connect", pragmas)
+    event.listen(storage.engine, "begin", begin)
     storage.engine.dispose()  # connections opened while creating the tables lack the pragmas

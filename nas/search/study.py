@@ -8,30 +8,17 @@ was.
 """
 from __future__ import annotations
 
-import datetime
-import os
-import socket
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from nas.errors import ConfigError
+from nas.search import objectives as objs
+from nas.search.resume import refuse_changed_settings
 from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
-
-METRICS = ("val_loss", "latency_ms")
-DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
-WORKER_ATTR = "worker"
-# A RUNNING trial that has not said which process runs it is stale after this long. A
-# live process claims its trial milliseconds after creating it (nas.search.objective); a trial
-# left unclaimed comes from a process killed in between.
-UNCLAIMED_GRACE_S = 30.0
-# Study attributes that must match to resume: change any of them and earlier trials
-# would measure something else.
-MUST_MATCH = ("space", "device", "table_sha256", "latency_budget_ms", "supernet_sha256", "score")
 # optuna-dashboard 0.21 reads a trial's constraints only from this system attribute (a
 # list, Optuna's format before 5); Optuna 5's set_constraint writes "constraints:<key>".
 DASHBOARD_CONSTRAINTS_ATTR = "constraints"
@@ -51,137 +38,88 @@ def find_study(storage: BaseStorage, name: str,
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
 
 
-def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str) -> None:
+def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
+                     objectives: Sequence[str] = objs.DEFAULT) -> None:
     """Refuse to resume ``study`` when it measures something other than this search.
 
     Args:
         study: an existing study.
         attrs: the study attributes this search would write (see ``MUST_MATCH``).
         where: how to name the storage in messages.
+        objectives: this search's objectives.
 
     Raises:
-        ConfigError: other objectives, or another space, table, budget, supernet or scorer.
+        ConfigError: other objectives, or another setting of ``nas.search.resume.SETTINGS``.
     """
     name = study.study_name
-    directions = [d.name.lower() for d in study.directions]
-    metrics = study.metric_names
-    ours = [d.name.lower() for d in DIRECTIONS]
-    if directions != ours or (metrics is not None and list(metrics) != list(METRICS)):
-        have = ", ".join(f"{m} ({d})" for m, d in zip(metrics or ["?"] * len(directions), directions))
+    theirs = objs.of_study(study)
+    if theirs is None:
+        directions = [d.name.lower() for d in study.directions]
+        have = ", ".join(f"{m} ({d})" for m, d in zip(study.metric_names or ["?"] * len(directions),
+                                                      directions))
         raise ConfigError(
             f"search.study_name: study {name!r} in {where} has objectives {have}; this search needs "
-            f"val_loss (minimize), latency_ms (minimize); choose another search.study_name")
+            f"{', '.join(f'{m} (minimize)' for m in objectives)}; choose another search.study_name")
+    if list(theirs) != list(objectives):
+        raise ConfigError(
+            f"search.objectives: [{','.join(objectives)}] differs from [{','.join(theirs)}] of study "
+            f"{name!r} in {where}; resume it with search.objectives=[{','.join(theirs)}] or choose "
+            "another search.study_name")
     stored = study.user_attrs
-    if metrics is None and not stored and not study.get_trials(deepcopy=False):
+    if study.metric_names is None and not stored and not study.get_trials(deepcopy=False):
         return  # created by a run that stopped before writing its attributes
-    for key in MUST_MATCH:
-        if key in stored and key in attrs and stored[key] != attrs[key]:
-            raise ConfigError(
-                f"search.study_name: study {name!r} in {where} was made with another {key} "
-                f"({_short(stored[key])} vs now {_short(attrs.get(key))}); resume it with the same "
-                "settings or choose another search.study_name")
-
-
-def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
+    refuse_changed_settings(name, where, stored, attrs)
 
 
 def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSampler,
-               attrs: Mapping[str, Any], where: str) -> optuna.Study:
+               attrs: Mapping[str, Any], where: str,
+               objectives: Sequence[str] = objs.DEFAULT) -> optuna.Study:
     """Create the study ``name`` or resume it after :func:`check_compatible`.
 
-    A new study gets both objectives minimised, their metric names and ``attrs`` as
+    A new study gets ``objectives`` minimised, as its metric names, and ``attrs`` as
     user attributes (what the export and the plots read back from the storage alone).
+    Workers starting together may all find no study: one creates it, the others load it.
     """
     study = find_study(storage, name, sampler)
     if study is not None:
-        check_compatible(study, attrs, where)
+        check_compatible(study, attrs, where, objectives)
     fast_sqlite(storage)
     if study is None:
-        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                    directions=[d.name.lower() for d in DIRECTIONS])
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                        directions=["minimize"] * len(objectives))
+        except optuna.exceptions.DuplicatedStudyError:  # another worker made it just now
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            check_compatible(study, attrs, where, objectives)
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(METRICS))
+            study.set_metric_names(list(objectives))
     stored = study.user_attrs
     for key, value in attrs.items():
         if key not in stored:
             study.set_user_attr(key, value)
+    # A worker with other settings may have written some of them at the same moment.
+    check_compatible(study, attrs, where)
     return study
 
 
-def set_constraint(trial: optuna.Trial, key: str, value: float) -> None:
-    """``trial.set_constraint(key, value)``, also written in the list form the dashboard reads.
+def set_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
+    """``trial.set_constraint(key, value)`` for each, also written in the list form the
+    dashboard reads.
 
-    Optuna reads both forms, so ``trial.constraints`` holds the value twice (under ``key``
-    and under ``"0"``): feasibility is the same, and NSGA-II's summed violation doubles for
-    every trial alike, which keeps its order.
+    Optuna reads both forms, so ``trial.constraints`` holds each value twice (under its
+    key and under its place, ``"0"``, ``"1"``...): feasibility is the same, and NSGA-II's
+    summed violation doubles for every trial alike, which keeps its order.
     """
-    trial.set_constraint(key, value)
+    for key, value in constraints.items():
+        trial.set_constraint(key, value)
     # No public trial id: Trial keeps it private, and set_system_attr is gone in Optuna 5.
-    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_ATTR, [value])
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _worker_alive(worker: str) -> bool | None:
-    """True/False for a process of this host; None when it runs elsewhere."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Our own pid cannot be running an earlier trial: it was reused after a crash.
-    return int(pid) != os.getpid()
-
-
-def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark FAIL the RUNNING trials whose process is gone (killed with kill -9, a crash).
-
-    Each trial records its worker (``host:pid``) first thing; a trial whose worker on
-    this host no longer runs, or that never recorded one within ``UNCLAIMED_GRACE_S``,
-    cannot finish. Trials of live processes, or of other hosts, are left alone.
-
-    Returns:
-        The numbers of the trials marked FAIL.
-    """
-    now = datetime.datetime.now()
-    failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get(WORKER_ATTR)
-        if worker is None:
-            started = t.datetime_start or now
-            dead = (now - started).total_seconds() > UNCLAIMED_GRACE_S
-        else:
-            dead = _worker_alive(worker) is False
-        if dead:
-            study.tell(t.number, state=TrialState.FAIL)
-            failed.append(t.number)
-    return failed
+    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_ATTR,
+                                        list(constraints.values()))
 
 
 def count_complete(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials``: COMPLETE ones, feasible or over budget."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-
-def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
-                 user_attrs: Mapping[str, Any] | None = None) -> bool:
-    """Enqueue ``params`` unless a trial with them exists (done, running or waiting)."""
-    # Unlike enqueue_trial(skip_if_exists=True), a trial that FAILed (its run was killed)
-    # does not count: the reference is tried again.
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                      TrialState.WAITING)):
-        have = t.system_attrs.get("fixed_params", t.params)
-        if all(have.get(k) == v for k, v in params.items()):
-            return False
-    study.enqueue_trial(dict(params), user_attrs=dict(user_attrs or {}))
-    return True

@@ -130,9 +130,17 @@ def load_corpus(path: str | Path | None = None, block_size: int = 256,
 
 
 def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows: inputs ``(B, T)`` and next-character targets ``(B, T)``."""
+              generator: torch.Generator | None = None,
+              rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows: inputs ``(B, T)`` and next-character targets ``(B, T)``.
+
+    With ``rows``, only those rows of the ``batch_size`` drawn windows: the generator
+    advances as for the whole batch, so data-parallel ranks sharing its seed split one
+    global batch between them (``nas.supernet.distributed``).
+    """
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    if rows is not None:
+        ix = ix[rows]
     offs = torch.arange(block_size)
     x = data[ix[:, None] + offs]
     y = data[ix[:, None] + offs + 1]

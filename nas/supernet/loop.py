@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from nas.supernet.data import CharCorpus, fixed_batches, get_batch
+from nas.supernet.distributed import GradSync, World, mean_over_ranks
 from nas.model import GPT
 from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
 from nas.supernet.score import evaluate
@@ -84,21 +85,27 @@ class Run:
         self.arch_rng.setstate((a[0], tuple(a[1]), a[2]))
         self.data_rng.set_state(s["data"].cpu())
         torch.set_rng_state(s["torch"].cpu())
-        if s["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
+        if s["cuda"] and torch.cuda.is_available():  # a host with fewer GPUs takes the first
+            torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"][:torch.cuda.device_count()]])
 
 
 def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
          val_archs: Mapping[str, ArchConfig], save: Callable[[], None] | None,
-         progress: bool, desc: str, track: str | None = None) -> None:
+         progress: bool, desc: str, track: str | None = None, world: World = World()) -> None:
     """The training loop shared by the supernet and standalone models.
 
     With ``track`` (a key of ``val_archs``), the weights of that network's best
     validation are kept in ``run.best_state``, and training stops once ``cfg.patience``
     validations in a row have not improved on it (0: never early).
+
+    With a ``world`` of several ranks, each trains on its rows of every global batch
+    and the gradients are averaged once per step; every rank validates (the same
+    weights, the same windows) and calls ``save``, which must let rank 0 alone write.
     """
     model, block = run.model, run.model.arch.block_size
     amp = amp_context(device)
+    rows = world.rows(cfg.batch_size) if world.size > 1 else None
+    reduce = GradSync(model, world) if world.size > 1 else None
     val_batches = fixed_batches(corpus.val, cfg.eval_batches, EVAL_BATCH_SIZE, block)
     bar = _bar(progress, total=cfg.steps, initial=run.step, desc=desc)
     model.train()
@@ -107,14 +114,14 @@ def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
     t0 = time.perf_counter()
     try:  # closed on a stop too, so that the message after it starts on a line of its own
         while run.step < cfg.steps:
-            x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng)
+            x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng, rows=rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             for g in run.opt.param_groups:
                 g["lr"] = lr_at(run.step, cfg)
             archs = run.pick()
             pending.append(train_step(model, run.opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip,
-                                      amp)[0])
-            tokens += x.numel() * len(archs)  # every sub-network pass counts
+                                      amp, reduce)[0])
+            tokens += x.numel() * world.size * len(archs)  # every sub-network pass counts
             run.step += 1
             last = run.step == cfg.steps
             do_eval = last or (cfg.eval_every and run.step % cfg.eval_every == 0)
@@ -125,7 +132,7 @@ def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
             now = time.perf_counter()
             run.seconds += now - t0
             run.tokens_per_s = tokens / run.seconds
-            loss = torch.stack(pending).mean().item()
+            loss = mean_over_ranks(torch.stack(pending).mean(), world).item()
             pending = []
             row: dict[str, Any] = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, cfg),
                                    "tokens_per_s": run.tokens_per_s}
@@ -143,7 +150,8 @@ def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
                 line = f"step {run.step}: loss {loss:.4f}, " + ", ".join(
                     f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs)
                 bar.write(line, file=sys.stdout)
-                log.debug("%s, %.0f tokens/s", line, run.tokens_per_s)  # the job log keeps them
+                if world.main:  # the job log keeps them, once
+                    log.debug("%s, %.0f tokens/s", line, run.tokens_per_s)
                 run.history.append(row)
                 if save is not None:
                     save()

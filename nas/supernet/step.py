@@ -46,7 +46,8 @@ def student_loss(logits: torch.Tensor, y: torch.Tensor, teacher_probs: torch.Ten
 
 def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                archs: Sequence[ArchConfig], distill_alpha: float, grad_clip: float,
-               amp: Callable[[], contextlib.AbstractContextManager]) -> list[torch.Tensor]:
+               amp: Callable[[], contextlib.AbstractContextManager],
+               reduce: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """One optimizer step over the sub-networks ``archs`` on one batch.
 
     Gradients of every sub-network are summed (not averaged), as in BigNAS: each
@@ -62,6 +63,8 @@ def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
             ``archs[1:]`` (:func:`student_loss`).
         grad_clip: global gradient-norm limit (0: none).
         amp: returns the autocast context (a null context in fp32).
+        reduce: called once after every sub-network's backward, before clipping: the
+            data-parallel gradient average (``nas.supernet.distributed.GradSync``); None alone.
 
     Returns:
         The detached loss of every sub-network, in order.
@@ -82,6 +85,8 @@ def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
         # Backward per sub-network frees its activations before the next one runs.
         loss.backward()
         losses.append(loss.detach())
+    if reduce is not None:
+        reduce()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()

@@ -17,6 +17,8 @@ import torch
 
 from nas.supernet.checkpoint import FORMAT, check_space, read_checkpoint, same_space, save_atomic, space_of
 from nas.supernet.data import CharCorpus
+from nas.supernet.distributed import (World, broadcast_weights, check_batch, gather_rank_rng,
+                                      seed_rank, set_rank_rng_state)
 from nas.errors import ConfigError
 from nas.supernet.loop import Run, fit
 from nas.model import Supernet
@@ -62,7 +64,7 @@ Picker = Callable[[SearchSpace, random.Random, int], list[ArchConfig]]
 
 def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out_dir: Path,
                    resume: Path | None = None, progress: bool = True,
-                   picker: Picker = sandwich) -> Path:
+                   picker: Picker = sandwich, world: World | None = None) -> Path:
     """Train the weight-sharing supernet of ``space`` with the sandwich rule.
 
     Re-running into an ``out_dir`` whose ``supernet.pt`` holds the same space, corpus and
@@ -80,15 +82,21 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
             RNG and ``cfg.n_random``; the first is the distillation teacher. The default
             is the sandwich rule (:func:`nas.supernet.step.sandwich`). The checkpoint does not
             record it: resume a run with the picker it started with.
+        world: the data-parallel ranks (``nas.supernet.distributed.start``); None: the started
+            process group's, one process when none is. ``cfg.batch_size`` is the global
+            batch; rank 0 alone writes. A checkpoint resumes on any number of ranks.
 
     Returns:
         ``out_dir / "supernet.pt"``, saved every ``cfg.eval_every`` steps and at the end.
 
     Raises:
         ConfigError: a checkpoint of another space or corpus; an ``out_dir`` holding
-            another run; a corpus with more characters than the space's vocabulary.
+            another run; a corpus with more characters than the space's vocabulary; a
+            global batch the ranks cannot share equally.
     """
     out_dir = Path(out_dir)
+    world = world or World.current()
+    check_batch(cfg.batch_size, world.size)
     final = out_dir / "supernet.pt"
     if corpus.vocab_size > space.vocab_size:
         raise ConfigError(f"data: {corpus.path} has {corpus.vocab_size} distinct characters but "
@@ -109,7 +117,8 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
                 f"step {old['step']}); pick another out_dir, or pass resume={final} to continue it")
         if src is None:
             ckpt, src = old, final
-            print(f"continuing {final} from step {old['step']}", file=sys.stderr)
+            if world.main:
+                print(f"continuing {final} from step {old['step']}", file=sys.stderr)
 
     device = resolve_device(cfg.device)
     if device == "cuda":
@@ -125,11 +134,20 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
         run.opt.load_state_dict(ckpt["optimizer"])
         run.step, run.history = int(ckpt["step"]), list(ckpt.get("history", []))
         run.tokens_per_s = float(ckpt.get("tokens_per_s", 0.0))
-        run.set_rng_state(ckpt["rng"])
+        run.set_rng_state(ckpt["rng"])  # the data and sub-network streams of every rank
+    if world.size > 1:
+        _seed_other_ranks(world, cfg.seed, run.step, ckpt)
+        broadcast_weights(model)
 
     def save() -> None:
         with held():  # a Ctrl-C waits for the checkpoint and its log to be written whole
-            save_atomic(_checkpoint(run, space, corpus, cfg), final)
+            ranks = gather_rank_rng(world)  # every rank takes part; rank 0 writes
+            if not world.main:
+                return
+            state = _checkpoint(run, space, corpus, cfg)
+            if ranks is not None:
+                state.update(world_size=world.size, rank_rng=ranks[1:])
+            save_atomic(state, final)
             _write_log(run.history, out_dir / "log.csv")
 
     if run.step >= cfg.steps:
@@ -139,8 +157,21 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
     val_archs = {"largest": space.largest(), "smallest": space.smallest()}
     if space.baseline_arch() is not None:  # the reference architecture, tracked as it trains
         val_archs["baseline"] = space.baseline_arch()
-    fit(run, corpus, cfg, device, val_archs, save, progress, desc=f"supernet {space.name}")
+    fit(run, corpus, cfg, device, val_archs, save, progress and world.main,
+        desc=f"supernet {space.name}", world=world)
     return final
+
+
+def _seed_other_ranks(world: World, seed: int, step: int, ckpt: Mapping[str, Any] | None) -> None:
+    """Give ranks above 0 their own dropout streams: the checkpoint's, when it was written
+    by as many ranks, else new ones from the seed, the rank and the step."""
+    if world.main:
+        return
+    saved = ckpt.get("rank_rng") if ckpt is not None else None
+    if saved is not None and ckpt.get("world_size") == world.size:
+        set_rank_rng_state(saved[world.rank - 1])
+    else:
+        seed_rank(seed, world.rank, step)
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None,
