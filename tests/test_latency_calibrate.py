@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nas.latency.calibrate import Calibration, fit
-from nas.latency.validate import metrics, spearman
+from nas.latency.accuracy import metrics, spearman
 from nas.errors import ConfigError
 
 

@@ -72,3 +72,15 @@ def test_the_cli_takes_its_defaults_from_the_targets_workload():
     assert g.table == Path("latency_tables/h100-shakespeare-graph.csv")
     with pytest.raises(ConfigError, match=r"latency.prompt_len: 64 must be .* \(63\)"):
         _parse("latency.phase=decode", "latency.prompt_len=64")
+
+
+def test_a_missing_table_of_the_target_names_the_command_that_builds_it():
+    from nas.latency import CostModel
+    from nas.space import load_space
+
+    space = load_space("shakespeare")
+    with pytest.raises(ConfigError, match="python -m nas.latency build hardware=h100-graph") as e:
+        CostModel.for_target("h100-graph", space, batch_size=4)
+    path, cmd = str(e.value).split(":")[0], str(e.value).split("with: ")[1]
+    overrides = cmd.split()[4:]  # after "python -m nas.latency build"
+    assert _parse(*overrides).table == Path(path)  # the command builds the very table asked for

@@ -1,112 +1,13 @@
-"""Build what a latency table times, from the real modules of ``nas.model``.
-
-A block is exactly a module an architecture is made of (``Embedding``, ``Attention``,
-``FeedForward``, ``Head``), cast by ``apply_precision`` and fed an input of the shape and
-dtype it gets inside the model; a model is ``build_model(arch)``, fed token ids. Which
-blocks exist is in ``spec.py``. A decode table times the same blocks on one token per
-sequence, and a generation step instead of a forward pass (``decode.py``).
-"""
+"""Time a block or a whole model for a table's workload: the prefill builders
+(``prefill.py``) or the decode ones (``decode.py``), eager or as CUDA graphs."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import torch
-
+from nas.latency.decode import STEPS, make_decode_block, make_decode_step
 from nas.latency.measure import TimerSettings, Timing, time_callable, time_graph
-from nas.latency.spec import KINDS, BlockKey, Workload
-from nas.model import DTYPES, Attention, Embedding, FeedForward, Head, apply_precision, build_model
-
-
-def make_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int,
-               batch_size: int, seq_len: int, device: str, seed: int = 0,
-               start: int | None = None) -> Callable[[], Any]:
-    """The block ``key`` on ``device`` in its precision, bound to an input.
-
-    Args:
-        key: which block.
-        vocab_size, block_size, head_dim: the space's fixed sizes.
-        batch_size, seq_len: the workload (input is ``(batch_size, seq_len, d_model)``).
-        device: ``"cpu"`` or ``"cuda"``.
-        seed: seeds the weights and the input.
-        start: the embedding's first position, as a tensor (as in a decode step).
-
-    Returns:
-        A no-argument callable that runs the block once.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: leave it be
-        torch.manual_seed(seed)
-        mod = module_of(key, vocab_size, block_size, head_dim)
-    on = "cpu" if key.precision == "int8" else device  # dynamic int8 runs on the CPU only
-    mod = apply_precision(mod.to(on), key.precision).eval()
-    if key.kind == "embedding":
-        x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
-        kw = {} if start is None else {"start": torch.tensor(start, device=on)}
-    else:
-        dtype = DTYPES.get(key.precision, torch.float32)  # int8 blocks take fp32 activations
-        x = torch.randn(batch_size, seq_len, key.d_model, generator=g).to(on, dtype)  # (B, T, C)
-        kw = {}
-
-    def run() -> Any:
-        return mod(x, **kw)
-
-    return run
-
-
-def module_of(key: BlockKey, vocab_size: int, block_size: int, head_dim: int) -> torch.nn.Module:
-    """The fp32 module of block ``key`` (``apply_precision`` casts it)."""
-    d = key.d_model
-    if key.kind == "embedding":
-        mod: torch.nn.Module = Embedding(vocab_size, block_size, d)
-    elif key.kind == "attention":
-        mod = Attention(d, key.n_head, head_dim)
-    elif key.kind == "ffn":
-        mod = FeedForward(d, key.d_ff)
-    elif key.kind == "head":
-        mod = Head(d, vocab_size)
-    elif key.kind == "layernorm":
-        mod = torch.nn.LayerNorm(d)
-    else:
-        raise ValueError(f"unknown block kind {key.kind!r}; known: {KINDS}")
-    return mod
-
-
-def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
-               seed: int = 0) -> Callable[[], Any]:
-    """The standalone model of ``arch`` (``nas.model.build_model``), bound to token ids.
-
-    Args:
-        arch: the architecture, in its precision.
-        batch_size, seq_len: the workload (input is ``(batch_size, seq_len)`` token ids).
-        device: ``"cpu"`` or ``"cuda"`` (int8 stays on the CPU).
-        seed: seeds the weights and the input.
-
-    Returns:
-        A no-argument callable that runs one forward pass.
-    """
-    if seq_len > arch.block_size:
-        raise ValueError(f"seq_len {seq_len} exceeds the context {arch.block_size} of "
-                         f"{arch.describe()}")
-    g = torch.Generator().manual_seed(seed)
-    model, on = standalone(arch, device, seed)
-    idx = torch.randint(0, arch.vocab_size, (batch_size, seq_len), generator=g).to(on)  # (B, T)
-
-    def run() -> Any:
-        return model(idx)
-
-    return run
-
-
-def standalone(arch: Any, device: str, seed: int = 0) -> tuple[Any, str]:
-    """``build_model(arch)`` seeded, and where it runs (int8 stays on the CPU)."""
-    on = "cpu" if arch.precision == "int8" else device
-    gpus = [torch.cuda.current_device()] if on == "cuda" else []
-    # Initialise the weights on the device itself: on the GPU that is much faster than
-    # a CPU init (with the one timing thread) plus a copy, for the same model.
-    with torch.random.fork_rng(devices=gpus), torch.device(on):
-        torch.manual_seed(seed)
-        model = build_model(arch, device=on)
-    return model, on
+from nas.latency.prefill import make_block, make_model
+from nas.latency.spec import BlockKey, Workload
 
 
 def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettings,
@@ -124,8 +25,11 @@ def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettin
     sizes = dict(vocab_size=space.vocab_size, block_size=space.block_size,
                  head_dim=space.head_dim, batch_size=workload.batch_size, device=workload.device)
     if workload.phase == "decode":
-        from nas.latency.decode import make_decode_block
-        fn = make_decode_block(key, context=workload.seq_len, **sizes)
+        # On a GPU the calls of one graph take distinct copies, out of reach of the L2
+        # cache as the layers of a model are; a CPU table keeps one (its tiny models fit
+        # in the CPU's caches whole, model and block alike).
+        copies = graph_calls if workload.device == "cuda" else 1
+        fn = make_decode_block(key, context=workload.seq_len, copies=copies, **sizes)
     else:
         fn = make_block(key, seq_len=workload.seq_len, **sizes)
     if workload.mode == "graph":
@@ -146,7 +50,6 @@ def time_model(arch: Any, workload: Workload, timer: TimerSettings, seed: int = 
     """
     on = "cpu" if arch.precision == "int8" else workload.device
     if workload.phase == "decode":
-        from nas.latency.decode import STEPS, make_decode_step
         fn = make_decode_step(arch, batch_size=workload.batch_size, context=workload.seq_len,
                               device=workload.device, seed=seed)
         t = time_graph(fn, timer) if workload.mode == "graph" else time_callable(fn, on, timer)

@@ -22,7 +22,8 @@ from nas.latency import fingerprint
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.spec import Workload, sample_archs
 from nas.latency.table import LatencyTable
-from nas.latency.validate import GOAL_WITHIN_10, metrics
+from nas.latency.accuracy import metrics
+from nas.latency.validate import GOAL_WITHIN_10
 from nas.space import SearchSpace
 
 

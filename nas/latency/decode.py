@@ -9,7 +9,12 @@ written masked out), a step costs the same at every position; so a timed callabl
 call is divided by ``STEPS`` (the rewind, one tiny kernel, is shared by all of them).
 
 Blocks are timed the same way as in ``blocks.py``, on one token: the Attention block
-runs ``Attention.decode`` against a full cache of ``context`` slots of its own.
+runs ``Attention.decode`` against a full cache of ``context`` slots of its own. A decode
+step moves little but weights and keys, layer after layer, each read once; a block
+called back to back on the same tensors would find them in the GPU's L2 cache (50 MB on
+an H100, enough for a whole block at batch 16) and time faster than it runs in a model.
+So each call of a timed block uses the next of ``copies`` independent instances
+(weights, cache and input), as the layers of a model are.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from nas.latency.blocks import make_block, standalone
+from nas.latency.prefill import make_block, standalone
 from nas.latency.spec import BlockKey
 from nas.model import DTYPES, GPT, Attention, KVCache, apply_precision
 
@@ -70,8 +75,8 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
 
 
 def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int,
-                      batch_size: int, context: int, device: str,
-                      seed: int = 0) -> Callable[[], Any]:
+                      batch_size: int, context: int, device: str, seed: int = 0,
+                      copies: int = 1) -> Callable[[], Any]:
     """The block ``key`` on one token per sequence, as inside a decode step.
 
     Args:
@@ -81,14 +86,28 @@ def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_d
         context: the KV cache's length; the Attention block attends over all of it.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seeds the weights and the inputs.
+        copies: independent instances the calls take in turn (see the module's docstring).
 
     Returns:
         A no-argument callable that runs the block once.
     """
     if key.kind != "attention":  # position-wise: a prefill block on a sequence of one
-        return make_block(key, vocab_size=vocab_size, block_size=block_size,
-                          head_dim=head_dim, batch_size=batch_size, seq_len=1, device=device,
-                          seed=seed, start=context - 1)
+        runs = [make_block(key, vocab_size=vocab_size, block_size=block_size, head_dim=head_dim,
+                           batch_size=batch_size, seq_len=1, device=device, seed=seed + i,
+                           start=context - 1) for i in range(copies)]
+    else:
+        runs = [_attention(key, head_dim, batch_size, context, device, seed + i)
+                for i in range(copies)]
+    turn = iter(range(2**62))
+
+    def run() -> Any:
+        return runs[next(turn) % copies]()
+
+    return run
+
+
+def _attention(key: BlockKey, head_dim: int, batch_size: int, context: int, device: str,
+               seed: int) -> Callable[[], Any]:
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.errors import ConfigError
 from nas.latency import memory
-from nas.latency.blocks import module_of, standalone
+from nas.latency.prefill import module_of, standalone
 from nas.latency.decode import step
 from nas.latency.spec import BlockKey, Workload, arch_blocks, space_blocks
 from nas.model import Embedding, Head, apply_precision
@@ -97,18 +97,21 @@ def block_weight_bytes(key: BlockKey, space: Any, device: str, repeats: int = 3)
 
     before = _held(on)
     if key.kind != "head":
-        kept = placed(module_of(key, *sizes))
-        return _held(on) - before
-    kept = placed(Embedding(space.vocab_size, space.block_size, key.d_model))
+        mod = placed(module_of(key, *sizes))
+        n = _held(on) - before
+        del mod
+        return n
+    mod = placed(Embedding(space.vocab_size, space.block_size, key.d_model))
     alone = _held(on) - before
-    del kept
+    del mod
     before = _held(on)
     pair = torch.nn.ModuleDict({"embed": Embedding(space.vocab_size, space.block_size, key.d_model),
                                 "head": Head(key.d_model, space.vocab_size)})
     pair["head"].lm_head.weight = pair["embed"].wte.weight
-    kept = placed(pair)
+    pair = placed(pair)
+    n = _held(on) - before - alone
     del pair
-    return _held(on) - before - alone
+    return n
 
 
 def _request(model: Any, batch_size: int, prompt_len: int, context: int, on: str) -> None:

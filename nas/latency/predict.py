@@ -6,7 +6,10 @@ and mode, and predicts per architecture:
 
 - ``prefill_ms``: the forward pass over the prefill table's tokens;
 - ``ttft_ms``: time to first token, the prefill of the prompt (same thing, named for
-  a request; the prefill table must be measured at that prompt length);
+  a request; the prefill table must be measured at that prompt length). A prefill
+  table times a plain forward pass: a server's prefill also writes the KV cache and
+  picks the first token, measured 11-15% more on the H100 at 128 tokens
+  (``experiments/latency_h100_decode``), about 1% of a request of 128 new tokens;
 - ``decode_ms``: time per output token (one generation step at the decode table's
   context);
 - ``request_ms(P, N)``: a whole request, ``ttft_ms(P) + (N - 1) * decode_ms``: the
@@ -19,7 +22,7 @@ missing) rather than guess.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nas.errors import ConfigError
@@ -27,6 +30,7 @@ from nas.latency.memory import MB
 from nas.latency.naming import build_command, table_path
 from nas.latency.table import LatencyTable
 from nas.latency.target import Target
+from nas.paths import resolve
 from nas.space import SearchSpace
 
 
@@ -76,13 +80,20 @@ class CostModel:
                 command that builds the right one.
         """
         t = Target.load(target) if isinstance(target, str) else target
-        r = t.resolved(space.block_size)
-        B = batch_size or r.batch_size
+        B = batch_size or t.batch_size
+        r = replace(t.resolved(space.block_size), batch_size=B)
         tables = {}
         for phase in phases:
             seq = r.prompt_len if phase == "prefill" else r.context
-            table = LatencyTable.load(t.table_of(phase, space.block_size, B), device=t.device,
-                                      batch_size=B, seq_len=seq, mode=t.mode, phase=phase)
+            path = t.table_of(phase, space.block_size, B)
+            if not resolve(path).is_file():
+                what = f" latency.seq_len={seq}" if phase == "prefill" else ""
+                raise ConfigError(
+                    f"{path}: no {phase} table for target {t.name!r} at batch {B}; build it on "
+                    f"that hardware with: python -m nas.latency build hardware={t.name} "
+                    f"search_space={space.name} latency.phase={phase} latency.batch_size={B}{what}")
+            table = LatencyTable.load(path, device=t.device, batch_size=B, seq_len=seq,
+                                      mode=t.mode, phase=phase)
             table.check_covers(space, table.precisions)  # other precisions: refused per arch
             tables[phase] = table
         return cls(prefill=tables.get("prefill"), decode=tables.get("decode"), target=r)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from nas.latency.blocks import standalone
+from nas.latency.prefill import standalone
 from nas.latency.decode import step
 from nas.latency.measure import TimerSettings, Timing, cuda_graph, time_callable
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from nas.latency.accuracy import metrics
 from nas.latency.measure import TimerSettings
 from nas.latency.memory import MB
 from nas.latency.table import LatencyTable
@@ -28,11 +29,10 @@ def memory_report(table: LatencyTable, archs: Sequence[Any], out: Path,
     """Measure and predict the peak memory of ``archs``; write ``memory.csv``.
 
     Returns:
-        Per precision: the metrics of ``validate.metrics`` and whether >= 95% are
+        Per precision: the metrics of ``accuracy.metrics`` and whether >= 95% are
         within +-5%.
     """
     from nas.latency.memory_measure import measure_peak
-    from nas.latency.validate import metrics
 
     mem = table.memory
     assert mem is not None
@@ -93,7 +93,6 @@ def request_report(prefill: LatencyTable, decode: LatencyTable, archs: Sequence[
                               "batch_size": decode.batch_size, "context": decode.seq_len,
                               "prefill_table": prefill.path.name})
     for p, d in df.groupby("precision"):
-        from nas.latency.validate import metrics
         t = metrics(d["predicted_ttft_ms"], d["measured_ttft_ms"])
         summary["precisions"][p]["ttft"] = {k: t[k] for k in ("within_5", "within_10",
                                                                "mean_err_pct", "max_abs_err_pct")}
@@ -102,8 +101,6 @@ def request_report(prefill: LatencyTable, decode: LatencyTable, archs: Sequence[
 
 def _per_precision(df: pd.DataFrame, pred: str, meas: str, tol: float, goal: float,
                    workload: dict[str, Any]) -> dict[str, Any]:
-    from nas.latency.validate import metrics
-
     per = {}
     for p, d in df.groupby("precision"):
         m = metrics(d[pred], d[meas])

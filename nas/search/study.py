@@ -100,7 +100,7 @@ def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSam
         if key not in stored:
             study.set_user_attr(key, value)
     # A worker with other settings may have written some of them at the same moment.
-    check_compatible(study, attrs, where)
+    check_compatible(study, attrs, where, objectives)
     return study
 
 
