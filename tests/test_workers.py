@@ -29,9 +29,14 @@ ATTRS = {"space": {"name": "tiny"}, "device": "cpu"}
 N_TRIALS = 30
 
 
+_opened: dict[str, optuna.storages.BaseStorage] = {}
+
+
 def _study(url: str, name: str = "w") -> optuna.Study | None:
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+        # Opened once: the watcher must look often enough to catch a trial running.
+        storage = _opened.get(url) or _opened.setdefault(url, open_storage(url, create=False))
+        return optuna.load_study(study_name=name, storage=storage)
     except Exception:  # noqa: BLE001 - not made yet (no file, no tables, no study)
         return None
 
