@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from nas.search.budget import Surplus, TrialBudget
 from nas.search.storage import Heartbeat, open_storage
 from nas.search.study import open_study
-from nas.search.workers import REASON_ATTR, WORKER_ATTR, fail_dead_trials, requeue
+from nas.search.workers import MAX_RETRIES, REASON_ATTR, WORKER_ATTR, fail_dead_trials, requeue
 from search_helpers import ROOT, cli_env, search_cmd
 
 pytest_plugins = ["search_support", "postgres_support"]
@@ -252,12 +252,13 @@ def test_a_silent_worker_on_another_host_is_failed_after_the_grace_period(tmp_pa
 
 def test_an_architecture_that_keeps_killing_its_worker_is_not_queued_forever(tmp_path):
     study, _ = _new(tmp_path, 5)
-    t = study.ask()
-    t.suggest_float("x", 0, 1)
-    study.tell(t, state=TrialState.FAIL)
-    frozen = study.trials[t.number]
-    for retries, queued in ((0, 1), (1, 2), (2, 2)):
-        requeue(study, optuna.trial.create_trial(
-            state=TrialState.FAIL, params=frozen.params, distributions=frozen.distributions,
-            user_attrs={"retries": retries}))
-        assert len(_of(study.trials, TrialState.WAITING)) == queued
+    runs, queued = 0, True
+    while queued:
+        t = study.ask()  # the first time a new trial, then the queued copy
+        x = t.suggest_float("x", 0, 1)
+        study.tell(t, state=TrialState.FAIL)  # its worker died
+        runs += 1
+        requeue(study, study.trials[t.number])
+        queued = bool(_of(study.trials, TrialState.WAITING))
+    assert runs == 1 + MAX_RETRIES
+    assert {tr.params["x"] for tr in study.trials} == {x}  # the same architecture each time
