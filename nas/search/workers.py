@@ -138,11 +138,11 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     attrs: dict[str, Any] = {"retry_of": trial.number, "retries": retries + 1}
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
-    enqueue_once(study, trial.params, attrs)
+    enqueue_once(study, trial.params, attrs, besides=trial._trial_id)  # it may still be RUNNING
 
 
 def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
-                 user_attrs: Mapping[str, Any] | None = None) -> bool:
+                 user_attrs: Mapping[str, Any] | None = None, besides: int | None = None) -> bool:
     """Enqueue ``params`` unless a trial with them exists (done, running or waiting).
 
     Unlike ``enqueue_trial(skip_if_exists=True)``, a trial that FAILed (its run was killed)
@@ -150,14 +150,20 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
     at the same moment (two starting together, or one starting while another queues a
     dead worker's trial again): the later copy is then withdrawn (marked FAIL).
 
+    Args:
+        study: the study.
+        params: the parameters to run.
+        user_attrs: written on the queued trial.
+        besides: the id of a trial not to count (the one being queued again).
+
     Returns:
         Whether this call's copy is the one that stays.
     """
-    if _copies(study, params):
+    if _copies(study, params, besides):
         return False
     me = worker_id()
     study.enqueue_trial(dict(params), user_attrs={**(user_attrs or {}), "enqueued_by": me})
-    found = _copies(study, params)
+    found = _copies(study, params, besides)
     mine = [t._trial_id for t in found
             if t.user_attrs.get("enqueued_by") == me and t.state == TrialState.WAITING]
     if not mine or found[0]._trial_id == mine[0]:
@@ -168,11 +174,14 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
     return False
 
 
-def _copies(study: optuna.Study, params: Mapping[str, Any]) -> list[FrozenTrial]:
+def _copies(study: optuna.Study, params: Mapping[str, Any],
+            besides: int | None) -> list[FrozenTrial]:
     """Trials done, running or waiting with ``params`` (fixed or drawn), oldest first."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
                                                       TrialState.WAITING)):
+        if t._trial_id == besides:
+            continue
         have = t.system_attrs.get("fixed_params", t.params)
         if all(have.get(k) == v for k, v in params.items()):
             out.append(t)
