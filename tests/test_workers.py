@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 from nas.search.budget import Surplus, TrialBudget
 from nas.search.storage import Heartbeat, open_storage
 from nas.search.study import open_study
-from nas.search.workers import MAX_RETRIES, REASON_ATTR, WORKER_ATTR, fail_dead_trials, requeue
+from nas.search.workers import (MAX_RETRIES, REASON_ATTR, WORKER_ATTR, enqueue_once,
+                                fail_dead_trials, requeue)
 from search_helpers import ROOT, cli_env, search_cmd
 
 pytest_plugins = ["search_support", "postgres_support"]
@@ -262,3 +263,25 @@ def test_an_architecture_that_keeps_killing_its_worker_is_not_queued_forever(tmp
         queued = bool(_of(study.trials, TrialState.WAITING))
     assert runs == 1 + MAX_RETRIES
     assert {tr.params["x"] for tr in study.trials} == {x}  # the same architecture each time
+
+
+def test_a_trial_killed_halfway_is_queued_with_what_it_was_given_and_had_drawn(tmp_path):
+    study, _ = _new(tmp_path, 5)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.25, "y": 0.5}, values=[1.0, 1.0],
+                                              distributions={"x": dist, "y": dist}))
+    half = study.ask()
+    half.suggest_float("x", 0, 1)  # killed before drawing y
+    study.tell(half, state=TrialState.FAIL)
+    requeue(study, study.trials[half.number])
+    assert enqueue_once(study, {"x": 0.5, "y": 0.5}, {"baseline": True})
+    study.ask()  # a worker takes the queued copy of the half trial
+    ref = study.ask()  # and another the reference
+    ref.suggest_float("x", 0, 1)  # killed after drawing x of the reference
+    study.tell(ref, state=TrialState.FAIL)
+    requeue(study, study.trials[ref.number])
+    [again] = _of(study.trials, TrialState.WAITING)
+    assert again.system_attrs["fixed_params"] == {"x": 0.5, "y": 0.5}  # the whole reference
+    assert again.user_attrs["baseline"] is True
+    copy_of_half = next(t for t in study.trials if t.user_attrs.get("retry_of") == half.number)
+    assert copy_of_half.system_attrs["fixed_params"] == {"x": study.trials[half.number].params["x"]}

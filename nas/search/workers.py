@@ -133,12 +133,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     Also the stale-trial callback of an RDB storage's heartbeat (``nas.search.storage``).
     """
     retries = int(trial.user_attrs.get("retries", 0))
-    if not trial.params or retries >= MAX_RETRIES:
+    # What it was given (a queued trial: the whole genome) and what it had drawn so far.
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    if not params or retries >= MAX_RETRIES:
         return
     attrs: dict[str, Any] = {"retry_of": trial.number, "retries": retries + 1}
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
-    enqueue_once(study, trial.params, attrs, besides=trial._trial_id)  # it may still be RUNNING
+    enqueue_once(study, params, attrs, besides=trial._trial_id)  # it may still be RUNNING
 
 
 def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
@@ -176,14 +178,17 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
 
 def _copies(study: optuna.Study, params: Mapping[str, Any],
             besides: int | None) -> list[FrozenTrial]:
-    """Trials done, running or waiting with ``params`` (fixed or drawn), oldest first."""
+    """Trials done, running or waiting with exactly ``params`` (given or drawn), oldest first.
+
+    Exactly: a dead trial that had drawn only some genes is queued again even though
+    finished trials share those genes.
+    """
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
                                                       TrialState.WAITING)):
         if t._trial_id == besides:
             continue
-        have = t.system_attrs.get("fixed_params", t.params)
-        if all(have.get(k) == v for k, v in params.items()):
+        if t.system_attrs.get("fixed_params", t.params) == dict(params):
             out.append(t)
     return sorted(out, key=lambda t: t._trial_id)
 
