@@ -111,7 +111,10 @@ def three_objective_study(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_
 @pytest.fixture(scope="session")
 def postgres_url():
     """``postgresql+psycopg://nas@127.0.0.1:<port>/nas`` on a fresh server."""
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver is missing: pip install -e '.[postgres]'")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:  # part of the dev extra: `make install` brings it
+        pytest.fail("the PostgreSQL driver is missing: pip install -e '.[dev]' (or '.[postgres]')")
     bin_dir = server_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")

@@ -180,4 +180,5 @@ def test_ctrl_c_and_kill_9_lose_no_completed_trial(tmp_path, tiny_space, tiny_ta
     assert all(done[n] == v for n, v in killed.items())
     study = optuna.load_study(study_name="killed", storage=url)
     assert not study.get_trials(states=(TrialState.RUNNING,))  # the killed one is marked FAIL
-    assert len(study.get_trials(states=(TrialState.FAIL,))) >= 2
+    # The killed trial; the Ctrl-C'ed one too unless Ctrl-C came between two trials.
+    assert len(study.get_trials(states=(TrialState.FAIL,))) >= 1

@@ -138,35 +138,32 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     attrs: dict[str, Any] = {"retry_of": trial.number, "retries": retries + 1}
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
-    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    enqueue_once(study, trial.params, attrs, besides=trial._trial_id)  # it may still be RUNNING
 
 
 def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
-                 user_attrs: Mapping[str, Any] | None = None) -> bool:
+                 user_attrs: Mapping[str, Any] | None = None, besides: int | None = None) -> bool:
     """Enqueue ``params`` unless a trial with them exists (done, running or waiting).
 
     Unlike ``enqueue_trial(skip_if_exists=True)``, a trial that FAILed (its run was killed)
-    does not count: the reference is tried again. Workers starting together may both
-    find none and both enqueue: the later copy is then withdrawn (marked FAIL).
+    does not count: the reference is tried again. Workers may enqueue the same parameters
+    at the same moment (two starting together, or one starting while another queues a
+    dead worker's trial again): the later copy is then withdrawn (marked FAIL).
+
+    Args:
+        study: the study.
+        params: the parameters to run.
+        user_attrs: written on the queued trial.
+        besides: the id of a trial not to count (the one being queued again).
 
     Returns:
         Whether this call's copy is the one that stays.
     """
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-
-    def copies() -> list[FrozenTrial]:
-        out = []
-        for t in study.get_trials(deepcopy=False, states=live):
-            have = t.system_attrs.get("fixed_params", t.params)
-            if all(have.get(k) == v for k, v in params.items()):
-                out.append(t)
-        return sorted(out, key=lambda t: t._trial_id)
-
-    if copies():
+    if _copies(study, params, besides):
         return False
     me = worker_id()
     study.enqueue_trial(dict(params), user_attrs={**(user_attrs or {}), "enqueued_by": me})
-    found = copies()
+    found = _copies(study, params, besides)
     mine = [t._trial_id for t in found
             if t.user_attrs.get("enqueued_by") == me and t.state == TrialState.WAITING]
     if not mine or found[0]._trial_id == mine[0]:
@@ -175,6 +172,20 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
     if study._storage.set_trial_state_values(mine[0], TrialState.RUNNING):
         fail_trial(study, mine[0], f"withdrawn: trial {found[0].number} has these parameters")
     return False
+
+
+def _copies(study: optuna.Study, params: Mapping[str, Any],
+            besides: int | None) -> list[FrozenTrial]:
+    """Trials done, running or waiting with ``params`` (fixed or drawn), oldest first."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                      TrialState.WAITING)):
+        if t._trial_id == besides:
+            continue
+        have = t.system_attrs.get("fixed_params", t.params)
+        if all(have.get(k) == v for k, v in params.items()):
+            out.append(t)
+    return sorted(out, key=lambda t: t._trial_id)
 
 
 def open_worker_storage(search: Any) -> BaseStorage:
