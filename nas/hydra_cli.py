@@ -117,7 +117,7 @@ def error_line(e: BaseException, undecodable: Callable[[], Path | None] | None =
             if owner is not None and dataclasses.is_dataclass(owner):
                 keys = "; allowed: " + ", ".join(f.name for f in dataclasses.fields(owner))
             elif parent is not None and hasattr(parent, "keys"):  # a typed dict (search.budgets)
-                keys = "; allowed: " + ", ".join(map(str, parent.keys()))
+                keys = "; allowed: " + ", ".join(str(k) for k in parent.keys() if k != "hydra")
             else:
                 keys = allowed(key) if allowed is not None else ""
             return f"{key}: unknown key{keys}"

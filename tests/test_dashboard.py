@@ -10,7 +10,6 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")
 

@@ -20,7 +20,6 @@ import pytest
 
 from test_dashboard import dashboard  # noqa: F401  (the live server on the finished study)
 
-pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

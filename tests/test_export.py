@@ -9,7 +9,6 @@ import yaml
 from nas.search.export import main as export_main
 from nas.model import build_model
 from nas.space import ArchConfig
-pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study
 
 NAME = re.compile(r"^(\d\d_)?L\d-d\d+-\w+_[0-9a-f]{12}_lat\d+\.\d{3}ms_loss\d+\.\d{3}\.yaml$")
 

@@ -23,9 +23,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search_helpers import FAST_SCORE, TABLE, budget_between, cli_env, run_cli, search_in_process
+from helpers import FAST_SCORE, TABLE, budget_between, cli_env, run_cli, search_in_process
 
-pytest_plugins = ["search_support"]
 
 SEARCH = [sys.executable, "-m", "nas.search"]
 EXPORT = [sys.executable, "-m", "nas.search.export"]

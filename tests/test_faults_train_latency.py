@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from conftest import MICRO, TEXT
-from latency_support import SPACE as LAT_SPACE
-from latency_support import fake_table
+from helpers import SPACE as LAT_SPACE
+from helpers import fake_table
 from nas.latency import fingerprint
 from nas.latency.files import json_path, read_meta
 from nas.latency.resume import read_earlier

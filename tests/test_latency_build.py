@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from latency_support import SPACE, space
+from helpers import SPACE, space
 from nas.errors import ConfigError
 from nas.latency import LatencyTable, Workload, space_blocks
 from nas.latency import blocks as blocks_mod

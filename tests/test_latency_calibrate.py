@@ -53,3 +53,46 @@ def test_fit_falls_back_to_fewer_terms_rather_than_a_negative_slope():
     measured = 0.2 * L - 0.05 * raw + 0.3
     cal = fit(raw, L, measured, seed=0)
     assert cal.a > 0 and cal.b == 0.0
+
+
+def _working_set_rows(d: float, n: int = 24):
+    """Synthetic calibration rows: models out of L2 run ``d`` x their block sum slower."""
+    rng = np.random.default_rng(3)
+    L = rng.integers(2, 9, n)
+    raw = L * rng.uniform(0.045, 0.06, n)
+    ws = rng.uniform(0.3, 1.6, n) * 50e6
+    measured = 0.9 * raw + 0.002 * L + 0.004 + d * raw * np.minimum(ws / 50e6, 1.0)
+    return raw, L, ws, measured
+
+
+def test_fit_recovers_a_working_set_effect():
+    raw, L, ws, measured = _working_set_rows(d=0.2)
+    cal = fit(raw, L, measured, seed=1000, working_set_bytes=ws, l2_bytes=50e6)
+    assert cal.uses_working_set and cal.l2_bytes == 50e6
+    assert (cal.a, cal.b, cal.c, cal.d) == pytest.approx((0.9, 0.002, 0.004, 0.2), rel=1e-6)
+    assert cal.loo_rmse_pct < 1e-6 < cal.plain_loo_rmse_pct
+    # A model entirely in L2 and one twice its size: the term scales the sum by W / L2, capped.
+    assert cal.apply(0.3, 6, 25e6) == pytest.approx(0.9 * 0.3 + 0.012 + 0.004 + 0.2 * 0.3 * 0.5)
+    assert cal.apply(0.3, 6, 100e6) == pytest.approx(0.9 * 0.3 + 0.012 + 0.004 + 0.2 * 0.3)
+    with pytest.raises(ValueError, match="working-set term"):
+        cal.apply(0.3, 6)
+    assert Calibration.from_dict(cal.to_dict(), "x.json") == cal
+
+
+def test_working_set_term_stays_out_when_it_does_not_help_or_is_not_offered():
+    raw, L, ws, measured = _working_set_rows(d=0.0)
+    measured = measured * (1 + np.random.default_rng(4).normal(0, 0.01, measured.size))
+    plain = fit(raw, L, measured, seed=0)
+    offered = fit(raw, L, measured, seed=0, working_set_bytes=ws, l2_bytes=50e6)
+    assert not plain.uses_working_set and plain.d == 0.0 and plain.l2_bytes == 0.0
+    if not offered.uses_working_set:  # no better out of sample: the plain form, unchanged
+        assert (offered.a, offered.b, offered.c) == (plain.a, plain.b, plain.c)
+    assert offered.loo_rmse_pct <= offered.plain_loo_rmse_pct
+    assert plain.apply(0.3, 6, 1e9) == plain.apply(0.3, 6)
+
+
+def test_calibration_json_of_older_tables_reads_as_the_plain_form():
+    d = {"a": 1.1, "b": 0.0, "c": 0.01, "n": 5, "seed": 0, "rmse_pct": 0, "max_abs_pct": 0,
+         "raw_rmse_pct": 0}
+    cal = Calibration.from_dict(d, "t.json")
+    assert not cal.uses_working_set and cal.apply(1.0, 3) == pytest.approx(1.11)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from latency_support import fake_table
+from helpers import fake_table
 from nas.errors import ConfigError
 from nas.latency.__main__ import _bare_verb, parse, run
 
@@ -51,7 +51,7 @@ def test_bad_settings_name_the_key(overrides, words):
 
 def test_predict_prints_the_latency(tmp_path, capsys):
     path = fake_table(tmp_path)
-    from latency_support import space
+    from helpers import space
     space().make(2, 64, [2, 1], [128, 64], "fp32").to_yaml(tmp_path / "a.yaml")
     c = parse(_compose("verb=predict", f"latency.table={path}", f"predict.arch={tmp_path / 'a.yaml'}"),
               [])

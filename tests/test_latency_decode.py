@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from latency_support import space
+from helpers import space
 from nas.errors import ConfigError
 from nas.latency import CostModel, LatencyTable, Workload
 from nas.latency.__main__ import _main
@@ -23,7 +23,7 @@ from nas.latency.validate import validate
 ROOT = Path(__file__).resolve().parents[1]
 FAST = TimerSettings(repeats=2, warmup=1, window_ms=0.5)
 PRECS = ("fp32", "int8")
-# The tiny space cut down to the micro space of latency_support, for the command line.
+# The tiny space cut down to the micro space of helpers.SPACE, for the command line.
 MICRO = ["search_space.block_size=16", "search_space.d_model=[32,64]", "search_space.n_head=[1,2]",
          "search_space.d_ff=[64,128]", "search_space.n_layer.max=2", "search_space.baseline=null"]
 

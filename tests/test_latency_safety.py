@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from latency_support import fake_table, space
+from helpers import fake_table, space
 from nas.errors import ConfigError
 from nas.latency import Workload
 from nas.latency import build as build_mod

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from latency_support import SPACE, block_ms, fake_table, space
+from helpers import SPACE, block_ms, fake_table, space
 from nas.errors import ConfigError
 from nas.latency import BlockKey, LatencyTable, arch_blocks
 from nas.latency.files import json_path

@@ -20,9 +20,8 @@ from nas.search.plot import main as plot_main
 from nas.search.results import pareto_frame, trials_frame
 from nas.search.study import check_compatible, open_storage, open_study
 from nas.space import ArchConfig
-from search_helpers import FAST_SCORE, ROOT, run_cli, search_cmd
+from helpers import FAST_SCORE, ROOT, run_cli, search_cmd
 
-pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, finished studies
 
 THREE = ("val_loss", "latency_ms", "params")
 GOAL = ("val_loss", "decode_ms", "peak_mem_mb")

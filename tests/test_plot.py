@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 from nas.search.plot import main as plot_main
 from nas.search.results import pareto_frame, trials_frame
 
-pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -64,7 +63,7 @@ def test_pareto_plot_of_one_study(tmp_path, finished_study, drawn):
 
 def test_fronts_of_several_studies_on_one_figure(tmp_path, tiny_space, tiny_table,
                                                  tiny_scorer_factory, drawn):
-    from search_helpers import budget_between, search_in_process
+    from helpers import budget_between, search_in_process
 
     url = f"sqlite:///{tmp_path}/nas.db"
     budget = budget_between(tiny_table, tiny_space, 0.5)

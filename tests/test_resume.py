@@ -13,9 +13,8 @@ from optuna.trial import TrialState
 
 from nas.search.resume import changed_setting, search_settings
 from nas.search.samplers import SamplerConfig
-from search_helpers import FAST_SCORE, run_cli, search_cmd
+from helpers import FAST_SCORE, run_cli, search_cmd
 
-pytest_plugins = ["search_support"]
 
 
 def _args(db: Path, ckpt: Path, *extra: str) -> list[str]:

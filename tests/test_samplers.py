@@ -9,7 +9,6 @@ from nas.errors import ConfigError
 from nas.search.samplers import NoRepeatSampler, SamplerConfig, build_sampler, make_sampler
 from nas.search.run import SearchConfig, run_search
 
-pytest_plugins = ["search_support"]  # its session fixtures: the tiny space and its table
 
 
 @pytest.mark.parametrize("bad", [{"name": "cmaes"}, {"population_size": 1},

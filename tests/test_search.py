@@ -17,10 +17,9 @@ from nas.model import build_model
 from nas.search.objective import n_params
 from nas.space import ArchConfig
 from nas.search.objectives import DEFAULT as METRICS
-from search_helpers import (FAST_SCORE, budget_between, cli_env, run_cli, search_cmd,
+from helpers import (FAST_SCORE, budget_between, cli_env, run_cli, search_cmd,
                             search_in_process)
 
-pytest_plugins = ["search_support"]  # its session fixtures: a tiny supernet, a finished study
 
 
 def _complete(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

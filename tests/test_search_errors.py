@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search_helpers import run_cli, search_cmd
+from helpers import run_cli, search_cmd
 
 
 def _refused(r, *needles: str) -> str:
@@ -79,7 +79,7 @@ def test_study_with_other_objectives_is_refused_and_kept(tmp_path):
 def test_objective_without_its_table_is_refused(tmp_path):
     import shutil
 
-    from search_helpers import ROOT, TABLE
+    from helpers import ROOT, TABLE
 
     for suffix in (".csv", ".json"):  # the prefill table alone, no decode table beside it
         shutil.copy((ROOT / TABLE).with_suffix(suffix), (tmp_path / "cpu-tiny").with_suffix(suffix))

@@ -22,9 +22,8 @@ from nas.search.storage import Heartbeat, open_storage
 from nas.search.study import open_study
 from nas.search.workers import (MAX_RETRIES, REASON_ATTR, WORKER_ATTR, enqueue_once,
                                 fail_dead_trials, requeue)
-from search_helpers import ROOT, cli_env, search_cmd
+from helpers import ROOT, cli_env, search_cmd
 
-pytest_plugins = ["search_support", "postgres_support"]
 
 ATTRS = {"space": {"name": "tiny"}, "device": "cpu"}
 N_TRIALS = 30

@@ -22,7 +22,10 @@ call of the device tool brings back only a few files), so a run stopped at its t
 limit keeps what it finished. ``--check`` instead runs ``nas.latency.check`` on every
 table found, for a second machine. ``--smoke`` runs it all with the ``tiny`` space and a
 fast timer, on the GPU in graph mode when there is one, else on the CPU (a test of the
-script and of the CUDA-graph paths, not a measurement).
+script and of the CUDA-graph paths, not a measurement). ``--validate-only SUBDIR``
+builds nothing and validates the committed tables on a fresh held-out set
+(``--val-seed``), for a correction refitted offline from the tables' own calibration
+models (``nas.latency.build.refit_calibration``).
 """
 from __future__ import annotations
 
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="check every table instead")
     ap.add_argument("--check-n", type=int, default=20)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--val-seed", type=int, default=2000, help="seed of the held-out set")
+    ap.add_argument("--validate-only", metavar="SUBDIR", default=None,
+                    help="build nothing: validate the tables as they are (seed --val-seed) "
+                         "into <reports>/SUBDIR/b<B>/")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -133,6 +140,32 @@ def main(argv: list[str] | None = None) -> int:
                     table, space, n=a.check_n, timer=timer, progress=progress, out=dest))
         return 0
 
+    if a.validate_only:
+        from nas.latency.table import LatencyTable
+        for B in batches:
+            pre = target.table_of("prefill", space.block_size, B)
+            dec = target.table_of("decode", space.block_size, B)
+            rep = reports / a.validate_only / f"b{B}"
+            if (rep / "summary.json").exists():
+                print(f"== {rep}/summary.json exists: validation of batch {B} done")
+                continue
+
+            def fresh() -> None:
+                rep.mkdir(parents=True, exist_ok=True)
+                validate(LatencyTable.load(dec, space=space, precisions=precisions), space,
+                         precisions, n=a.val_n, seed=a.val_seed, timer=timer, out_dir=rep,
+                         command=command, noise_models=3, noise_repeats=5, progress=progress,
+                         prefill=LatencyTable.load(pre, space=space, precisions=precisions),
+                         requests=a.requests, new_tokens=r.new_tokens)
+
+            if not step(f"validate {dec.name} (seed {a.val_seed})",
+                        COST_S["validate"] * (1.0 if B == 1 else 1.6) * 0.45, fresh):
+                break
+        log["total_seconds"] = round(time.perf_counter() - t0, 1)
+        pack(out, tables, reports, log)
+        print(json.dumps(log, indent=2))
+        return 3 if log["stopped"] else 0
+
     for B in batches:
         pre = target.table_of("prefill", space.block_size, B)
         dec = target.table_of("decode", space.block_size, B)
@@ -157,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def check_it() -> None:
             rep.mkdir(parents=True, exist_ok=True)
-            validate(built[dec], space, precisions, n=a.val_n, seed=2000, timer=timer,
+            validate(built[dec], space, precisions, n=a.val_n, seed=a.val_seed, timer=timer,
                      out_dir=rep, command=command, noise_models=3, noise_repeats=5,
                      progress=progress, prefill=built[pre], requests=a.requests,
                      new_tokens=r.new_tokens)

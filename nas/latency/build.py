@@ -23,6 +23,7 @@ from nas.latency import fingerprint
 from nas.latency.calibrate import fit
 from nas.latency.files import (COLUMNS, FORMAT, RowWriter, calibration_path, json_path,
                                memory_path, write_csv, write_meta)
+from nas.latency.memory import MemoryModel
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.resume import (CALIB_COLUMNS, PASS_COLUMNS, check_resume, check_timer,
                                 cut_partial_line, differences, passes_path, read_earlier)
@@ -205,6 +206,17 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             f"{cal.rmse_pct:.2f}% (plain sum {cal.raw_rmse_pct:.2f}%)")
     if workload.phase == "decode" and calib:
         meta["memory"] = _fit_memory(csv, space, workload, calib, calibration_seed, progress, log)
+        l2 = meta["fingerprint"].get("l2_cache_bytes")
+        if l2:
+            memory = MemoryModel.from_meta(meta["memory"], str(json_path(csv)))
+            for p, archs in calib.items():
+                rows = [best_pass([calib_done[(a.arch_id, i)] for i in range(P)]) for a in archs]
+                raw = [sum(ms[k] for k in arch_blocks(a)) for a in archs]
+                cal = fit(raw, [a.n_layer for a in archs], [r["median_ms"] for r in rows],
+                          calibration_seed, [memory.fixed_bytes(a) for a in archs], l2)
+                meta["calibration"][p] = cal.to_dict()
+                log(f"{csv}: {p}: with the L2 working-set term: d={cal.d:.4f}, leave-one-out "
+                    f"RMSE {cal.loo_rmse_pct:.2f}% (plain {cal.plain_loo_rmse_pct:.2f}%)")
     meta["complete"] = True
     meta["n_rows"] = len(done)
     meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -252,3 +264,50 @@ def _load(csv: Path, space: SearchSpace, workload: Workload, calibration_n: int)
 def _arch_json(arch: Any) -> str:
     import json
     return json.dumps(arch.to_dict(), sort_keys=True)
+
+
+def refit_calibration(path: str | Path, space: SearchSpace, l2_bytes: int,
+                      log: Callable[[str], None] = print) -> LatencyTable:
+    """Refit a decode table's correction with the L2 working-set term, measuring nothing.
+
+    The calibration models' timings (``<name>.calib.csv``, fastest pass of each) and the
+    memory model's weight bytes are already in the table's files; only the JSON's
+    ``calibration`` section is rewritten (see :mod:`nas.latency.calibrate`).
+
+    Args:
+        path: the decode table's CSV.
+        space: the space it was built for.
+        l2_bytes: the L2 cache size of the card it was measured on.
+
+    Raises:
+        ConfigError: no memory model or no calibration file.
+    """
+    import json
+
+    import pandas as pd
+
+    from nas.latency.files import read_meta
+    from nas.space import ArchConfig
+
+    csv = Path(path)
+    meta = read_meta(json_path(csv))
+    table = LatencyTable.load(csv, space=space, precisions=tuple(meta["calibration"]))
+    calib_csv = calibration_path(csv)
+    if table.memory is None or not calib_csv.exists():
+        raise ConfigError(f"{csv}: a working-set refit needs the table's memory model and "
+                          f"{calib_csv.name}; rebuild the table")
+    rows = pd.read_csv(calib_csv)
+    for p, old in table.calibration.items():
+        best = rows[rows.precision == p].sort_values("median_ms").drop_duplicates("arch_id")
+        archs = [ArchConfig.from_dict(json.loads(a)) for a in best.arch]
+        cal = fit([table.raw_sum_ms(a) for a in archs], [a.n_layer for a in archs],
+                  best.median_ms.tolist(), old.seed,
+                  [table.memory.fixed_bytes(a) for a in archs], l2_bytes)
+        meta["calibration"][p] = cal.to_dict()
+        log(f"{csv.name}: {p}: a={cal.a:.4f} b={cal.b * 1e3:+.2f} us/layer "
+            f"c={cal.c * 1e3:+.2f} us d={cal.d:.4f}; leave-one-out RMSE "
+            f"{cal.loo_rmse_pct:.2f}% (plain {cal.plain_loo_rmse_pct:.2f}%), in-sample "
+            f"{cal.rmse_pct:.2f}% (max {cal.max_abs_pct:.1f}%)")
+    meta["calibration_refit"] = {"l2_bytes": int(l2_bytes), "from": calib_csv.name}
+    write_meta(json_path(csv), meta)
+    return LatencyTable.load(csv, space=space, precisions=tuple(meta["calibration"]))

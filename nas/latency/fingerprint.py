@@ -139,6 +139,7 @@ def collect(device: str, threads: int) -> dict[str, Any]:
             props = torch.cuda.get_device_properties(torch.cuda.current_device())
             fp["torch_gpu_name"] = props.name
             fp["compute_capability"] = f"{props.major}.{props.minor}"
+            fp["l2_cache_bytes"] = int(getattr(props, "L2_cache_size", 0)) or None
             uuid = str(getattr(props, "uuid", "")) or None
         except Exception as e:
             fp["torch_gpu_error"] = f"{type(e).__name__}: {e}"

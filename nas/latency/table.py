@@ -300,7 +300,14 @@ class LatencyTable:
         cal = self.calibration.get(arch.precision)
         if cal is None:
             return raw
-        ms = cal.apply(raw, arch.n_layer)
+        ws = None
+        if cal.uses_working_set:
+            if self.memory is None:
+                raise ConfigError(f"{json_path(self.path)}: the {arch.precision} calibration has "
+                                  "a working-set term but the table has no memory model; "
+                                  "rebuild the table")
+            ws = self.memory.fixed_bytes(arch)
+        ms = cal.apply(raw, arch.n_layer, ws)
         if not ms > 0:
             raise ConfigError(f"{json_path(self.path)}: calibration of {arch.precision} gives "
                               f"{ms:.4g} ms for {arch.describe()}; rebuild the table")
