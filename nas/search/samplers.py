@@ -98,7 +98,35 @@ def build_sampler(cfg: SamplerConfig, seed: int,
     return TrialSeededSampler(sampler, seed)
 
 
-class NoRepeatSampler(optuna.samplers.BaseSampler):
+class _Wrapper(optuna.samplers.BaseSampler):
+    """A sampler that hands every call to ``self.base``; subclasses change what they need."""
+
+    base: optuna.samplers.BaseSampler
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+class NoRepeatSampler(_Wrapper):
     """Wraps a sampler so that its relative proposals are architectures not yet tried.
 
     Evolution and density models re-propose what they have seen: in a 300-trial NSGA-II
@@ -123,10 +151,6 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         self.base, self._key, self._max_tries = base, arch_key, max_tries
         self._fill = optuna.samplers.RandomSampler(seed=None if seed is None else seed + 1)
 
-    def infer_relative_search_space(self, study: optuna.Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.base.infer_relative_search_space(study, trial)
-
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         seen = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
@@ -143,17 +167,6 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
             if key is None or key not in seen:
                 return full
         return full
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.base.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        self.base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
@@ -173,7 +186,7 @@ def _random_states(sampler: optuna.samplers.BaseSampler) -> list[LazyRandomState
     return states
 
 
-class TrialSeededSampler(optuna.samplers.BaseSampler):
+class TrialSeededSampler(_Wrapper):
     """Draws each trial's proposal from a random state seeded by (seed, trial number).
 
     A sampler seeded once per process replays the same draws on every run: a resumed
@@ -197,26 +210,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         for state, s in zip(self._states, seeds):
             state.rng.seed(int(s))
 
-    def infer_relative_search_space(self, study: optuna.Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.base.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self.base.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Optuna calls this before the trial's first draw (relative or independent).
         self.reseed_for(trial.number)
         self.base.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        self.base.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.base.reseed_rng()
