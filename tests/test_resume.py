@@ -22,21 +22,27 @@ def _args(db: Path, ckpt: Path, *extra: str) -> list[str]:
                       f"supernet.checkpoint={ckpt}", "search.progress=false", *FAST_SCORE, *extra)
 
 
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory, tiny_supernet):
-    """A study of 12 trials resumed to 24 by the same command: (folder, db, trials by number)."""
-    w = tmp_path_factory.mktemp("resume")
+def _resume(w: Path, ckpt: Path, *extra: str) -> tuple[Path, list]:
+    """A study of 12 trials resumed to 24 by the same command: (db, trials by number)."""
     db = w / "nas.db"
     for n in (12, 24):
-        r = run_cli(_args(db, tiny_supernet, f"search.n_trials={n}"), cwd=w)
+        r = run_cli(_args(db, ckpt, f"search.n_trials={n}", *extra), cwd=w)
         assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{db}")
-    trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-    return w, db, trials
+    return db, sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
 
 
-def test_a_resume_proposes_new_architectures(resumed):
-    _, _, trials = resumed
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, tiny_supernet):
+    """Seed 0's study: (folder, db, trials by number)."""
+    w = tmp_path_factory.mktemp("resume")
+    return (w, *_resume(w, tiny_supernet))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_resume_proposes_new_architectures(seed, resumed, tmp_path, tiny_supernet):
+    _, trials = (resumed[1], resumed[2]) if seed == 0 else _resume(tmp_path, tiny_supernet,
+                                                                    f"search.seed={seed}")
     assert len(trials) == 24
     first = {t.user_attrs["arch_id"] for t in trials[:12]}
     repeats = [t.number for t in trials[12:] if t.user_attrs["arch_id"] in first]

@@ -53,13 +53,13 @@ def test_resume_refuses_another_budget_or_objectives(tmp_path):
     url = f"sqlite:///{tmp_path}/nas.db"
     storage = open_storage(url)
     study = open_study(storage, "s", _sampler(), ATTRS, url)
-    check_compatible(study, ATTRS, url)
-    check_compatible(study, {**ATTRS, "supernet_sha256": "new"}, url)  # not stored yet: fine
+    check_compatible(study, ATTRS, url, METRICS)
+    check_compatible(study, {**ATTRS, "supernet_sha256": "new"}, url, METRICS)  # not stored yet: fine
     with pytest.raises(ConfigError, match="latency_budget_ms"):
-        check_compatible(study, {**ATTRS, "latency_budget_ms": 3.0}, url)
+        check_compatible(study, {**ATTRS, "latency_budget_ms": 3.0}, url, METRICS)
     single = optuna.create_study(study_name="one", storage=storage)
     with pytest.raises(ConfigError, match="this search needs val_loss"):
-        check_compatible(single, ATTRS, url)
+        check_compatible(single, ATTRS, url, METRICS)
 
 
 def test_dead_workers_trials_are_failed_live_ones_kept(tmp_path, monkeypatch):

@@ -39,7 +39,7 @@ def find_study(storage: BaseStorage, name: str,
 
 
 def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
-                     objectives: Sequence[str] = objs.DEFAULT) -> None:
+                     objectives: Sequence[str]) -> None:
     """Refuse to resume ``study`` when it measures something other than this search.
 
     Args:
