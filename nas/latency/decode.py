@@ -111,13 +111,13 @@ def _attention(key: BlockKey, head_dim: int, batch_size: int, context: int, devi
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mod = Attention(key.d_model, key.n_head, head_dim)
+        mod = Attention(key.d_model, key.n_head, head_dim, n_kv_head=key.n_kv_head)
     on = "cpu" if key.precision == "int8" else device
     mod = apply_precision(mod.to(on), key.precision).eval()
     dtype = DTYPES.get(key.precision, torch.float32)  # int8 blocks take fp32 activations
     x = torch.randn(batch_size, 1, key.d_model, generator=g).to(on, dtype)  # (B, 1, C)
-    k, v = (torch.empty(batch_size, key.n_head, context, head_dim, device=on, dtype=dtype)
-            for _ in range(2))  # (B, h, S, hd)
+    k, v = (torch.empty(batch_size, key.n_kv_head, context, head_dim, device=on, dtype=dtype)
+            for _ in range(2))  # (B, g, S, hd)
     _fill_random([k, v], on, seed)
     pos = torch.tensor(context - 1, device=on)
     mask = torch.ones(1, context, dtype=torch.bool, device=on)  # the last position sees all

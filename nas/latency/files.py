@@ -25,10 +25,19 @@ from nas.signals import held
 from nas.space import PRECISIONS
 
 FORMAT = 1
-KEY_COLUMNS = ("kind", "d_model", "n_head", "d_ff", "precision")
-INT_COLUMNS = ("d_model", "n_head", "d_ff", "batch_size", "seq_len", "repeats", "inner")
+KEY_COLUMNS = ("kind", "d_model", "n_head", "d_ff", "precision", "n_kv_head")
+INT_COLUMNS = ("d_model", "n_head", "d_ff", "batch_size", "seq_len", "repeats", "inner",
+               "n_kv_head")
 TIME_COLUMNS = ("median_ms", "p10_ms", "p90_ms")
-COLUMNS = KEY_COLUMNS + ("batch_size", "seq_len") + TIME_COLUMNS + ("repeats", "inner")
+# n_kv_head last: a table written before grouped-query attention has every other column
+# in this order, and a build resuming it keeps appending in its own header's columns.
+COLUMNS = KEY_COLUMNS[:-1] + ("batch_size", "seq_len") + TIME_COLUMNS + ("repeats", "inner",
+                                                                          "n_kv_head")
+
+
+def legacy(columns: Iterable[str]) -> list[str]:
+    """The header of the same file as written before grouped-query attention."""
+    return [c for c in columns if c != "n_kv_head"]
 
 
 def json_path(path: str | Path) -> Path:
@@ -49,6 +58,10 @@ def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         ConfigError: a missing column, an empty or non-numeric value, a negative or zero
             time, p10 > median > p90, an unknown kind or precision, a duplicate row.
     """
+    # A table from before grouped-query attention has no n_kv_head: full attention.
+    kv = df["n_kv_head"] if "n_kv_head" in df.columns else pd.Series(np.nan, index=df.index)
+    full = np.where(df["kind"] == "attention", df["n_head"], 0) if "n_head" in df.columns else 0
+    df = df.assign(n_kv_head=kv.where(kv.notna(), full))
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{where}: missing column(s) {missing}; a table has {list(COLUMNS)} "
@@ -110,7 +123,7 @@ def _line(df: pd.DataFrame, mask: pd.Series) -> int:
 def row_key(row: Mapping[str, Any]) -> BlockKey:
     """The block a table row times."""
     return BlockKey(str(row["kind"]), int(row["d_model"]), int(row["n_head"]), int(row["d_ff"]),
-                    str(row["precision"]))
+                    str(row["precision"]), int(row.get("n_kv_head", 0)))
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
@@ -192,9 +205,18 @@ class RowWriter:
         if not self.path.exists() or self.path.stat().st_size == 0:
             with held():
                 pd.DataFrame(columns=self.columns).to_csv(self.path, index=False)
+        else:  # resuming: keep the file's own header (an older one has no n_kv_head)
+            with open(self.path, "rb") as f:
+                first = f.readline().decode("utf-8", "replace").strip()
+            if first == ",".join(legacy(self.columns)):
+                self.columns = legacy(self.columns)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row, flushed and synced to disk."""
+        if ("n_kv_head" not in self.columns and row.get("kind") == "attention"
+                and row.get("n_kv_head", row.get("n_head")) != row.get("n_head")):
+            raise ConfigError(f"{self.path}: written before grouped-query attention; build "
+                              "grouped blocks into a new table")
         line = pd.DataFrame([{c: row[c] for c in self.columns}]).to_csv(
             index=False, header=False, float_format="%.6g")
         with held(), open(self.path, "a") as f:  # a Ctrl-C waits for the whole line

@@ -58,7 +58,7 @@ def module_of(key: BlockKey, vocab_size: int, block_size: int, head_dim: int) ->
     if key.kind == "embedding":
         mod: torch.nn.Module = Embedding(vocab_size, block_size, d)
     elif key.kind == "attention":
-        mod = Attention(d, key.n_head, head_dim)
+        mod = Attention(d, key.n_head, head_dim, n_kv_head=key.n_kv_head)
     elif key.kind == "ffn":
         mod = FeedForward(d, key.d_ff)
     elif key.kind == "head":

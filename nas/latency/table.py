@@ -221,10 +221,12 @@ class LatencyTable:
         if space.n_layer_min < own.n_layer_min or space.n_layer_max > own.n_layer_max:
             out.append(f"n_layer {space.n_layer_min}..{space.n_layer_max} (table: "
                        f"{own.n_layer_min}..{own.n_layer_max})")
-        for key in ("d_model", "n_head", "d_ff"):
-            extra = sorted(set(getattr(space, key)) - set(getattr(own, key)))
+        for key in ("d_model", "n_head", "d_ff", "n_kv_head"):
+            extra = sorted(set(getattr(space, key) or ()) - set(getattr(own, key) or ()))
             if extra:
-                out.append(f"{key} {extra} (table: {list(getattr(own, key))})")
+                out.append(f"{key} {extra} (table: {list(getattr(own, key) or [])})")
+        if space.drop_attention and not own.drop_attention:
+            out.append("drop_attention (the table's space keeps attention in every layer)")
         return out
 
     # --- prediction --------------------------------------------------------------
