@@ -185,7 +185,7 @@ def check_timer(csv: Path, meta_old: dict[str, Any], new: dict[str, Any]) -> Non
     old, now = meta_old.get("timer"), new["timer"]
     if not isinstance(old, dict):
         return  # a table from before timer settings were recorded: nothing to compare
-    keys = TIMER_KEYS + (("graph_calls",) if new["workload"]["mode"] == "graph" else ())
+    keys = TIMER_KEYS + (("graph_calls",) if new["workload"]["mode"] in ("graph", "fused") else ())
     wrong = [f"{k} {old.get(k)!r} (now {now[k]!r})" for k in keys
              if k in old and old[k] != now[k]]
     if wrong:

@@ -29,7 +29,10 @@ from nas.errors import ConfigError
 from nas.space import DEVICES, PRECISIONS, ArchConfig, SearchSpace, sample
 
 KINDS = ("embedding", "attention", "ffn", "head", "layernorm")
-MODES = ("eager", "graph")
+# eager: module by module; graph: the same kernels replayed as CUDA graphs; fused: the
+# fused runtime (nas.fused: q/k/v in one product, compiled blocks) replayed as CUDA graphs.
+MODES = ("eager", "graph", "fused")
+GRAPH_MODES = ("graph", "fused")
 PHASES = ("prefill", "decode")
 
 
@@ -64,7 +67,8 @@ class Workload:
         batch_size: sequences per forward pass.
         seq_len: prefill: tokens per sequence; decode: the KV cache's context.
         precisions: the precisions measured.
-        mode: ``"eager"``, or ``"graph"`` (CUDA graphs; a table of its own).
+        mode: ``"eager"``, ``"graph"`` (CUDA graphs; a table of its own) or ``"fused"``
+            (the fused runtime of ``nas.fused`` as CUDA graphs; a table of its own).
         threads: CPU intra-op threads, fixed while measuring (CPU timings depend on it).
         phase: ``"prefill"`` or ``"decode"``.
         prompt_len: decode only: the prompt of the request whose peak memory a decode
@@ -90,8 +94,9 @@ class Workload:
                 raise ConfigError(f"{key}: {v!r} must be a positive integer")
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is unknown; allowed: {list(MODES)}")
-        if self.mode == "graph" and self.device != "cuda":
-            raise ConfigError("mode: 'graph' (CUDA graphs) needs device cuda; use mode=eager on cpu")
+        if self.mode in GRAPH_MODES and self.device != "cuda":
+            raise ConfigError(f"mode: {self.mode!r} (CUDA graphs) needs device cuda; use "
+                              "mode=eager on cpu")
         if not self.precisions:
             raise ConfigError("precisions: empty list; give at least one")
         for p in self.precisions:
