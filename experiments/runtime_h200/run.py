@@ -132,7 +132,7 @@ def main() -> None:
         print(" ".join(f"{k}={row[k]}" for k in FIELDS if k in row and k != "extra"),
               row.get("extra", ""), flush=True)
 
-    (args.out / "environment.json").write_text(json.dumps(environment(), indent=1, default=str))
+    (args.out / "environment.json").write_text(json.dumps(environment("cuda"), indent=1, default=str))
     warm_gpu()
     bw = bandwidth_gbps()
     record(what="bandwidth", arch="copy 4 GiB", mode="", batch_size=0, seq_len=0,
