@@ -115,8 +115,8 @@ def same_input(m: Mapping[str, Any], docs: Sequence[Document], tokenizer: Mappin
     had = {f["path"]: f["sha256"] for f in [*m["files"], *m.get("skipped", [])]}
     now = {d.path: d.sha256 for d in docs}
     if had != now:
-        changed = sorted(set(had.items()) ^ set(now.items()))
-        return f"{len(changed)} source file(s) differ, e.g. {changed[0][0]}"
+        changed = sorted({k for k in had.keys() | now.keys() if had.get(k) != now.get(k)})
+        return f"{len(changed)} source file(s) differ, e.g. {changed[0]}"
     if "sha256" in tokenizer and tokenizer["sha256"] != m["tokenizer"]["sha256"]:
         return "another tokenizer"
     if "trained" in tokenizer and tokenizer["trained"] != m["tokenizer"].get("trained"):

@@ -133,7 +133,9 @@ def _sample(docs: Sequence[Document], sample_mb: float | None) -> list[Document]
     if sample_mb is None:
         return list(docs)
     budget, out = sample_mb * 1e6, []
-    for d in sorted(docs, key=lambda d: hashlib.sha256(d.path.encode()).digest()):
+    # Salted: the split hashes the same names, and unsalted the sample would be the
+    # training documents nearest the validation boundary rather than any.
+    for d in sorted(docs, key=lambda d: hashlib.sha256(b"tokenizer sample\0" + d.path.encode()).digest()):
         if out and budget < d.bytes:
             break
         out.append(d)
