@@ -68,7 +68,9 @@ def prepare(opts: PrepareOptions) -> tuple[Path, bool]:
             ``out`` that holds something other than this corpus. Nothing is written.
     """
     check_fractions(opts.split)
-    check_dtype(opts.vocab_size if opts.tokenizer is None else 0, opts.dtype)
+    if opts.tokenizer is None:  # a given tokenizer's vocabulary is checked once it is read
+        tokenizer.check_vocab_size(opts.vocab_size)
+        check_dtype(opts.vocab_size, opts.dtype)
     if opts.sample_mb is not None and opts.sample_mb <= 0:
         raise ConfigError(f"--sample-mb: {opts.sample_mb:g} must be > 0 (or left out: all documents)")
     out = Path(opts.out)

@@ -40,9 +40,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, length: int | None = None,
         A ``tokenizers.Tokenizer`` whose id 0 is :data:`EOT`.
     """
     tk = _lib()
-    if vocab_size < MIN_VOCAB:
-        raise ConfigError(f"--vocab-size: {vocab_size} is too small; a byte-level BPE needs at "
-                          f"least {MIN_VOCAB} (256 bytes and the end-of-text token)")
+    check_vocab_size(vocab_size)
     tok = tk.Tokenizer(tk.models.BPE())
     # add_prefix_space=False: a document's first word encodes as it is, as in GPT-2's data.
     tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -52,6 +50,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int, length: int | None = None,
                                      show_progress=progress)
     tok.train_from_iterator(texts, trainer=trainer, length=length)
     return tok
+
+
+def check_vocab_size(n: int) -> None:
+    if n < MIN_VOCAB:
+        raise ConfigError(f"--vocab-size: {n} is too small; a byte-level BPE needs at least "
+                          f"{MIN_VOCAB} (256 bytes and the end-of-text token)")
 
 
 def load_tokenizer(path: str | Path, key: str = "--tokenizer") -> Any:
