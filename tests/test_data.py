@@ -52,7 +52,7 @@ def test_other_split_or_text_is_refused_by_the_record(tmp_path):
 def test_bad_split_is_refused(tmp_path, split):
     p = tmp_path / "c.txt"
     p.write_text("ab" * 4000)
-    with pytest.raises(ConfigError, match="data.split"):
+    with pytest.raises(ConfigError, match="split: .* must be three positive fractions"):
         load_corpus(p, block_size=8, split=split)
 
 

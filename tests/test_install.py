@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What a wheel is built from; a copy, so the build leaves nothing in the checkout.
 SOURCES = ("pyproject.toml", "README.md", "nas", "conf", "search_spaces", "latency_tables")
-COMMANDS = ("nas-search", "nas-train", "nas-latency", "nas-export", "nas-plot")
+COMMANDS = ("nas-search", "nas-train", "nas-latency", "nas-export", "nas-plot", "nas-data")
 
 pytestmark = pytest.mark.install
 
@@ -98,6 +98,16 @@ def test_nas_search_runs_from_an_installed_wheel(installed, tmp_path):
     assert "latency_tables/cpu-tiny.csv" in (out / "config.yaml").read_text()
 
 
+def test_nas_data_prepares_a_corpus_from_an_installed_wheel(installed, tmp_path):
+    for i in range(30):
+        (tmp_path / "texts" / f"{i}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "texts" / f"{i}.txt").write_text(f"document {i}: " + "some words here " * (i + 5))
+    p = _run([installed / "nas-data", "prepare", "texts", "--out", "corpus", "--vocab-size", "280",
+              "--quiet"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert {"manifest.json", "tokenizer.json", "train.bin"} <= set(os.listdir(tmp_path / "corpus"))
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_says_what_options_and_an_example(installed, tmp_path, command):
     p = _run([installed / command, "--help"], cwd=tmp_path)
@@ -105,7 +115,10 @@ def test_help_says_what_options_and_an_example(installed, tmp_path, command):
     text = p.stdout
     assert text.lower().count(command) >= 2  # what it does, and the example
     assert "example" in text.lower()
-    assert ("--study" in text) if command in ("nas-export", "nas-plot") else ("== Options" in text)
+    if command == "nas-data":
+        assert "  prepare " in text
+    else:
+        assert ("--study" in text) if command in ("nas-export", "nas-plot") else ("== Options" in text)
     if command == "nas-latency":
         assert all(f"  {verb} " in text for verb in ("build", "predict", "validate"))
     assert not list(tmp_path.iterdir())  # --help writes nothing

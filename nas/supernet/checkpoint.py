@@ -2,8 +2,8 @@
 
 A checkpoint is one ``torch.save`` dict, self-describing so that a later reader needs
 nothing else: the model and optimizer state, the step, every RNG state, the search
-space (``SearchSpace.to_dict()``), the training config and the corpus (vocabulary and
-path). It is written to a temporary file in the same folder and renamed over the old
+space (``SearchSpace.to_dict()``), the training config and the corpus (``Corpus.record``:
+a text file's vocabulary, path and hash, or a prepared corpus's manifest hash). It is written to a temporary file in the same folder and renamed over the old
 one, so an interrupted or failed save never damages an existing checkpoint.
 """
 from __future__ import annotations

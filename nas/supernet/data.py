@@ -7,20 +7,44 @@ objective, early stopping) and the last 5% are the test split, which neither tra
 nor the search ever reads: every final figure (a winner, a baseline, the ground truth
 of a ranking) is reported on it. The training part is the same 90% as nanoGPT's
 shakespeare-char, whose 10% validation split is here cut in two.
+
+A folder prepared by ``nas-data prepare`` is the other kind of corpus (subword tokens,
+split by document, memory-mapped: ``nas.data.corpus.PreparedCorpus``); :func:`load_corpus`
+opens either, by what ``train.data`` names, and :class:`Corpus` is what both offer.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
+import numpy as np
 import torch
 
 from nas.errors import ConfigError
 from nas.paths import CORPUS as DEFAULT_CORPUS
 SPLIT = (0.90, 0.05, 0.05)  # train, validation, test: fractions of the characters, in order
 SPLITS = ("train", "val", "test")
+
+
+class Corpus(Protocol):
+    """What training, scoring and checkpoints read of a corpus, of either kind."""
+
+    path: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def split(self) -> tuple[float, float, float]: ...
+
+    def part(self, name: str) -> torch.Tensor | np.ndarray:
+        """Token ids of split ``name``: a tensor, or a memory map of a prepared corpus."""
+
+    def record(self) -> dict[str, Any]: ...
+
+    def check_record(self, rec: Mapping[str, Any], what: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -59,11 +83,15 @@ class CharCorpus:
             ConfigError: another vocabulary, another file's contents, or another split
                 (a model trained before the test split existed has none recorded).
         """
+        if rec.get("kind") == "prepared":
+            raise ConfigError(
+                f"checkpoint: {what} was trained on the prepared corpus {rec.get('path')} but "
+                f"train.data is the character corpus {self.path}; pass train.data={rec.get('path')}")
         if rec.get("chars") != self.chars:
             raise ConfigError(
                 f"checkpoint: {what} was trained on {rec.get('path')} ({len(rec.get('chars') or '')} "
                 f"distinct characters) but the corpus is {self.path} ({self.vocab_size}); "
-                "pass the same data path")
+                "pass the same train.data")
         split = rec.get("split")
         if split is None or [round(float(s), 6) for s in split] != [round(s, 6) for s in self.split]:
             had = "no recorded split (it predates the test split)" if split is None else f"split {split}"
@@ -74,7 +102,7 @@ class CharCorpus:
         if rec.get("sha256") and self.sha256 and rec["sha256"] != self.sha256:
             raise ConfigError(
                 f"checkpoint: {what} was trained on {rec.get('path')} whose contents differ from "
-                f"{self.path} (sha256 {rec['sha256'][:12]} vs {self.sha256[:12]}); pass the same data path")
+                f"{self.path} (sha256 {rec['sha256'][:12]} vs {self.sha256[:12]}); pass the same train.data")
 
     def encode(self, s: str) -> list[int]:
         stoi = {c: i for i, c in enumerate(self.chars)}
@@ -86,40 +114,50 @@ class CharCorpus:
 
 def load_corpus(path: str | Path | None = None, block_size: int = 256,
                 vocab_size: int | None = None,
-                split: tuple[float, float, float] = SPLIT) -> CharCorpus:
-    """Read a UTF-8 text file and split it by position into train, validation and test.
+                split: tuple[float, float, float] = SPLIT) -> Corpus:
+    """The corpus ``train.data`` names: a prepared folder, or a text file read by character.
+
+    A folder must be a corpus prepared by ``nas-data prepare`` (its split is its own, by
+    document, and its vocabulary must be the model's). A UTF-8 text file is split by
+    position into train, validation and test, and its characters are the vocabulary.
 
     Args:
         path: the corpus (default: the shipped tiny-shakespeare).
         block_size: context length; the validation and test splits must each hold more
             than one window.
-        vocab_size: the model's vocabulary; the corpus may not use more characters.
-        split: fractions of the characters for train, validation and test (sum 1).
+        vocab_size: the model's vocabulary; a text file may not use more characters, a
+            prepared corpus's tokenizer must have exactly this many ids.
+        split: fractions of the characters for train, validation and test (sum 1; text
+            files only).
 
     Raises:
-        ConfigError: missing file, not UTF-8, too short, or too many distinct characters.
+        ConfigError: missing file, not UTF-8, too short, too many distinct characters, a
+            folder that is not a prepared corpus, or a vocabulary that is not the model's.
     """
-    if len(split) != 3 or any(s <= 0 for s in split) or abs(sum(split) - 1) > 1e-9:
-        raise ConfigError(f"data.split: {list(split)} must be three positive fractions "
-                          "(train, validation, test) that sum to 1")
     p = Path(path) if path else DEFAULT_CORPUS
+    if p.is_dir():
+        from nas.data.corpus import load_prepared
+        return load_prepared(p, block_size=block_size, vocab_size=vocab_size)
+    if len(split) != 3 or any(s <= 0 for s in split) or abs(sum(split) - 1) > 1e-9:
+        raise ConfigError(f"split: {list(split)} must be three positive fractions "
+                          "(train, validation, test) that sum to 1")
     if not p.is_file():
-        raise ConfigError(f"data.path: corpus file {p} not found")
+        raise ConfigError(f"train.data: corpus file {p} not found")
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"data.path: {p} is not UTF-8 text (bad byte at offset {e.start})") from None
+        raise ConfigError(f"train.data: {p} is not UTF-8 text (bad byte at offset {e.start})") from None
     chars = "".join(sorted(set(text)))
     if vocab_size is not None and len(chars) > vocab_size:
-        raise ConfigError(f"data.path: {p} has {len(chars)} distinct characters but the search space "
+        raise ConfigError(f"train.data: {p} has {len(chars)} distinct characters but the search space "
                           f"has vocab_size {vocab_size}; set vocab_size >= {len(chars)} in the space")
     n_train = int(split[0] * len(text))
     n_val = int((split[0] + split[1]) * len(text))
     smallest = min(n_val - n_train, len(text) - n_val)
     if smallest <= block_size:
         need = int((block_size + 1) / min(split[1:])) + 1
-        raise ConfigError(f"data.path: {p} has {len(text)} characters; its validation and test splits "
+        raise ConfigError(f"train.data: {p} has {len(text)} characters; its validation and test splits "
                           f"({split[1]:.0%} and {split[2]:.0%}) must each be longer than one context "
                           f"window ({block_size}), so at least {need} characters are needed")
     stoi = {c: i for i, c in enumerate(chars)}
@@ -129,30 +167,40 @@ def load_corpus(path: str | Path | None = None, block_size: int = 256,
                       split=tuple(float(s) for s in split))
 
 
-def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
+def _windows(data: torch.Tensor | np.ndarray, starts: torch.Tensor,
+             block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``(B, T)`` and next-token targets ``(B, T)`` of the windows at ``starts``.
+
+    A memory map (a prepared corpus's shard) is read at those rows only, into int64.
+    """
+    offs = torch.arange(block_size)
+    if isinstance(data, torch.Tensor):
+        return data[starts[:, None] + offs], data[starts[:, None] + offs + 1]
+    idx = (starts[:, None] + torch.arange(block_size + 1)).numpy()
+    w = torch.from_numpy(data[idx].astype(np.int64))  # (B, T + 1)
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+
+def get_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: int,
               generator: torch.Generator | None = None,
               rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows: inputs ``(B, T)`` and next-character targets ``(B, T)``.
+    """Random windows: inputs ``(B, T)`` and next-token targets ``(B, T)``.
 
-    With ``rows``, only those rows of the ``batch_size`` drawn windows: the generator
-    advances as for the whole batch, so data-parallel ranks sharing its seed split one
-    global batch between them (``nas.supernet.distributed``).
+    ``data`` is a split's ids: a tensor, or a memory map (``Corpus.part``) that only the
+    windows drawn are read of. With ``rows``, only those rows of the ``batch_size`` drawn
+    windows: the generator advances as for the whole batch, so data-parallel ranks
+    sharing its seed split one global batch between them (``nas.supernet.distributed``).
     """
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     if rows is not None:
         ix = ix[rows]
-    offs = torch.arange(block_size)
-    x = data[ix[:, None] + offs]
-    y = data[ix[:, None] + offs + 1]
-    return x, y
+    return _windows(data, ix, block_size)
 
 
-def fixed_batches(data: torch.Tensor, n_batches: int, batch_size: int,
+def fixed_batches(data: torch.Tensor | np.ndarray, n_batches: int, batch_size: int,
                   block_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic, evenly spaced windows covering the split: the same for every caller."""
     n = n_batches * batch_size
     starts = torch.linspace(0, len(data) - block_size - 1, n).long()
-    offs = torch.arange(block_size)
-    x = data[starts[:, None] + offs]
-    y = data[starts[:, None] + offs + 1]
+    x, y = _windows(data, starts, block_size)
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]

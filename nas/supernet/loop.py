@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from nas.supernet.data import CharCorpus, fixed_batches, get_batch
+from nas.supernet.data import Corpus, fixed_batches, get_batch
 from nas.supernet.distributed import GradSync, World, mean_over_ranks
 from nas.model import GPT
 from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at
@@ -89,7 +89,7 @@ class Run:
             torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"][:torch.cuda.device_count()]])
 
 
-def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
+def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
          val_archs: Mapping[str, ArchConfig], save: Callable[[], None] | None,
          progress: bool, desc: str, track: str | None = None, world: World = World()) -> None:
     """The training loop shared by the supernet and standalone models.
@@ -106,7 +106,7 @@ def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
     amp = amp_context(device)
     rows = world.rows(cfg.batch_size) if world.size > 1 else None
     reduce = GradSync(model, world) if world.size > 1 else None
-    val_batches = fixed_batches(corpus.val, cfg.eval_batches, EVAL_BATCH_SIZE, block)
+    val_batches = fixed_batches(corpus.part("val"), cfg.eval_batches, EVAL_BATCH_SIZE, block)
     bar = _bar(progress, total=cfg.steps, initial=run.step, desc=desc)
     model.train()
     tokens, pending = 0, []
@@ -114,7 +114,10 @@ def fit(run: Run, corpus: CharCorpus, cfg: TrainConfig, device: str,
     t0 = time.perf_counter()
     try:  # closed on a stop too, so that the message after it starts on a line of its own
         while run.step < cfg.steps:
-            x, y = get_batch(corpus.train, cfg.batch_size, block, generator=run.data_rng, rows=rows)
+            # part() each step: a prepared corpus's memory map is opened anew (nanoGPT: a
+            # memmap kept open for a whole run leaks memory as its pages are touched).
+            x, y = get_batch(corpus.part("train"), cfg.batch_size, block, generator=run.data_rng,
+                             rows=rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             for g in run.opt.param_groups:
                 g["lr"] = lr_at(run.step, cfg)

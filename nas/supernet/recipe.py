@@ -43,7 +43,8 @@ class TrainConfig:
         eval_batches: validation batches of 32 windows each.
         seed: seeds the initial weights, the batches and the sub-network draws.
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        data: path of the training corpus (None: the shipped tiny-shakespeare).
+        data: the corpus: a UTF-8 text file (read by character), a folder prepared by
+            ``nas-data prepare`` (subword tokens), or None for the shipped tiny-shakespeare.
         log_every: update the progress bar and the log every this many steps.
     """
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.supernet.data import CharCorpus, fixed_batches
+from nas.supernet.data import Corpus, fixed_batches
 from nas.model import GPT, build_model
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -45,7 +45,7 @@ def evaluate(model: nn.Module, batches: Batches, arch: Any = None) -> float:
     return total / n
 
 
-def split_loss(model: nn.Module, corpus: CharCorpus, split: str, arch: Any = None,
+def split_loss(model: nn.Module, corpus: Corpus, split: str, arch: Any = None,
                device: str | torch.device = "cpu", n_batches: int = TEST_BATCHES,
                batch_size: int = 32) -> float:
     """Loss of ``arch`` (``model`` itself when None) on fixed windows of one split.
@@ -81,7 +81,7 @@ class AccuracyScorer:
         seconds: time spent evaluating (cache hits excluded).
     """
 
-    def __init__(self, supernet: GPT, corpus: CharCorpus, device: str | torch.device = "cpu",
+    def __init__(self, supernet: GPT, corpus: Corpus, device: str | torch.device = "cpu",
                  n_batches: int = 4, batch_size: int = 32):
         """
         Args:
@@ -97,7 +97,7 @@ class AccuracyScorer:
             corpus.check_record(meta["corpus"], meta.get("path", "the supernet"))
         self.supernet = supernet.eval()
         self.device = torch.device(device)
-        self.batches = fixed_batches(corpus.val, n_batches, batch_size, supernet.arch.block_size)
+        self.batches = fixed_batches(corpus.part("val"), n_batches, batch_size, supernet.arch.block_size)
         self.cache: dict[str, float] = {}
         self.n_evaluated = 0
         self.n_calls = 0

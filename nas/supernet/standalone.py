@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from nas.supernet.checkpoint import save_atomic
-from nas.supernet.data import CharCorpus, get_batch
+from nas.supernet.data import Corpus, get_batch
 from nas.errors import ConfigError
 from nas.supernet.loop import Run, fit
 from nas.model import GPT, copy_slices
@@ -58,7 +58,7 @@ def fits(arch: ArchConfig, supernet: GPT) -> str | None:
     return None
 
 
-def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, progress: bool = False,
+def train_standalone(arch: ArchConfig, corpus: Corpus, cfg: TrainConfig, progress: bool = False,
                      n_batches: int = 4, batch_size: int = 32,
                      save_to: Path | None = None, init: GPT | None = None,
                      test_batches: int = TEST_BATCHES) -> StandaloneResult:
@@ -120,7 +120,7 @@ def train_standalone(arch: ArchConfig, corpus: CharCorpus, cfg: TrainConfig, pro
                             model.num_params(), history, test, run.best_step, init_name)
 
 
-def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus: CharCorpus,
+def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus: Corpus,
                        cfg: TrainConfig, steps: int = 20, warmup_steps: int = 3) -> float:
     """Training tokens per second of ``train_step`` (every sub-network pass counted).
 
@@ -142,7 +142,7 @@ def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus:
         if i == warmup_steps:
             sync(device)
             t0, tokens = time.perf_counter(), 0
-        x, y = get_batch(corpus.train, cfg.batch_size, model.arch.block_size, generator=gen)
+        x, y = get_batch(corpus.part("train"), cfg.batch_size, model.arch.block_size, generator=gen)
         archs = pick()
         train_step(model, opt, x.to(device), y.to(device), archs, cfg.distill_alpha, cfg.grad_clip,
                    amp)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from nas.supernet.checkpoint import FORMAT, check_space, read_checkpoint, same_space, save_atomic, space_of
-from nas.supernet.data import CharCorpus
+from nas.supernet.data import Corpus
 from nas.supernet.distributed import (World, broadcast_weights, check_batch, gather_rank_rng,
                                       seed_rank, set_rank_rng_state)
 from nas.errors import ConfigError
@@ -31,7 +31,7 @@ from nas.supernet.step import sandwich
 RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every", "patience")
 
 
-def _checkpoint(run: Run, space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig) -> dict:
+def _checkpoint(run: Run, space: SearchSpace, corpus: Corpus, cfg: TrainConfig) -> dict:
     evals = [r for r in run.history if "val_largest" in r]
     return {
         "format": FORMAT, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
@@ -62,7 +62,7 @@ def _run_identity(ckpt_train: Mapping[str, Any], cfg: TrainConfig) -> bool:
 Picker = Callable[[SearchSpace, random.Random, int], list[ArchConfig]]
 
 
-def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out_dir: Path,
+def train_supernet(space: SearchSpace, corpus: Corpus, cfg: TrainConfig, out_dir: Path,
                    resume: Path | None = None, progress: bool = True,
                    picker: Picker = sandwich, world: World | None = None) -> Path:
     """Train the weight-sharing supernet of ``space`` with the sandwich rule.
@@ -99,7 +99,7 @@ def train_supernet(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out
     check_batch(cfg.batch_size, world.size)
     final = out_dir / "supernet.pt"
     if corpus.vocab_size > space.vocab_size:
-        raise ConfigError(f"data: {corpus.path} has {corpus.vocab_size} distinct characters but "
+        raise ConfigError(f"train.data: {corpus.path} has a vocabulary of {corpus.vocab_size} but "
                           f"search space '{space.name}' has vocab_size {space.vocab_size}")
     ckpt, src = None, None
     if resume is not None:
@@ -175,7 +175,7 @@ def _seed_other_ranks(world: World, seed: int, step: int, ckpt: Mapping[str, Any
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None,
-                  device: str | torch.device = "cpu", corpus: CharCorpus | None = None) -> Supernet:
+                  device: str | torch.device = "cpu", corpus: Corpus | None = None) -> Supernet:
     """The trained supernet of a checkpoint, in eval mode.
 
     Args:
