@@ -22,6 +22,7 @@ import yaml
 
 from nas.errors import ConfigError
 from nas import limits
+from nas.outputs import write_atomic
 from nas.yaml_limits import load_yaml
 from nas.paths import SPACES_DIR
 from nas.schema import from_mapping
@@ -96,7 +97,8 @@ class ArchConfig:
         doc: dict[str, Any] = {"arch": self.to_dict()}
         if extra:
             doc["meta"] = dict(extra)
-        Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
+        text = yaml.safe_dump(doc, sort_keys=False).encode()
+        write_atomic(path, lambda f: f.write(text))  # replaces a link there, never follows it
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ArchConfig":
