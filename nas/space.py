@@ -23,6 +23,9 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from nas.errors import ConfigError
+from nas import limits
+from nas.outputs import write_atomic
+from nas.yaml_limits import load_yaml
 from nas.paths import SPACES_DIR
 from nas.schema import from_mapping
 
@@ -85,6 +88,7 @@ class ArchConfig:
             raise ConfigError(
                 f"precision: {self.precision!r} is unknown; allowed: fp32, bf16, fp16, int8"
             )
+        limits.check_arch(self)  # before anything is allocated for it
 
     @property
     def arch_id(self) -> str:
@@ -116,7 +120,8 @@ class ArchConfig:
         doc: dict[str, Any] = {"arch": self.to_dict()}
         if extra:
             doc["meta"] = dict(extra)
-        Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
+        text = yaml.safe_dump(doc, sort_keys=False).encode()
+        write_atomic(path, lambda f: f.write(text))  # replaces a link there, never follows it
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ArchConfig":
@@ -125,7 +130,7 @@ class ArchConfig:
         if not p.is_file():
             raise ConfigError(f"{p}: architecture file not found")
         try:
-            doc = yaml.safe_load(p.read_bytes().decode("utf-8"))
+            doc = load_yaml(p.read_bytes().decode("utf-8"), str(p))
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not a text file (not UTF-8); an architecture is a YAML "
                               "file written by nas.search or nas.search.export") from None
@@ -246,6 +251,7 @@ class SearchSpace:
                 if p not in PRECISIONS[dev]:
                     raise ConfigError(f"{w}: precision.{dev}: {p!r} is not supported on {dev}; "
                                       f"allowed: {list(PRECISIONS[dev])}")
+        limits.check_space(self)
         if self.baseline is not None:
             self.baseline_arch()  # validates
 
@@ -390,7 +396,7 @@ def load_space(name_or_path: str | Path | Mapping[str, Any]) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"search_space: file {s} not found")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text(), str(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     if not isinstance(doc, Mapping):

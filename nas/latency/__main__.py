@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import ConfigError, exit_on_user_error
+from nas.locks import exclusive, lock_path
 from nas.latency.measure import CPU_CLOCKS, TimerSettings
 from nas.latency.naming import table_path
 from nas.latency.spec import MODES, PHASES, Workload
@@ -179,9 +180,11 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
     if c.verb == "build":
         from nas.latency.build import build_table
         check_file(c.table, "latency.table")  # before measuring, not when the first row is ready
-        table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
-                            calibration_seed=c.calibration_seed, command=c.command,
-                            graph_calls=c.graph_calls, progress=c.progress)
+        # Two builds of one table would both append every row: one at a time.
+        with exclusive(lock_path(c.table), "latency.table", f"the table {c.table}"):
+            table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
+                                calibration_seed=c.calibration_seed, command=c.command,
+                                graph_calls=c.graph_calls, progress=c.progress)
         print(f"built {table.describe()}")
         return table
     if c.verb == "predict":

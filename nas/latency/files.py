@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 from nas.latency.spec import KINDS, BlockKey
 from nas.outputs import write_atomic
 from nas.signals import held
@@ -49,6 +49,10 @@ def calibration_path(path: str | Path) -> Path:
     """The end-to-end measurements the calibration was fitted on: ``x.calib.csv``."""
     p = Path(path)
     return p.with_name(p.stem + ".calib.csv")
+
+
+BLOCK_MS_MAX = 1e6  # one block for over 16 minutes
+INT_MAX = 2 ** 31
 
 
 def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
@@ -92,6 +96,18 @@ def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         if bad.any():
             raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
                               f"{df.loc[bad, c].iloc[0]}; times must be positive")
+        # A block that takes minutes was not measured: such a row would make every
+        # prediction absurd (1e308 ms sums to inf) while the search runs on.
+        bad = df[c] > BLOCK_MS_MAX
+        if bad.any():
+            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
+                              f"{df.loc[bad, c].iloc[0]:.4g} ms, beyond the {BLOCK_MS_MAX:g} ms "
+                              "a block can take (hand-edited?); rebuild the table")
+    for c in INT_COLUMNS:
+        bad = df[c].abs() > INT_MAX
+        if bad.any():
+            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
+                              f"{df.loc[bad, c].iloc[0]:.4g}, beyond any size a table measures")
     bad = (df["p10_ms"] > df["median_ms"] * (1 + 1e-9)) | (df["median_ms"] > df["p90_ms"] * (1 + 1e-9))
     if bad.any():
         raise ConfigError(f"{where}: line {_line(df, bad)}: p10_ms <= median_ms <= p90_ms does not "
@@ -146,6 +162,16 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     return check_rows(df, p)
 
 
+# Fields of a table's JSON read as numbers or names: a value of another type is refused
+# here, in one line, not as a TypeError when the table is used.
+META_TYPES = [("workload", "device", (str,)), ("workload", "batch_size", (int,)),
+              ("workload", "seq_len", (int,)), ("workload", "mode", (str,)),
+              ("workload", "precisions", (list,)), ("workload", "threads", (int,)),
+              ("workload", "phase", (str, type(None))), ("space", "name", (str,)),
+              ("space", "head_dim", (int,)), ("space", "vocab_size", (int,)),
+              ("space", "block_size", (int,)), ("fingerprint", "device", (str,))]
+
+
 def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, Any]:
     """Read and check a table's JSON fingerprint.
 
@@ -172,6 +198,12 @@ def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, 
         for k in keys:
             if k not in meta[section]:
                 raise ConfigError(f"{p}: missing '{section}.{k}'; {advice}")
+    for section, key, types in META_TYPES:
+        v = meta[section].get(key)
+        if key in meta[section] and not (isinstance(v, types) and not isinstance(v, bool)
+                                         and (not isinstance(v, int) or 0 < v <= INT_MAX)):
+            raise ConfigError(f"{p}: '{section}.{key}' is {shown(v, 60)}, not "
+                              f"{' or '.join(t.__name__ for t in types)} (hand-edited?); {advice}")
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{p}: format {meta.get('format')!r}; this code reads format {FORMAT}, "
                           f"{advice}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.outputs import check_name
 from nas.schema import from_mapping
 from nas.search import objectives as objs
 
@@ -61,10 +62,7 @@ class SearchConfig:
             raise ConfigError(f"search.threads: {self.threads} must be >= 1, or null for torch's default")
         if self.n_trials < 1:
             raise ConfigError(f"search.n_trials: {self.n_trials} must be >= 1")
-        name = self.study_name
-        if not name or not all(c.isalnum() or c in "._-" for c in name) or name.startswith("."):
-            raise ConfigError(f"search.study_name: {name!r} is not allowed; it names a folder, "
-                              "so use letters, digits, '.', '_' and '-'")
+        check_name(self.study_name, "search.study_name")  # it names the folder outputs/<name>
         b = self.latency_budget_ms
         if b is not None and not (b > 0 and math.isfinite(b)):
             raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import random
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,7 +20,30 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.storages import BaseStorage
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, disk_full, shown
+
+
+def _read_only(query: str) -> bool:
+    """Whether an SQLite URL's query asks for a database that is not written."""
+    from urllib.parse import parse_qs
+
+    q = {k.lower(): v[-1].lower() for k, v in parse_qs(query).items() if v}
+    return q.get("mode") == "ro" or q.get("immutable") in ("1", "true")
+
+
+def _not_a_file(path: Path, url: str, key: str) -> None:
+    """Refuse a path that exists but is not a regular file (a device such as /dev/null, a
+    FIFO, a socket, a folder): a storage is written, and reading a FIFO would hang."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise ConfigError(f"{key}: {shown(url, 120)} is {what}; a storage is a file: give a new "
+                          "file name or the storage of a search")
 
 
 def _one_line(e: BaseException) -> str:
@@ -57,7 +81,13 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
         else:
             kwargs: dict[str, Any] = {}
             if url.startswith("sqlite:///"):
-                db = url[len("sqlite:///"):].split("?")[0]
+                db, _, query = url[len("sqlite:///"):].partition("?")
+                if _read_only(query):
+                    if create:  # SQLAlchemy would drop the option and write all the same
+                        raise ConfigError(f"{key}: {shown(url, 120)} asks for read-only access, but "
+                                          "a search writes its trials; drop ?mode=ro (nas-export "
+                                          "and nas-plot only read)")
+                    url = f"sqlite:///{db}"  # a reading command writes nothing anyway
                 if db and db != ":memory:":
                     _check_sqlite_file(Path(db), url, key, create)
                     if create:
@@ -69,7 +99,7 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise anything; the user needs one line
-        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
     return storage
 
 
@@ -128,11 +158,12 @@ def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
     if path.is_dir():
-        raise ConfigError(f"{key}: {url!r} is a directory; a journal storage is a file")
+        raise ConfigError(f"{key}: {shown(url, 120)} is a directory; a journal storage is a file")
+    _not_a_file(path, url, key)
     if path.exists():
         _check_journal_file(path, url, key)
     elif not create:
-        raise ConfigError(f"{key}: {url!r} does not exist; give the journal file of a search "
+        raise ConfigError(f"{key}: {shown(url, 120)} does not exist; give the journal file of a search "
                           "or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +192,7 @@ def _check_journal_file(path: Path, url: str, key: str) -> None:
             f.seek(max(0, size - 1))
             last = f.read(1)
     except OSError as e:
-        raise ConfigError(f"{key}: cannot read {url!r} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot read {shown(url, 120)} ({_one_line(e)})") from None
     if size == 0:
         return
     try:
@@ -171,7 +202,7 @@ def _check_journal_file(path: Path, url: str, key: str) -> None:
     if not (isinstance(first, dict) and "op_code" in first) or last != b"\n":
         why = "its last record is cut off" if last != b"\n" and isinstance(first, dict) else \
             "not an Optuna journal"
-        raise ConfigError(f"{key}: {url!r} is {why}; give a new file name, the journal of a "
+        raise ConfigError(f"{key}: {shown(url, 120)} is {why}; give a new file name, the journal of a "
                           "search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
 
 
@@ -180,15 +211,16 @@ def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
     import sqlite3
 
     if db.is_dir():
-        raise ConfigError(f"{key}: {url!r} names a directory, not a database file")
+        raise ConfigError(f"{key}: {shown(url, 120)} names a directory, not a database file")
+    _not_a_file(db, url, key)
     if not db.exists():
         if create:
             return
-        raise ConfigError(f"{key}: {url!r}: {db} does not exist; give the storage of a search")
+        raise ConfigError(f"{key}: {shown(url, 120)}: {db} does not exist; give the storage of a search")
     if db.stat().st_size == 0:
         if create:
             return
-        raise ConfigError(f"{key}: {url!r}: {db} is empty, not an Optuna storage")
+        raise ConfigError(f"{key}: {shown(url, 120)}: {db} is empty, not an Optuna storage")
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -198,12 +230,12 @@ def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
         finally:
             con.close()
     except sqlite3.Error as e:
-        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
     if problem != "ok":
         problem = " ".join(problem.replace("*** in database main ***", "").split())
-        raise ConfigError(f"{key}: {url!r} is damaged ({problem}); restore it from a copy")
+        raise ConfigError(f"{key}: {shown(url, 120)} is damaged ({problem}); restore it from a copy")
     if "studies" not in tables:
-        raise ConfigError(f"{key}: {url!r} is an SQLite database without Optuna's tables; "
+        raise ConfigError(f"{key}: {shown(url, 120)} is an SQLite database without Optuna's tables; "
                           "give a new file name or the storage of a search")
 
 
@@ -217,8 +249,10 @@ def damaged_storage_is_refused(url: str, key: str) -> Iterator[None]:
     try:
         yield
     except optuna.exceptions.StorageInternalError as e:
+        if disk_full(e) is not None:  # not damaged: the command's edge reports a full disk
+            raise
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
-        raise ConfigError(f"{key}: {url!r} cannot be read ({cause[0]}); it may be damaged: "
+        raise ConfigError(f"{key}: {shown(url, 120)} cannot be read ({cause[0]}); it may be damaged: "
                           "restore it from a copy") from None
 
 

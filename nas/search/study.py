@@ -15,7 +15,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, shown
 from nas.search import objectives as objs
 from nas.search.resume import refuse_changed_settings
 from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
@@ -58,7 +58,8 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
         have = ", ".join(f"{m} ({d})" for m, d in zip(study.metric_names or ["?"] * len(directions),
                                                       directions))
         raise ConfigError(
-            f"search.study_name: study {name!r} in {where} has objectives {have}; this search needs "
+            f"search.study_name: study {shown(name, 80)} in {shown(where, 100)} has objectives "
+            f"{clip(have, 120)}; this search needs "
             f"{', '.join(f'{m} (minimize)' for m in objectives)}; choose another search.study_name")
     if list(theirs) != list(objectives):
         raise ConfigError(
@@ -66,8 +67,16 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
             f"{name!r} in {where}; resume it with search.objectives=[{','.join(theirs)}] or choose "
             "another search.study_name")
     stored = study.user_attrs
-    if study.metric_names is None and not stored and not study.get_trials(deepcopy=False):
-        return  # created by a run that stopped before writing its attributes
+    trials = study.get_trials(deepcopy=False)
+    if not stored and not trials:
+        return  # created by a run that stopped before writing its attributes: nothing to take over
+    if not isinstance(stored.get("space"), Mapping):
+        # Its objectives have our names, but a search records its space before its first
+        # trial: this one was made by other code (plain Optuna), and stays as it is.
+        raise ConfigError(
+            f"search.study_name: study {shown(name, 80)} in {shown(where, 100)} was not made by "
+            f"nas.search (it records no search space{f', and has {len(trials)} trials' if trials else ''}); "
+            "choose another search.study_name")
     refuse_changed_settings(name, where, stored, attrs)
 
 
