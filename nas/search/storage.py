@@ -13,6 +13,7 @@ import random
 import stat
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -256,6 +257,10 @@ def damaged_storage_is_refused(url: str, key: str) -> Iterator[None]:
                           "restore it from a copy") from None
 
 
+# The engines fast_sqlite has set up (the listeners are added once per engine).
+_FAST_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def fast_sqlite(storage: BaseStorage) -> None:
     """WAL journal with ``synchronous=NORMAL`` on every connection of an SQLite storage.
 
@@ -278,9 +283,9 @@ def fast_sqlite(storage: BaseStorage) -> None:
     from sqlalchemy import event
 
     if not isinstance(storage, optuna.storages.RDBStorage) or storage.engine.name != "sqlite" \
-            or getattr(storage, "_nas_fast", False):
+            or storage.engine in _FAST_ENGINES:
         return
-    storage._nas_fast = True  # type: ignore[attr-defined]
+    _FAST_ENGINES.add(storage.engine)
 
     def pragmas(dbapi_conn: Any, _record: Any) -> None:
         # Transactions are begun by `begin` below, not implicitly by the driver.
