@@ -306,3 +306,20 @@ def test_train_command_on_a_prepared_corpus(prepared, tmp_path):
     assert p.stderr.strip().splitlines() == [
         f"error: train.data: {out} has a vocabulary of {VOCAB} tokens but the search space has "
         f"vocab_size 65; set vocab_size: {VOCAB} in the space"]
+
+
+def test_the_search_trains_and_scores_its_supernet_on_a_prepared_corpus(prepared, tmp_path):
+    """``nas-search train.data=<folder>``: the cached supernet and the scorer read the folder."""
+    from conftest import MICRO
+    from nas.search.setup import cached_supernet
+    from nas.space import SearchSpace
+    from nas.supernet.score import AccuracyScorer
+    from nas.train import TrainConfig, load_supernet
+
+    space = SearchSpace.from_dict({**MICRO, "vocab_size": VOCAB})
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=0, eval_batches=1, device="cpu",
+                      data=str(prepared[1]))
+    ckpt = cached_supernet(space, cfg, tmp_path / "cache", progress=False)
+    corpus = load_corpus(cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    loss = AccuracyScorer(load_supernet(ckpt, space, corpus=corpus), corpus, n_batches=1)(space.smallest())
+    assert 0 < loss < 2 * np.log(VOCAB)
