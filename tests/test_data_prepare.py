@@ -132,6 +132,21 @@ def test_rerun_is_a_noop_and_a_given_tokenizer_gives_the_same_corpus(prepared, t
     assert prepare(_opts(src, out, tokenizer=out / "tokenizer.json")) == (out, False)
 
 
+def test_large_files_are_encoded_in_pieces_as_whole_files_would_be(prepared, tmp_path, monkeypatch):
+    import nas.data.shards as shards
+    from nas.data.documents import find_files, scan
+
+    src, out = prepared
+    tok = load_tokenizer(out / "tokenizer.json")
+    monkeypatch.setattr(shards, "PIECE_CHARS", 200)  # every file cut into several pieces (lines are shorter)
+    docs = scan(*find_files(str(src)), progress=False)
+    counts = shards.write_split(tok, docs, tmp_path / "x.bin", "uint16", 0, chunk_bytes=500)
+    whole = [tok.encode(d.file.read_text()).ids for d in docs]
+    assert min(len(shards._pieces(d.file.read_text(), 200)) for d in docs) >= 4
+    assert counts == [len(ids) for ids in whole]
+    assert np.fromfile(tmp_path / "x.bin", dtype=np.uint16).tolist() == [i for ids in whole for i in [*ids, 0]]
+
+
 def test_uint32_shards_and_a_glob(tmp_path):
     _write_docs(tmp_path / "src")
     (tmp_path / "src" / "notes.txt").write_text("not matched by the glob\n")
