@@ -132,6 +132,21 @@ def test_rerun_is_a_noop_and_a_given_tokenizer_gives_the_same_corpus(prepared, t
     assert prepare(_opts(src, out, tokenizer=out / "tokenizer.json")) == (out, False)
 
 
+def test_large_files_are_encoded_in_pieces_as_whole_files_would_be(prepared, tmp_path, monkeypatch):
+    import nas.data.shards as shards
+    from nas.data.documents import find_files, scan
+
+    src, out = prepared
+    tok = load_tokenizer(out / "tokenizer.json")
+    monkeypatch.setattr(shards, "PIECE_CHARS", 200)  # every file cut into several pieces (lines are shorter)
+    docs = scan(*find_files(str(src)), progress=False)
+    counts = shards.write_split(tok, docs, tmp_path / "x.bin", "uint16", 0, chunk_bytes=500)
+    whole = [tok.encode(d.file.read_text()).ids for d in docs]
+    assert min(len(shards._pieces(d.file.read_text(), 200)) for d in docs) >= 4
+    assert counts == [len(ids) for ids in whole]
+    assert np.fromfile(tmp_path / "x.bin", dtype=np.uint16).tolist() == [i for ids in whole for i in [*ids, 0]]
+
+
 def test_uint32_shards_and_a_glob(tmp_path):
     _write_docs(tmp_path / "src")
     (tmp_path / "src" / "notes.txt").write_text("not matched by the glob\n")
@@ -306,3 +321,20 @@ def test_train_command_on_a_prepared_corpus(prepared, tmp_path):
     assert p.stderr.strip().splitlines() == [
         f"error: train.data: {out} has a vocabulary of {VOCAB} tokens but the search space has "
         f"vocab_size 65; set vocab_size: {VOCAB} in the space"]
+
+
+def test_the_search_trains_and_scores_its_supernet_on_a_prepared_corpus(prepared, tmp_path):
+    """``nas-search train.data=<folder>``: the cached supernet and the scorer read the folder."""
+    from conftest import MICRO
+    from nas.search.setup import cached_supernet
+    from nas.space import SearchSpace
+    from nas.supernet.score import AccuracyScorer
+    from nas.train import TrainConfig, load_supernet
+
+    space = SearchSpace.from_dict({**MICRO, "vocab_size": VOCAB})
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=0, eval_batches=1, device="cpu",
+                      data=str(prepared[1]))
+    ckpt = cached_supernet(space, cfg, tmp_path / "cache", progress=False)
+    corpus = load_corpus(cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
+    loss = AccuracyScorer(load_supernet(ckpt, space, corpus=corpus), corpus, n_batches=1)(space.smallest())
+    assert 0 < loss < 2 * np.log(VOCAB)

@@ -144,17 +144,3 @@ def by_split(docs: list[Document], fractions: tuple[float, float, float]) -> dic
             f"fractions {'/'.join(f'{f:g}' for f in fractions)}); the split is by whole file, "
             "so give more files or larger fractions")
     return out
-
-
-def chunks(docs: list[Document], max_bytes: int) -> Iterator[list[Document]]:
-    """Consecutive runs of documents of at most ``max_bytes`` together (at least one each)."""
-    run: list[Document] = []
-    size = 0
-    for d in docs:
-        if run and size + d.bytes > max_bytes:
-            yield run
-            run, size = [], 0
-        run.append(d)
-        size += d.bytes
-    if run:
-        yield run

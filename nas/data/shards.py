@@ -10,18 +10,20 @@ dtype asked for is refused, never truncated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from nas.data.documents import Document, chunks, read_text
+from nas.data.documents import Document, read_text
 from nas.data.tokenizer import encode_texts
 from nas.errors import ConfigError
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
-# Text handed to the tokenizer at once: its encodings take about 100 bytes per token, so
-# 4 MiB of text (about a million tokens) keeps memory near 100 MB on a corpus of any size.
-CHUNK_BYTES = 4 << 20
+# Text handed to the tokenizer at once: encoding takes up to about 250 bytes of memory per
+# byte of text (dense generated C headers; 40 on average), so 1 MiB keeps the peak near
+# 300 MB on a corpus of any size. Pieces of 64 KiB let its threads share one large file.
+CHUNK_BYTES = 1 << 20
+PIECE_CHARS = 64 << 10
 
 
 def shard_path(folder: str | Path, split: str) -> Path:
@@ -39,18 +41,45 @@ def check_dtype(n_ids: int, dtype: str, key: str = "--vocab-size") -> None:
 
 
 def _pieces(text: str, max_chars: int) -> list[str]:
-    """``text`` cut after a newline into pieces of at most ``max_chars`` (long files only:
-    the tokens of a piece may then differ from the whole file's at the cut)."""
+    """``text`` in pieces of at most ``max_chars``, encoded as the whole text would be.
+
+    Each cut is before a newline that follows a printable ASCII character: the byte-level
+    pre-tokenizer (GPT-2's pattern) always splits there, and BPE merges never cross its
+    splits, so the pieces' tokens are the text's. A text without such a newline in a
+    whole window (none in practice) is cut at the window's end.
+    """
     out, i = [], 0
-    while i < len(text):
-        j = min(len(text), i + max_chars)
-        if j < len(text):
-            k = text.rfind("\n", i, j)
-            if k > i:
-                j = k + 1
+    while len(text) - i > max_chars:
+        j = k = i + max_chars
+        while (k := text.rfind("\n", i + 1, k)) > i:
+            c = text[k - 1]
+            if c < "\x80" and not c.isspace():
+                j = k
+                break
         out.append(text[i:j])
         i = j
-    return out or [""]
+    out.append(text[i:])
+    return out
+
+
+def _batches(docs: Sequence[Document], chunk_bytes: int) -> Iterator[list[tuple[int, str, bool]]]:
+    """``(document index, piece, last piece of it)`` in runs of about ``chunk_bytes`` of text.
+
+    Pieces, not documents, are batched: one large file (generated register headers run
+    to 14 MB) is encoded a chunk at a time like the rest.
+    """
+    batch: list[tuple[int, str, bool]] = []
+    size = 0
+    for i, d in enumerate(docs):
+        pieces = _pieces(read_text(d), min(PIECE_CHARS, chunk_bytes))
+        for j, piece in enumerate(pieces):
+            if batch and size + len(piece) > chunk_bytes:
+                yield batch
+                batch, size = [], 0
+            batch.append((i, piece, j == len(pieces) - 1))
+            size += len(piece)
+    if batch:
+        yield batch
 
 
 def write_split(tok: Any, docs: Sequence[Document], path: Path, dtype: str, eot: int,
@@ -63,29 +92,26 @@ def write_split(tok: Any, docs: Sequence[Document], path: Path, dtype: str, eot:
         path: the shard to write (created).
         dtype: a key of :data:`DTYPES`.
         eot: the end-of-text id.
-        bar: a tqdm bar advanced by the bytes encoded, or None.
+        bar: a tqdm bar advanced by the bytes of the documents written, or None.
         chunk_bytes: text encoded in one parallel call.
 
     Returns:
         The number of tokens of each document (its end-of-text token not counted).
     """
     counts: list[int] = []
+    n = 0  # tokens of the document being written
     np_dtype = DTYPES[dtype]
     with open(path, "wb") as f:
-        for run in chunks(list(docs), chunk_bytes):
-            texts, owner = [], []
-            for i, d in enumerate(run):
-                for piece in _pieces(read_text(d), chunk_bytes):
-                    texts.append(piece)
-                    owner.append(i)
-            ids_of: list[list[int]] = [[] for _ in run]
-            for i, ids in zip(owner, encode_texts(tok, texts)):
-                ids_of[i].extend(ids)
-            for ids in ids_of:
-                np.asarray(ids + [eot], dtype=np_dtype).tofile(f)
-                counts.append(len(ids))
-            if bar is not None:
-                bar.update(sum(d.bytes for d in run))
+        for batch in _batches(docs, chunk_bytes):
+            for (i, _, last), ids in zip(batch, encode_texts(tok, [p for _, p, _ in batch]), strict=True):
+                np.asarray(ids, dtype=np_dtype).tofile(f)
+                n += len(ids)
+                if last:
+                    np.asarray([eot], dtype=np_dtype).tofile(f)
+                    counts.append(n)
+                    n = 0
+                    if bar is not None:
+                        bar.update(docs[i].bytes)
     return counts
 
 
