@@ -131,7 +131,7 @@ CASES = [
      ["search.study_name", "'taken'", "not made by nas.search", "another search.study_name"]),
     ("search-storage-dev-null", SEARCH, _search_args("search.storage=/dev/null"),
      ["search.storage", "/dev/null", "not a regular file"]),
-    ("search-storage-read-only", SEARCH, _search_args("search.storage=sqlite:///nas.db?mode=ro",
+    ("search-storage-read-only", SEARCH, _search_args("search.storage='sqlite:///nas.db?mode=ro'",
                                                       "search.study_name=done"),
      ["search.storage", "mode=ro", "read-only"]),
     ("search-study-name-too-long", SEARCH, _search_args("search.study_name=" + "x" * 300),
