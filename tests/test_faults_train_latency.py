@@ -56,8 +56,8 @@ def user_files(d: Path) -> None:
         (d / f"{name}.yaml").write_text(yaml.safe_dump({"arch": a}))
     (d / "binary.yaml").write_bytes(bytes(range(256)) * 2)
     (d / "listed.yaml").write_text("- 1\n- 2\n")
-    (group / "huge.yaml").write_text(yaml.safe_dump({**MICRO, "d_model": [10 ** 6]}))
-    (group / "huge_ffn.yaml").write_text(yaml.safe_dump({**MICRO, "d_ff": [10 ** 8]}))
+    (group / "wide_space.yaml").write_text(yaml.safe_dump({**MICRO, "d_model": [10 ** 6]}))
+    (group / "wide_ffn.yaml").write_text(yaml.safe_dump({**MICRO, "d_ff": [10 ** 8]}))
     (d / "bomb.yaml").write_text(BOMB)
     (d / "long.yaml").write_text(yaml.safe_dump({"arch": {**ARCH, "n_layer": "x" * 10 ** 6}}))
     (d / "tables").mkdir()
@@ -137,8 +137,8 @@ TRAIN = [  # (id, arguments, words the error line must hold)
     ("arch-binary", ["arch={d}/binary.yaml"], ["binary.yaml", "not UTF-8"]),
     ("arch-list", ["arch={d}/listed.yaml"], ["listed.yaml", "mapping"]),
     ("arch-missing", ["arch={d}/gone.yaml"], ["gone.yaml", "not found"]),
-    ("space-huge-width", ["search_space=huge"], ["d_model", "1000000", "beyond", "65,536"]),
-    ("space-huge-ffn", ["search_space=huge_ffn"], ["d_ff", "100000000", "beyond"]),
+    ("space-huge-width", ["search_space=wide_space"], ["d_model", "1000000", "beyond", "131,072"]),
+    ("space-huge-ffn", ["search_space=wide_ffn"], ["d_ff", "100000000", "beyond"]),
     ("arch-alias-bomb", ["arch={d}/bomb.yaml"], ["bomb.yaml", "aliases", "100,000"]),
     ("arch-megabyte-value", ["arch={d}/long.yaml"], ["long.yaml", "n_layer", "an integer"]),
     ("arch-unwritable-out", ["arch={d}/good.yaml", f"out_dir={UNWRITABLE}"],
