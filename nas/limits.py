@@ -14,7 +14,7 @@ from nas.errors import ConfigError, shown
 
 # Per dimension, then in total. 1e10 parameters are 37 GiB of fp32 weights, and four
 # times that with AdamW's state: more than one H200 holds while training.
-DIM_MAX = {"n_layer": 1024, "d_model": 65536, "d_ff": 1 << 20, "n_head": 1024,
+DIM_MAX = {"n_layer": 1024, "d_model": 1 << 17, "d_ff": 1 << 20, "n_head": 1024,
            "head_dim": 4096, "vocab_size": 1 << 21, "block_size": 1 << 20}
 PARAMS_MAX = 10 ** 10
 NAME_CHARS_MAX = 100

@@ -131,7 +131,9 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:
+                e.filename = str(path)  # a full disk is reported with the file it hit
             raise
     return path

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> Path:
                 folder = no_link(Path("outputs") / folder_name(s.study_name), "--out")
                 out = out or out_file(no_link(folder / "pareto.png", "--out"))
                 plot_pareto(frames[s.study_name], out, clip(s.study_name, 80), study_budgets(s),
-                            s.user_attrs.get("hardware"))
+                            clip(str(s.user_attrs.get("hardware") or ""), 60) or None)
             else:
                 x = next(n for n in objectives_of(frames[studies[0].study_name]) if n != LOSS)
                 lacking = [k for k, df in frames.items() if x not in df]

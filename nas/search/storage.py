@@ -10,7 +10,9 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import stat
+import sys
 import time
 import warnings
 import weakref
@@ -21,7 +23,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.storages import BaseStorage
 
-from nas.errors import ConfigError, disk_full, shown
+from nas.errors import ConfigError, clip, disk_full, shown
 
 
 def _read_only(query: str) -> bool:
@@ -48,8 +50,8 @@ def _not_a_file(path: Path, url: str, key: str) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+    text = str(e)[:2000].strip().splitlines()
+    return f"{e.__class__.__name__}: {clip(text[0], 160)}" if text else e.__class__.__name__
 
 
 def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
@@ -162,7 +164,8 @@ def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
         raise ConfigError(f"{key}: {shown(url, 120)} is a directory; a journal storage is a file")
     _not_a_file(path, url, key)
     if path.exists():
-        _check_journal_file(path, url, key)
+        if _check_journal_file(path, url, key) == "torn":
+            _drop_torn_record(path, key)
     elif not create:
         raise ConfigError(f"{key}: {shown(url, 120)} does not exist; give the journal file of a search "
                           "or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
@@ -179,11 +182,15 @@ def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
     return JournalStorage(backend)
 
 
-def _check_journal_file(path: Path, url: str, key: str) -> None:
+def _check_journal_file(path: Path, url: str, key: str) -> str | None:
     """An existing journal: its records are JSON objects, each ending with a newline.
 
     Optuna skips an unfinished last line, so a user's text file without a final
-    newline would pass its reader, and the search would append records to it.
+    newline would pass its reader, and the search would append records to it: the first
+    record must be one of Optuna's.
+
+    Returns:
+        ``"torn"`` when the last record is cut off (:func:`_drop_torn_record`), else None.
     """
     try:
         with open(path, "rb") as f:
@@ -200,11 +207,53 @@ def _check_journal_file(path: Path, url: str, key: str) -> None:
         first = json.loads(head)
     except ValueError:
         first = None
-    if not (isinstance(first, dict) and "op_code" in first) or last != b"\n":
-        why = "its last record is cut off" if last != b"\n" and isinstance(first, dict) else \
-            "not an Optuna journal"
-        raise ConfigError(f"{key}: {shown(url, 120)} is {why}; give a new file name, the journal of a "
-                          "search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
+    if not (isinstance(first, dict) and "op_code" in first):
+        raise ConfigError(f"{key}: {shown(url, 120)} is not an Optuna journal; give a new file name, "
+                          "the journal of a search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
+    return "torn" if last != b"\n" else None
+
+
+def _drop_torn_record(path: Path, key: str) -> None:
+    """Cut a journal back to its last whole record, keeping a copy of the whole file.
+
+    A record cut off (a full disk, a killed write) cannot be completed; Optuna skips it
+    when reading, but every record appended after it would be glued to it and lost. A
+    writer that is still appending holds the journal's lock, so the file is looked at
+    again under that lock: only a record no process is writing is dropped.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path), grace_period=STALE_LOCK_S)
+    lock.acquire()
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            tail = b""
+            while b"\n" not in tail and len(tail) < size:
+                back = min(size, len(tail) + (1 << 16))
+                f.seek(size - back)
+                tail = f.read(back)
+            cut = size - len(tail) + tail.rfind(b"\n") + 1
+            if cut == size:
+                return  # its writer finished it while we waited for the lock
+            if cut == 0:
+                raise ConfigError(f"{key}: {clip(str(path), 120)}: its only record is cut "
+                                  "off; give a new file name")
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            backup = Path(f"{path}.torn-{stamp}-{os.getpid()}")
+            f.seek(0)
+            with open(backup, "xb") as b:
+                shutil.copyfileobj(f, b)
+                b.flush()
+                os.fsync(b.fileno())
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    print(f"note: {clip(str(path), 120)}: its last record was cut off (a full disk or a killed "
+          f"write); dropped it ({size - cut} bytes), the whole file is kept as {backup.name}",
+          file=sys.stderr)
 
 
 def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
@@ -252,7 +301,8 @@ def damaged_storage_is_refused(url: str, key: str) -> Iterator[None]:
     except optuna.exceptions.StorageInternalError as e:
         if disk_full(e) is not None:  # not damaged: the command's edge reports a full disk
             raise
-        cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
+        cause = [clip(line, 160) for line in str(e.__cause__ or e)[:2000].strip().splitlines()] \
+            or [type(e).__name__]
         raise ConfigError(f"{key}: {shown(url, 120)} cannot be read ({cause[0]}); it may be damaged: "
                           "restore it from a copy") from None
 
