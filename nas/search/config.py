@@ -113,11 +113,14 @@ class HardwareConfig:
         device: 'cpu' or 'cuda': which precisions of the space may be proposed.
         table: the latency table (CSV with its JSON fingerprint next to it).
         latency_budget_ms: the default budget of a search on this target.
+        local: the target is the machine at hand: a table measured on other hardware is
+            replaced by this machine's (``nas.latency.local``).
     """
 
     device: str = "cpu"
     table: str = "latency_tables/cpu-tiny.csv"
     latency_budget_ms: float | None = None
+    local: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
