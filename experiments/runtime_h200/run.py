@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from nas.environment import environment  # noqa: E402
 from nas.latency.blocks import time_model  # noqa: E402
 from nas.latency.decode import STEPS, make_decode_step  # noqa: E402
+from nas.latency.floor import bandwidth_gbps, step_bytes  # noqa: E402
 from nas.latency.measure import TimerSettings, cuda_graph, time_callable, warm_gpu  # noqa: E402
 from nas.latency.spec import Workload  # noqa: E402
 from nas.space import load_space  # noqa: E402
@@ -46,23 +47,6 @@ from nas.space import load_space  # noqa: E402
 FIELDS = ["what", "arch", "mode", "batch_size", "seq_len", "median_ms", "p10_ms", "p90_ms",
           "floor_ms", "ratio", "extra"]
 TIMER = TimerSettings(repeats=15, warmup=5, window_ms=50.0)
-
-
-def bandwidth_gbps() -> float:
-    """Device-to-device copy of 4 GiB, bytes read + written per second (median of 15)."""
-    n = 2**31  # bf16 elements: 4 GiB
-    a = torch.randn(n // 2, device="cuda", dtype=torch.float32).view(torch.bfloat16)
-    b = torch.empty_like(a)
-    t = time_callable(lambda: b.copy_(a), "cuda", TimerSettings(repeats=15, warmup=3, window_ms=50))
-    return 2 * a.numel() * a.element_size() / (t.median_ms / 1e3) / 1e9
-
-
-def step_bytes(arch, batch_size: int, context: int) -> int:
-    """Bytes a decode step must read at least: every weight once (the output projection
-    is the tied embedding; of the position table, one row) and the whole KV cache."""
-    d = arch.d_model
-    weights = arch.decoder_params + arch.vocab_size * d + 2 * d
-    return 2 * weights + batch_size * context * arch.kv_bytes_per_token(2)
 
 
 def whole_decode(arch, batch_size: int, context: int):
