@@ -83,7 +83,7 @@ def head(x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, w: torch.Tenso
 
 BLOCKS: dict[str, Callable[..., torch.Tensor]] = {
     "attention": attention, "ffn": ffn, "embedding": embed, "head": head}
-_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+_COMPILED: dict[tuple[str, str | None], Callable[..., torch.Tensor]] = {}
 
 
 # Variants of one function the compiler keeps: batch 1 or more, one key/value head or
@@ -91,13 +91,15 @@ _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
 RECOMPILE_LIMIT = 64
 
 
-def compiled(kind: str) -> Callable[..., torch.Tensor]:
-    """The block function ``kind``, compiled once per process with dynamic shapes."""
-    if kind not in _COMPILED:
+def compiled(kind: str, mode: str | None = None) -> Callable[..., torch.Tensor]:
+    """The block function ``kind``, compiled once per process with dynamic shapes
+    (``mode``: torch.compile's, e.g. ``"max-autotune-no-cudagraphs"``)."""
+    if (kind, mode) not in _COMPILED:
         import torch._dynamo.config as dynamo  # the documented knob for this limit
         dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
-        _COMPILED[kind] = torch.compile(BLOCKS[kind], dynamic=True, fullgraph=True)
-    return _COMPILED[kind]
+        _COMPILED[kind, mode] = torch.compile(BLOCKS[kind], dynamic=True, fullgraph=True,
+                                              mode=mode)
+    return _COMPILED[kind, mode]
 
 
 def _plain(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -129,12 +131,13 @@ class FusedGPT:
         model: the GPT, in its precision and on its device, in eval mode.
         compile: compile the block functions (False runs them eagerly: the same
             function, for checking it).
+        mode: torch.compile's mode for them (None: its default).
     """
 
-    def __init__(self, model: Any, compile: bool = True):
+    def __init__(self, model: Any, compile: bool = True, mode: str | None = None):
         self.arch = model.arch
         self._model = model  # owns the caches' dtype and device, and the tied embedding
-        self._fn = compiled if compile else BLOCKS.__getitem__
+        self._fn = (lambda kind: compiled(kind, mode)) if compile else BLOCKS.__getitem__
         arch = model.arch
         with torch.no_grad():
             self._layers = []

@@ -165,7 +165,37 @@ def main() -> None:
                p90_ms=round(t.p90_ms, 5))
     if not args.skip_train:
         train_throughput(base, done, record)
+    autotuned(base, bw, done, record)
     out.close()
+
+
+def autotuned(arch, bw: float, done, record) -> None:
+    """The baseline's fused decode with the blocks compiled in max-autotune mode (Triton
+    matrix products with the bias, GELU and residual fused into them)."""
+    from nas.fused import FusedGPT
+    from nas.latency.decode import _fill_random, step
+    from nas.latency.prefill import standalone
+    for B in (1, 32):
+        if ("decode", "baseline", "fused-autotune", str(B)) in done:
+            continue
+        model, on = standalone(arch, "cuda", 0)
+        fz = FusedGPT(model, mode="max-autotune-no-cudagraphs")
+        cache = fz.make_cache(B, 1024)
+        _fill_random(cache.k + cache.v, on, 0)
+        idx = torch.randint(0, arch.vocab_size, (B, 1), device=on)
+        start = 1024 - STEPS
+        cache.pos.fill_(start)
+
+        def run():
+            for _ in range(STEPS):
+                step(fz, cache, idx)
+            cache.pos.fill_(start)
+        t = time_callable(cuda_graph(run), "cuda", TIMER).per(STEPS)
+        floor = step_bytes(arch, B, 1024) / (bw * 1e9) * 1e3
+        record(what="decode", arch="baseline", mode="fused-autotune", batch_size=B,
+               seq_len=1024, median_ms=round(t.median_ms, 5), p10_ms=round(t.p10_ms, 5),
+               p90_ms=round(t.p90_ms, 5), floor_ms=round(floor, 5),
+               ratio=round(t.median_ms / floor, 3))
 
 
 def train_throughput(arch, done, record, B: int = 16, T: int = 1024, steps: int = 30) -> None:
