@@ -491,3 +491,18 @@ def test_recipes_load_without_hydra_as_hydra_composes_them():
     assert TrainConfig.from_recipe("tiny", steps=7, lr=None).steps == 7
     with pytest.raises(ConfigError, match="'nope' unknown; available: .*shakespeare"):
         TrainConfig.from_recipe("nope")
+
+
+def test_compiled_training_alone_matches_eager(micro_space, micro_corpus):
+    """train.compile: the same run through torch.compile, to rounding."""
+    arch = micro_space.largest()
+    cfg = dataclasses.replace(CFG, steps=6, eval_every=0)
+    eager = train_standalone(arch, micro_corpus, cfg)
+    compiled = train_standalone(arch, micro_corpus, dataclasses.replace(cfg, compile=True))
+    assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-3)
+
+
+def test_a_compiled_supernet_is_refused(micro_space, micro_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="train.compile"):
+        train_supernet(micro_space, micro_corpus, dataclasses.replace(CFG, compile=True),
+                       tmp_path, progress=False)

@@ -113,6 +113,12 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
     weights, the same windows) and calls ``save``, which must let rank 0 alone write.
     """
     model, block = run.model, run.model.arch.block_size
+    if cfg.compile and track is None:
+        raise ConfigError("train.compile: true applies to a model trained alone (arch=...); a "
+                          "supernet's sub-network changes every pass and would be compiled anew "
+                          "each time: set train.compile=false")
+    # The compiled module shares the model's weights; checkpoints keep saving the model.
+    step_model = torch.compile(model) if cfg.compile else model
     amp = amp_context(device)
     rows = world.rows(cfg.batch_size) if world.size > 1 else None
     reduce = GradSync(model, world) if world.size > 1 else None
@@ -132,8 +138,8 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
             for g in run.opt.param_groups:
                 g["lr"] = lr_at(run.step, cfg)
             archs = run.pick()
-            pending.append(train_step(model, run.opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip,
-                                      amp, reduce)[0])
+            pending.append(train_step(step_model, run.opt, x, y, archs, cfg.distill_alpha,
+                                      cfg.grad_clip, amp, reduce)[0])
             tokens += x.numel() * world.size * len(archs)  # every sub-network pass counts
             run.step += 1
             last = run.step == cfg.steps

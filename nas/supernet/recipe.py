@@ -47,6 +47,9 @@ class TrainConfig:
         data: the corpus: a UTF-8 text file (read by character), a folder prepared by
             ``nas-data prepare`` (subword tokens), or None for the shipped tiny-shakespeare.
         log_every: update the progress bar and the log every this many steps.
+        compile: train a model alone through ``torch.compile`` (its kernels fused, as a
+            fast trainer runs it). A supernet refuses it: its sub-network changes every
+            pass, and each new one would be compiled anew.
     """
 
     steps: int = 3500
@@ -66,6 +69,7 @@ class TrainConfig:
     device: str = "auto"
     data: str | None = None
     log_every: int = 25
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, allowed: str) -> None:

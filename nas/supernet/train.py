@@ -31,7 +31,7 @@ from nas.space import ArchConfig, SearchSpace
 from nas.supernet.step import sandwich
 
 # Settings that may change between a run and its continuation without making it another run.
-RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every", "patience")
+RESUMABLE_CHANGES = ("steps", "device", "log_every", "eval_every", "patience", "compile")
 
 
 def _checkpoint(run: Run, space: SearchSpace, corpus: Corpus, cfg: TrainConfig) -> dict:
