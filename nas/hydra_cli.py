@@ -167,17 +167,30 @@ def precheck(argv: list[str]) -> Path | None:
 
 
 def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
-    """The override lists of a ``-m`` sweep's jobs, as Hydra's basic sweeper expands them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The override lists of a ``-m`` sweep's jobs, as Hydra's basic sweeper expands them
+    (the product of the discrete sweeps; the last override of a key wins)."""
+    import itertools
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from nas.errors import ConfigError
 
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+        choices: dict[str, list[str]] = {}
+        for o in OverridesParser.create().parse_overrides(overrides):
+            key = o.get_key_element()
+            if not o.is_sweep_override():
+                choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+            elif o.is_discrete_sweep():
+                choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            else:
+                raise ConfigError(f"{key}: a range or interval sweep needs a sweeper plugin; "
+                                  "list the values (key=a,b,c)")
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - a malformed sweep is a user mistake
         raise ConfigError(error_line(e)) from None
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def _check_job(overrides: list[str], sweep: bool) -> Path:

@@ -8,6 +8,11 @@ FFN units and the first ``n_layer`` layers. Because the standalone model and the
 supernet run the same code, a standalone model with copied weights gives the same
 logits as the supernet with that architecture active.
 
+Grouped-query attention takes the first ``n_kv_head`` key/value heads; query head ``j``
+reads key/value head ``j // (n_head // n_kv_head)``. A layer whose ``n_head`` is 0 has no
+attention: its residual stream passes straight to the FFN (the standalone model holds an
+``nn.Identity`` there, so its parameter names still line up with the supernet's).
+
 The model is a stack of the blocks the latency tables time: :class:`Embedding`,
 ``n_layer`` x (:class:`Attention`, :class:`FeedForward`), :class:`Head`.
 
@@ -63,46 +68,59 @@ class Embedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Pre-norm causal self-attention with its residual: ``x + proj(attn(ln(x)))``."""
+    """Pre-norm causal self-attention with its residual: ``x + proj(attn(ln(x)))``.
 
-    def __init__(self, d_model: int, n_head: int, head_dim: int, dropout: float = 0.0):
+    ``n_kv_head`` key/value heads (default ``n_head``) serve groups of query heads.
+    """
+
+    def __init__(self, d_model: int, n_head: int, head_dim: int, dropout: float = 0.0,
+                 n_kv_head: int | None = None):
         super().__init__()
         self.n_head, self.head_dim, self.dropout = n_head, head_dim, dropout
-        inner = n_head * head_dim
+        self.n_kv_head = n_kv_head or n_head
+        inner, kv_inner = n_head * head_dim, self.n_kv_head * head_dim
         self.ln = nn.LayerNorm(d_model)
         # q, k and v as separate layers so the first h heads are a leading slice of each.
         self.q = nn.Linear(d_model, inner)
-        self.k = nn.Linear(d_model, inner)
-        self.v = nn.Linear(d_model, inner)
+        self.k = nn.Linear(d_model, kv_inner)
+        self.v = nn.Linear(d_model, kv_inner)
         self.proj = nn.Linear(inner, d_model)
         self.resid_drop = nn.Dropout(dropout)
 
-    def _qkv(self, x: torch.Tensor, h: int) -> tuple[torch.Tensor, ...]:
+    def _qkv(self, x: torch.Tensor, h: int, g: int) -> tuple[torch.Tensor, ...]:
         B, T, _ = x.shape
-        inner = h * self.head_dim
+        hd = self.head_dim
         y = _layer_norm(self.ln, x)
-        return tuple(_linear(m, y, inner).view(B, T, h, self.head_dim).transpose(1, 2)
-                     for m in (self.q, self.k, self.v))  # 3 x (B, h, T, hd)
+        q = _linear(self.q, y, h * hd).view(B, T, h, hd).transpose(1, 2)  # (B, h, T, hd)
+        k, v = (_linear(m, y, g * hd).view(B, T, g, hd).transpose(1, 2)
+                for m in (self.k, self.v))  # 2 x (B, g, T, hd)
+        return q, k, v
 
     def _out(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, h, T, hd = y.shape
         y = y.transpose(1, 2).reshape(B, T, h * hd)  # (B, T, h*hd)
         return x + self.resid_drop(_linear(self.proj, y, x.shape[-1]))
 
-    def forward(self, x: torch.Tensor, n_head: int | None = None) -> torch.Tensor:
-        q, k, v = self._qkv(x, n_head or self.n_head)
+    def forward(self, x: torch.Tensor, n_head: int | None = None,
+                n_kv_head: int | None = None) -> torch.Tensor:
+        h = n_head or self.n_head
+        g = n_kv_head or (self.n_kv_head if n_head is None else min(h, self.n_kv_head))
+        q, k, v = self._qkv(x, h, g)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=g != h)
         return self._out(x, y)
 
     def prefill(self, x: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor) -> torch.Tensor:
         """``forward`` over a prompt ``(B, T, C)``, storing its keys and values in slots ``:T``."""
-        q, k, v = self._qkv(x, k_cache.shape[1])
+        h, g = self.n_head, k_cache.shape[1]
+        q, k, v = self._qkv(x, h, g)
         T = x.shape[1]
         k_cache[:, :, :T].copy_(k)
         v_cache[:, :, :T].copy_(v)
-        return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=g != h)
+        return self._out(x, y)
 
     def decode(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -110,12 +128,17 @@ class Attention(nn.Module):
 
         Its keys and values go to slot ``pos``; it attends over all ``S`` slots, those
         after ``pos`` masked out (``mask``: ``(1, S)``, True where a slot is seen), so the
-        shapes, and the cost, are the same at every position.
+        shapes, and the cost, are the same at every position. The cache ``(B, g, S, hd)``
+        holds ``g`` key/value heads; the ``h // g`` query heads of a group attend as that
+        many queries of one head, so the cache is read once and never repeated per head.
         """
-        q, k, v = self._qkv(x, k_cache.shape[1])  # (B, h, 1, hd)
+        B, h, g = x.shape[0], self.n_head, k_cache.shape[1]
+        q, k, v = self._qkv(x, h, g)  # (B, h, 1, hd), 2 x (B, g, 1, hd)
         k_cache.index_copy_(2, pos.view(1), k)
         v_cache.index_copy_(2, pos.view(1), v)
-        return self._out(x, F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask))
+        q = q.reshape(B, g, h // g, self.head_dim)  # (B, g, h/g, hd): a group's queries
+        y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
+        return self._out(x, y.reshape(B, h, 1, self.head_dim))
 
 
 class FeedForward(nn.Module):
@@ -151,16 +174,17 @@ class KVCache:
     """Static keys and values of every layer, preallocated for ``max_len`` positions.
 
     Attributes:
-        k, v: per layer, ``(batch_size, n_head_i, max_len, head_dim)``.
+        k, v: per layer, ``(batch_size, n_kv_head_i, max_len, head_dim)``; a layer without
+            attention holds 0 heads.
         pos: the next position to write, a 0-d tensor on the cache's device: a captured
             decode step reads it, so advancing it needs no new graph.
         max_len: the context the cache holds; every decode step attends over all of it.
     """
 
-    def __init__(self, n_head: Any, head_dim: int, batch_size: int, max_len: int,
+    def __init__(self, n_kv_head: Any, head_dim: int, batch_size: int, max_len: int,
                  dtype: torch.dtype, device: str | torch.device):
         self.k = [torch.zeros(batch_size, h, max_len, head_dim, dtype=dtype, device=device)
-                  for h in n_head]
+                  for h in n_kv_head]
         self.v = [torch.zeros_like(k) for k in self.k]
         self.pos = torch.zeros((), dtype=torch.long, device=device)
         self.max_len = max_len
@@ -191,8 +215,9 @@ class GPT(nn.Module):
         self.arch = arch
         self.embed = Embedding(arch.vocab_size, arch.block_size, arch.d_model, dropout)
         self.layers = nn.ModuleList()
-        for h, f in zip(arch.n_head, arch.d_ff):
-            self.layers.append(Attention(arch.d_model, h, arch.head_dim, dropout))
+        for h, g, f in zip(arch.n_head, arch.n_kv_head, arch.d_ff):
+            self.layers.append(Attention(arch.d_model, h, arch.head_dim, dropout, g) if h
+                               else nn.Identity())  # no attention: the FFN alone
             self.layers.append(FeedForward(arch.d_model, f, dropout))
         self.head = Head(arch.d_model, arch.vocab_size)
         self.head.lm_head.weight = self.embed.wte.weight  # weight tying, as in nanoGPT
@@ -221,7 +246,8 @@ class GPT(nn.Module):
             raise ValueError(f"arch has {arch.n_layer} layers; this model has {len(self.layers) // 2}")
         x = self.embed(idx, arch.d_model)  # (B, T, d)
         for i in range(arch.n_layer):
-            x = self.layers[2 * i](x, arch.n_head[i])
+            if arch.n_head[i]:
+                x = self.layers[2 * i](x, arch.n_head[i], arch.n_kv_head[i])
             x = self.layers[2 * i + 1](x, arch.d_ff[i])
         return self.head(x)
 
@@ -231,14 +257,15 @@ class GPT(nn.Module):
         if max_len > self.arch.block_size:
             raise ValueError(f"max_len {max_len} exceeds the context {self.arch.block_size}")
         w = self.embed.wte.weight  # int8 models keep fp32 activations, and so fp32 keys
-        return KVCache(self.arch.n_head, self.arch.head_dim, batch_size, max_len, w.dtype,
+        return KVCache(self.arch.n_kv_head, self.arch.head_dim, batch_size, max_len, w.dtype,
                        w.device)
 
     def prefill(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """The prompt ``(B, T)`` -> logits ``(B, T, vocab)``; fills the cache, ``pos = T``."""
         x = self.embed(idx)
         for i in range(len(self.layers) // 2):
-            x = self.layers[2 * i].prefill(x, cache.k[i], cache.v[i])
+            if self.arch.n_head[i]:
+                x = self.layers[2 * i].prefill(x, cache.k[i], cache.v[i])
             x = self.layers[2 * i + 1](x)
         cache.pos.fill_(idx.shape[1])
         return self.head(x)
@@ -251,7 +278,8 @@ class GPT(nn.Module):
         mask = cache.mask()
         x = self.embed(idx, start=cache.pos)
         for i in range(len(self.layers) // 2):
-            x = self.layers[2 * i].decode(x, cache.k[i], cache.v[i], cache.pos, mask)
+            if self.arch.n_head[i]:
+                x = self.layers[2 * i].decode(x, cache.k[i], cache.v[i], cache.pos, mask)
             x = self.layers[2 * i + 1](x)
         return self.head(x)
 

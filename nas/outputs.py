@@ -7,12 +7,14 @@ crash must not leave half-written (checkpoints, table fingerprints).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 from nas.signals import held
 
 
@@ -41,6 +43,56 @@ def check_folder(path: str | Path, key: str) -> None:
                           "give a folder you can write to") from None
     os.close(fd)
     os.unlink(probe)
+
+
+NAME_MAX = 100
+
+
+def is_plain(name: str) -> bool:
+    """A name used as a folder or file name as it is: 1 to :data:`NAME_MAX` letters, digits,
+    '.', '_', '-', not starting with '.' (so never '..', never hidden, and short enough for
+    any filesystem with a suffix added)."""
+    return (0 < len(name) <= NAME_MAX and not name.startswith(".")
+            and all(c.isalnum() or c in "._-" for c in name))
+
+
+def folder_name(name: str) -> str:
+    """``name`` (read from a storage, a checkpoint, a config) as one plain path component.
+
+    A plain name is kept; any other (``/tmp/x``, ``../..``, 300 characters, a control
+    character) keeps its plain characters and gets a hash of the whole, so that it can
+    only name a folder inside the one it is joined to, and two names never share one.
+    """
+    name = str(name)
+    if is_plain(name):
+        return name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "unnamed"
+    return f"{stem}-{hashlib.sha1(name.encode('utf-8', 'replace')).hexdigest()[:10]}"
+
+
+def check_name(name: str, key: str) -> None:
+    """Refuse a configured name that is meant to be used as a folder name as it is.
+
+    Raises:
+        ConfigError: naming ``key``, the name (shortened) and what is allowed.
+    """
+    if not is_plain(str(name)):
+        raise ConfigError(f"{key}: {shown(name, 80)} is not allowed; it names a folder: "
+                          f"1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.'")
+
+
+def no_link(path: str | Path, key: str) -> Path:
+    """Refuse ``path`` when it is a symbolic link: a folder a command derives (from a
+    stored name) is written into only where it lies, never where a link points.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    p = Path(path)
+    if p.is_symlink():
+        raise ConfigError(f"{key}: {p} is a symbolic link; this command does not write through "
+                          "links: remove it, or give the folder to write into")
+    return p
 
 
 def check_file(path: str | Path, key: str) -> None:
@@ -79,7 +131,9 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:
+                e.filename = str(path)  # a full disk is reported with the file it hit
             raise
     return path

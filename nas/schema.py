@@ -9,12 +9,13 @@ allowed; ranges and relations between fields are each dataclass's ``__post_init_
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, shown
 
 T = TypeVar("T")
 
@@ -29,10 +30,10 @@ def from_mapping(cls: type[T], d: Mapping[str, Any], where: str) -> T:
             ``"architecture: "`` gives ``architecture: d_model: ...``.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
+    unknown = sorted(set(d) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"{where}{', '.join(unknown)}: unknown key(s) {unknown}; "
-                          f"allowed: {sorted(fields)}")
+        raise ConfigError(f"{where}{clip(', '.join(map(str, unknown)), 80)}: unknown key(s) "
+                          f"{shown(unknown)}; allowed: {sorted(fields)}")
     missing = sorted(k for k, f in fields.items() if k not in d and f.default is dataclasses.MISSING
                      and f.default_factory is dataclasses.MISSING)
     if missing:
@@ -51,27 +52,27 @@ def coerce(v: Any, tp: Any, name: str) -> Any:
         return coerce(v, next(a for a in args if a is not type(None)), name)
     if origin is typing.Literal:
         if v not in args:
-            raise ConfigError(f"{name}: {v!r} must be one of {', '.join(map(str, args))}")
+            raise ConfigError(f"{name}: {shown(v)} must be one of {', '.join(map(str, args))}")
         return v
     if tp is bool:
         if not isinstance(v, bool):
-            raise ConfigError(f"{name}: {v!r} must be true or false")
+            raise ConfigError(f"{name}: {shown(v)} must be true or false")
         return v
     if tp in (int, float):
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-        if not ok or (tp is int and v != int(v)):
-            raise ConfigError(f"{name}: {v!r} must be {'an integer' if tp is int else 'a number'}")
+        if not ok or (tp is int and (not math.isfinite(v) or v != int(v))):
+            raise ConfigError(f"{name}: {shown(v)} must be {'an integer' if tp is int else 'a number'}")
         return tp(v)
     if tp is str:
         if not isinstance(v, str):
-            raise ConfigError(f"{name}: {v!r} must be a string")
+            raise ConfigError(f"{name}: {shown(v)} must be a string")
         return v
     if origin is tuple:
         if not isinstance(v, Sequence) or isinstance(v, str):
-            raise ConfigError(f"{name}: {v!r} must be a list")
+            raise ConfigError(f"{name}: {shown(v)} must be a list")
         return tuple(coerce(x, args[0], f"{name}[{i}]") for i, x in enumerate(v))
     if origin in (Mapping, dict):
         if not isinstance(v, Mapping):
-            raise ConfigError(f"{name}: {v!r} must be a mapping")
-        return {str(k): coerce(x, args[1], f"{name}.{k}") for k, x in v.items()} if args else dict(v)
+            raise ConfigError(f"{name}: {shown(v)} must be a mapping")
+        return {str(k): coerce(x, args[1], f"{name}.{clip(str(k), 60)}") for k, x in v.items()} if args else dict(v)
     return v

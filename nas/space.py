@@ -1,8 +1,10 @@
 """Search spaces and architectures: pure Python, no torch.
 
 A search space (``search_spaces/<name>.yaml``) lists what may vary: the number of
-layers, the model width, the attention heads and FFN width of every layer, and the
-numeric precisions allowed on each device. An :class:`ArchConfig` is one point of it.
+layers, the model width, per layer the query heads, the key/value heads (grouped-query
+attention; 1 is multi-query), whether the layer has attention at all (a layer of its FFN
+alone, as Puzzle's no-op attention) and the FFN width, and the numeric precisions
+allowed on each device. An :class:`ArchConfig` is one point of it.
 
 ``sample(space, rng)`` and ``suggest(trial, space)`` decode the same fixed-length
 genome (a value for every possible layer, the unused ones ignored), so Optuna's
@@ -21,6 +23,9 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from nas.errors import ConfigError
+from nas import limits
+from nas.outputs import write_atomic
+from nas.yaml_limits import load_yaml
 from nas.paths import SPACES_DIR
 from nas.schema import from_mapping
 
@@ -35,7 +40,10 @@ PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "bf16", "fp16")}
 class ArchConfig:
     """One architecture: a GPT-style decoder.
 
-    ``n_head`` and ``d_ff`` hold one entry per active layer.
+    ``n_head``, ``n_kv_head`` and ``d_ff`` hold one entry per active layer. ``n_head[i]``
+    0 means layer ``i`` has no attention (its FFN only). ``n_kv_head[i]`` key/value heads
+    are shared by groups of ``n_head[i] // n_kv_head[i]`` query heads (grouped-query
+    attention); left out (None) it equals ``n_head``: full multi-head attention.
     """
 
     n_layer: int
@@ -46,32 +54,41 @@ class ArchConfig:
     head_dim: int = 64
     vocab_size: int = 65
     block_size: int = 256
+    n_kv_head: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_head", tuple(int(h) for h in self.n_head))
         object.__setattr__(self, "d_ff", tuple(int(f) for f in self.d_ff))
+        kv = self.n_head if self.n_kv_head is None else tuple(int(g) for g in self.n_kv_head)
+        object.__setattr__(self, "n_kv_head", kv)
         for key in ("n_layer", "d_model", "head_dim", "vocab_size", "block_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: {getattr(self, key)!r} must be a positive integer")
         for i, f in enumerate(self.d_ff):
             if f < 1:
                 raise ConfigError(f"d_ff[{i}]: {f!r} must be a positive integer")
-        for key in ("n_head", "d_ff"):
+        for key in ("n_head", "n_kv_head", "d_ff"):
             if len(getattr(self, key)) != self.n_layer:
                 raise ConfigError(
                     f"{key}: {list(getattr(self, key))} has {len(getattr(self, key))} entries; "
                     f"n_layer={self.n_layer} needs one per layer"
                 )
-        for i, h in enumerate(self.n_head):
-            if h < 1 or h * self.head_dim > self.d_model:
+        for i, (h, g) in enumerate(zip(self.n_head, self.n_kv_head)):
+            if h < 0 or h * self.head_dim > self.d_model:
                 raise ConfigError(
                     f"n_head[{i}]: {h} heads x head_dim {self.head_dim} does not fit d_model "
-                    f"{self.d_model}; allowed: 1..{self.d_model // self.head_dim}"
+                    f"{self.d_model}; allowed: 1..{self.d_model // self.head_dim}, or 0 for a "
+                    "layer without attention"
                 )
+            if (h == 0 and g != 0) or (h > 0 and not (1 <= g <= h and h % g == 0)):
+                allowed = [k for k in range(1, h + 1) if h % k == 0] if h else [0]
+                raise ConfigError(f"n_kv_head[{i}]: {g} key/value heads for {h} query heads; "
+                                  f"allowed: {allowed} (a divisor of n_head[{i}])")
         if self.precision not in PRECISIONS["cpu"] + PRECISIONS["cuda"]:
             raise ConfigError(
                 f"precision: {self.precision!r} is unknown; allowed: fp32, bf16, fp16, int8"
             )
+        limits.check_arch(self)  # before anything is allocated for it
 
     @property
     def arch_id(self) -> str:
@@ -79,9 +96,19 @@ class ArchConfig:
         blob = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+    @property
+    def gqa(self) -> bool:
+        """Whether some layer shares key/value heads (or has no attention)."""
+        return self.n_kv_head != self.n_head
+
     def to_dict(self) -> dict[str, Any]:
+        """The fields as plain lists; ``n_kv_head`` only where it differs from ``n_head``,
+        so an architecture of full multi-head attention keeps the id it always had."""
         d = dataclasses.asdict(self)
         d["n_head"], d["d_ff"] = list(self.n_head), list(self.d_ff)
+        d["n_kv_head"] = list(self.n_kv_head)
+        if not self.gqa:
+            del d["n_kv_head"]
         return d
 
     @classmethod
@@ -93,7 +120,8 @@ class ArchConfig:
         doc: dict[str, Any] = {"arch": self.to_dict()}
         if extra:
             doc["meta"] = dict(extra)
-        Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
+        text = yaml.safe_dump(doc, sort_keys=False).encode()
+        write_atomic(path, lambda f: f.write(text))  # replaces a link there, never follows it
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ArchConfig":
@@ -102,7 +130,7 @@ class ArchConfig:
         if not p.is_file():
             raise ConfigError(f"{p}: architecture file not found")
         try:
-            doc = yaml.safe_load(p.read_bytes().decode("utf-8"))
+            doc = load_yaml(p.read_bytes().decode("utf-8"), str(p))
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not a text file (not UTF-8); an architecture is a YAML "
                               "file written by nas.search or nas.search.export") from None
@@ -127,16 +155,29 @@ class ArchConfig:
         projection is tied to the token embedding, so it adds nothing.
         """
         d = self.d_model
-        total = self.vocab_size * d + self.block_size * d + 2 * d
-        for h, f in zip(self.n_head, self.d_ff):
-            inner = h * self.head_dim
-            total += 2 * d + 3 * (d * inner + inner) + inner * d + d
+        return self.vocab_size * d + self.block_size * d + 2 * d + self.decoder_params
+
+    @property
+    def decoder_params(self) -> int:
+        """Parameters of the layers alone, embeddings and final LayerNorm left out: the
+        free accuracy proxy of LiteTransformerSearch (LTS)."""
+        d, hd, total = self.d_model, self.head_dim, 0
+        for h, g, f in zip(self.n_head, self.n_kv_head, self.d_ff):
+            if h:  # LayerNorm, q, k and v (g heads each), proj
+                total += 2 * d + (d * h * hd + h * hd) + 2 * (d * g * hd + g * hd) + h * hd * d + d
             total += 2 * d + d * f + f + f * d + d
         return total
 
+    def kv_bytes_per_token(self, element_size: int) -> int:
+        """Bytes of keys and values one token adds to the cache (all layers)."""
+        return 2 * sum(self.n_kv_head) * self.head_dim * element_size
+
     def describe(self) -> str:
-        """Short human-readable form, e.g. ``L4 d128 h[4,4,2,4] f[512,...] fp32``."""
-        h = ",".join(map(str, self.n_head))
+        """Short human-readable form, e.g. ``L4 d128 h[4,4,2,4] f[512,...] fp32``; with
+        grouped-query attention the key/value heads follow each layer's query heads
+        (``h[12/4,-,8/1]``: 12 heads sharing 4 key/value heads, no attention, ...)."""
+        h = ",".join("-" if q == 0 else (str(q) if q == g or not self.gqa else f"{q}/{g}")
+                     for q, g in zip(self.n_head, self.n_kv_head))
         f = ",".join(map(str, self.d_ff))
         return f"L{self.n_layer} d{self.d_model} h[{h}] f[{f}] {self.precision}"
 
@@ -156,6 +197,12 @@ class SearchSpace:
     vocab_size: int = 65
     block_size: int = 256
     baseline: Mapping[str, Any] | None = None
+    # Grouped-query attention: the key/value head choices of a layer (None: every layer
+    # has as many as its query heads). A layer's choice is clamped to a divisor of its
+    # query heads; a choice >= the query heads is full multi-head attention.
+    n_kv_head: tuple[int, ...] | None = None
+    # Whether a layer may have no attention at all (its FFN only).
+    drop_attention: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], name: str | None = None) -> "SearchSpace":
@@ -169,7 +216,9 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         w = self.name
-        for key in ("d_model", "n_head", "d_ff"):  # choices: sorted, each once, positive
+        for key in ("d_model", "n_head", "d_ff", "n_kv_head"):  # sorted, each once, positive
+            if getattr(self, key) is None:
+                continue
             choices = tuple(sorted(set(getattr(self, key))))
             if not choices or choices[0] < 1:
                 raise ConfigError(f"{w}: {key}: {list(getattr(self, key))} must be a non-empty list "
@@ -202,6 +251,7 @@ class SearchSpace:
                 if p not in PRECISIONS[dev]:
                     raise ConfigError(f"{w}: precision.{dev}: {p!r} is not supported on {dev}; "
                                       f"allowed: {list(PRECISIONS[dev])}")
+        limits.check_space(self)
         if self.baseline is not None:
             self.baseline_arch()  # validates
 
@@ -214,11 +264,19 @@ class SearchSpace:
         return self.precision[device]
 
     def make(self, n_layer: int, d_model: int, n_head: Sequence[int], d_ff: Sequence[int],
-             precision: str = "fp32") -> ArchConfig:
+             precision: str = "fp32", n_kv_head: Sequence[int] | None = None) -> ArchConfig:
         """An ArchConfig of this space (shared head_dim, vocab and context)."""
         return ArchConfig(n_layer=n_layer, d_model=d_model, n_head=tuple(n_head), d_ff=tuple(d_ff),
                           precision=precision, head_dim=self.head_dim,
-                          vocab_size=self.vocab_size, block_size=self.block_size)
+                          vocab_size=self.vocab_size, block_size=self.block_size,
+                          n_kv_head=None if n_kv_head is None else tuple(n_kv_head))
+
+    def kv_choices(self, n_head: int) -> tuple[int, ...]:
+        """The key/value heads a layer of ``n_head`` query heads may have, ascending."""
+        if n_head == 0:
+            return (0,)
+        return tuple(sorted({n_head} | {g for g in self.n_kv_head or ()
+                                        if g < n_head and n_head % g == 0}))
 
     def largest(self, precision: str = "fp32") -> ArchConfig:
         L, d = self.n_layer_max, max(self.d_model)
@@ -234,9 +292,10 @@ class SearchSpace:
             return None
         b = self.baseline
         L = int(b["n_layer"])
-        heads = b["n_head"] if isinstance(b["n_head"], Sequence) else [b["n_head"]] * L
-        ffs = b["d_ff"] if isinstance(b["d_ff"], Sequence) else [b["d_ff"]] * L
-        arch = self.make(L, int(b["d_model"]), heads, ffs, precision)
+        per_layer = {k: (b[k] if isinstance(b[k], Sequence) else [b[k]] * L)
+                     for k in ("n_head", "d_ff", "n_kv_head") if b.get(k) is not None}
+        arch = self.make(L, int(b["d_model"]), per_layer["n_head"], per_layer["d_ff"], precision,
+                         per_layer.get("n_kv_head"))
         if not self.contains(arch):
             raise ConfigError(f"{self.name}: baseline: {arch.describe()} is outside the space")
         return arch
@@ -258,9 +317,16 @@ class SearchSpace:
             problems.append(f"n_layer {arch.n_layer} (allowed {self.n_layer_min}..{self.n_layer_max})")
         if arch.d_model not in self.d_model:
             problems.append(f"d_model {arch.d_model} (allowed {list(self.d_model)})")
-        bad_h = sorted({h for h in arch.n_head if h not in self.n_head})
+        bad_h = sorted({h for h in arch.n_head if h not in self.n_head
+                        and not (h == 0 and self.drop_attention)})
         if bad_h:
-            problems.append(f"n_head {bad_h} (allowed {list(self.n_head)})")
+            problems.append(f"n_head {bad_h} (allowed {list(self.n_head)}"
+                            + (", or 0: no attention)" if self.drop_attention else ")"))
+        bad_kv = sorted({f"{h}/{g}" for h, g in zip(arch.n_head, arch.n_kv_head)
+                         if g not in self.kv_choices(h)})
+        if bad_kv:
+            problems.append(f"n_head/n_kv_head {bad_kv} (key/value heads allowed: "
+                            f"{list(self.n_kv_head or [])} dividing the query heads, or as many)")
         bad_f = sorted({f for f in arch.d_ff if f not in self.d_ff})
         if bad_f:
             problems.append(f"d_ff {bad_f} (allowed {list(self.d_ff)})")
@@ -281,20 +347,31 @@ class SearchSpace:
             "head_dim": self.head_dim, "vocab_size": self.vocab_size,
             "block_size": self.block_size,
             "baseline": dict(self.baseline) if self.baseline else None,
+            "n_kv_head": list(self.n_kv_head) if self.n_kv_head else None,
+            "drop_attention": self.drop_attention,
         }
 
     def decode(self, genome: Mapping[str, Any]) -> ArchConfig:
         """Turn a fixed-length genome into an architecture.
 
         Heads that do not fit the chosen width are clamped to the widest choice that
-        fits, so every genome decodes to a valid architecture.
+        fits, and key/value heads to the largest choice that divides the layer's query
+        heads (a choice >= the query heads: as many), so every genome decodes to a valid
+        architecture. ``attention_i`` false removes layer ``i``'s attention.
         """
         L, d = int(genome["n_layer"]), int(genome["d_model"])
         fitting = [h for h in self.n_head if h * self.head_dim <= d]
         heads = [max(h for h in fitting if h <= max(genome[f"n_head_{i}"], min(fitting)))
                  for i in range(L)]
+        if self.drop_attention:
+            heads = [h if genome.get(f"attention_{i}", True) else 0 for i, h in enumerate(heads)]
+        kv = list(heads)
+        if self.n_kv_head:
+            kv = [max(g for g in self.kv_choices(h) if g <= max(genome[f"n_kv_head_{i}"], 1))
+                  if h else 0 for i, h in enumerate(heads)]
         ffs = [int(genome[f"d_ff_{i}"]) for i in range(L)]
-        return self.make(L, d, heads, ffs, str(genome["precision"]))
+        return self.make(L, d, heads, ffs, str(genome["precision"]),
+                         kv if kv != heads else None)
 
 
 def available_spaces() -> list[str]:
@@ -319,7 +396,7 @@ def load_space(name_or_path: str | Path | Mapping[str, Any]) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"search_space: file {s} not found")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text(), str(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     if not isinstance(doc, Mapping):
@@ -340,6 +417,10 @@ def sample_genome(space: SearchSpace, rng: random.Random | int | None,
     for i in range(space.n_layer_max):
         g[f"n_head_{i}"] = r.choice(space.n_head)
         g[f"d_ff_{i}"] = r.choice(space.d_ff)
+        if space.n_kv_head:
+            g[f"n_kv_head_{i}"] = r.choice(_kv_genes(space))
+        if space.drop_attention:
+            g[f"attention_{i}"] = r.choice((True, False))
     g["precision"] = r.choice(space.precisions(device))
     return g
 
@@ -377,6 +458,11 @@ def suggest(trial: Any, space: SearchSpace, device: str = "cpu",
     for i in range(space.n_layer_max):
         g[f"n_head_{i}"] = trial.suggest_categorical(f"n_head_{i}", list(space.n_head))
         g[f"d_ff_{i}"] = trial.suggest_categorical(f"d_ff_{i}", list(space.d_ff))
+        if space.n_kv_head:
+            g[f"n_kv_head_{i}"] = trial.suggest_categorical(f"n_kv_head_{i}",
+                                                            list(_kv_genes(space)))
+        if space.drop_attention:
+            g[f"attention_{i}"] = trial.suggest_categorical(f"attention_{i}", [True, False])
     g["precision"] = trial.suggest_categorical(
         "precision", list(precisions or space.precisions(device)))
     return space.decode(g)
@@ -387,6 +473,19 @@ def genome_of(arch: ArchConfig, space: SearchSpace) -> dict[str, Any]:
     g: dict[str, Any] = {"n_layer": arch.n_layer, "d_model": arch.d_model,
                          "precision": arch.precision}
     for i in range(space.n_layer_max):
-        g[f"n_head_{i}"] = arch.n_head[i] if i < arch.n_layer else min(space.n_head)
-        g[f"d_ff_{i}"] = arch.d_ff[i] if i < arch.n_layer else min(space.d_ff)
+        active = i < arch.n_layer
+        h = arch.n_head[i] if active else min(space.n_head)
+        g[f"n_head_{i}"] = h or min(space.n_head)
+        g[f"d_ff_{i}"] = arch.d_ff[i] if active else min(space.d_ff)
+        if space.n_kv_head:  # as many as the query heads: the gene above every choice
+            kv = arch.n_kv_head[i] if active else min(space.n_kv_head)
+            g[f"n_kv_head_{i}"] = (max(_kv_genes(space)) if h and kv == h else kv or 1)
+        if space.drop_attention:
+            g[f"attention_{i}"] = h != 0
     return g
+
+
+def _kv_genes(space: SearchSpace) -> tuple[int, ...]:
+    """The values a key/value-head gene takes: the space's choices, and one at least as
+    large as every query-head choice (full multi-head attention)."""
+    return tuple(sorted(set(space.n_kv_head or ()) | {max(space.n_head)}))

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 from nas.supernet import distributed
 from nas.supernet.data import load_corpus
 from nas.errors import ConfigError, exit_on_user_error
+from nas.locks import exclusive, lock_path
 from nas.outputs import check_folder
 from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
 from nas.supernet.score import TEST_BATCHES, AccuracyScorer
@@ -90,8 +91,9 @@ def _main(cfg: Any) -> Path:
         log.info(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}"
               f"{' from the supernet' if supernet is not None else ''}: "
               f"{tcfg.steps} steps, batch {tcfg.batch_size}")
-        res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
-                               batch_size=EVAL_BATCH_SIZE, save_to=path, init=supernet)
+        with exclusive(lock_path(path), "out_dir", f"the weights {path}"):  # one run per file
+            res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
+                                   batch_size=EVAL_BATCH_SIZE, save_to=path, init=supernet)
         log.info(f"kept step {res.best_step} (best validation of {res.steps} steps trained)")
         log.info(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows, "
               f"{arch.precision}): {res.val_loss:.4f}")

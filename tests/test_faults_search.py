@@ -88,13 +88,15 @@ def world(tmp_path_factory, tiny_space, tiny_table, tiny_scorer_factory, tiny_su
                                 ["val_loss", "latency_ms"])
         optuna.create_study(study_name="single", storage=url).optimize(
             lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        taken = optuna.create_study(study_name="taken", storage=url,
+                                    directions=["minimize", "minimize"])
+        taken.set_metric_names(["val_loss", "latency_ms"])  # our names, not our study
+        taken.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=3)
         optuna.create_study(study_name="nonames", storage=url,
                             directions=["minimize", "minimize"]).optimize(
             lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=2)
     shutil.copy(w / "nas.db", w / "corrupt.db")
     _corrupt_last_pages(w / "corrupt.db")
-    journal = (w / "study.log").read_bytes()
-    (w / "torn.log").write_bytes(journal[:-7])  # a journal whose last record was cut off
 
     (w / "notes.txt").write_text("my notes\nwithout a final newline")
     (w / "one_line.txt").write_text("a single line, no newline")
@@ -115,8 +117,6 @@ CASES = [
      ["search.storage", "one_line.txt", "not an Optuna journal"]),
     ("search-text-file", SEARCH, _search_args("search.storage=notes.txt"),
      ["search.storage", "notes.txt", "not an Optuna journal"]),
-    ("search-torn-journal", SEARCH, _search_args("search.storage=torn.log"),
-     ["search.storage", "torn.log", "cut off"]),
     ("search-sqlite-not-optuna", SEARCH, _search_args("search.storage=sqlite:///mine.db"),
      ["search.storage", "mine.db", "without Optuna's tables"]),
     ("search-storage-folder", SEARCH, _search_args("search.storage=adir"),
@@ -126,6 +126,16 @@ CASES = [
                                                     "search.latency_budget_ms={budget}"),
      ["search.storage", "corrupt.db", "damaged"]),
     # --- nas.search: names, devices, seeds and folders
+    ("search-foreign-study-same-metrics", SEARCH, _search_args("search.storage=sqlite:///foreign.db",
+                                                               "search.study_name=taken"),
+     ["search.study_name", "'taken'", "not made by nas.search", "another search.study_name"]),
+    ("search-storage-dev-null", SEARCH, _search_args("search.storage=/dev/null"),
+     ["search.storage", "/dev/null", "not a regular file"]),
+    ("search-storage-read-only", SEARCH, _search_args("search.storage='sqlite:///nas.db?mode=ro'",
+                                                      "search.study_name=done"),
+     ["search.storage", "mode=ro", "read-only"]),
+    ("search-study-name-too-long", SEARCH, _search_args("search.study_name=" + "x" * 300),
+     ["search.study_name", "not allowed", "1 to 100"]),
     ("search-study-name-escapes", SEARCH, _search_args("search.study_name=../evil",
                                                        "search.storage=new.log"),
      ["search.study_name", "'../evil'", "letters, digits"]),

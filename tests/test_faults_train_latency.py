@@ -56,11 +56,40 @@ def user_files(d: Path) -> None:
         (d / f"{name}.yaml").write_text(yaml.safe_dump({"arch": a}))
     (d / "binary.yaml").write_bytes(bytes(range(256)) * 2)
     (d / "listed.yaml").write_text("- 1\n- 2\n")
+    (group / "wide_space.yaml").write_text(yaml.safe_dump({**MICRO, "d_model": [10 ** 6]}))
+    (group / "wide_ffn.yaml").write_text(yaml.safe_dump({**MICRO, "d_ff": [10 ** 8]}))
+    (d / "bomb.yaml").write_text(BOMB)
+    (d / "long.yaml").write_text(yaml.safe_dump({"arch": {**ARCH, "n_layer": "x" * 10 ** 6}}))
+    (d / "tables").mkdir()
+    table = fake_table(d / "tables")
+    for name, edit in (("absurd", lambda t: t.replace(t.splitlines()[1], _absurd(t.splitlines()[1]))),
+                       ("negative", lambda t: t.replace(t.splitlines()[1], _absurd(t.splitlines()[1], "-1")))):
+        (d / "tables" / f"{name}.csv").write_text(edit(table.read_text()))
+        meta = json.loads(json_path(table).read_text())
+        (d / "tables" / f"{name}.json").write_text(json.dumps({**meta, "table": f"{name}.csv"}))
+    meta = json.loads(json_path(table).read_text())
+    meta["workload"]["batch_size"] = "one"
+    (d / "tables" / "typed.csv").write_text(table.read_text())
+    (d / "tables" / "typed.json").write_text(json.dumps(meta))
     (d / "corpus.txt").write_text(TEXT * 40)
     (d / "notes.txt").write_text("my notes\n")
     (d / "folder").mkdir()
-    (d / "tables").mkdir()
-    fake_table(d / "tables")
+
+
+# 408 bytes that expand to 9**7 strings: the file size of an alias bomb.
+BOMB = "\n".join(["a: &a [" + ",".join(['"xxxxxxxxxx"'] * 9) + "]"] + [
+    f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]" for p, n in zip("abcdef", "bcdefg")]
+    + ["arch: {n_layer: *g, d_model: 16, n_head: [1], d_ff: [32]}", ""])
+
+
+def _absurd(line: str, value: str = "1e308") -> str:
+    """A table row whose times are ``value`` ms (median, p10 and p90 alike)."""
+    from nas.latency.files import COLUMNS
+
+    cells = line.split(",")
+    for c in ("median_ms", "p10_ms", "p90_ms"):
+        cells[COLUMNS.index(c)] = value
+    return ",".join(cells)
 
 
 def snapshot(d: Path) -> dict[str, str]:
@@ -108,6 +137,10 @@ TRAIN = [  # (id, arguments, words the error line must hold)
     ("arch-binary", ["arch={d}/binary.yaml"], ["binary.yaml", "not UTF-8"]),
     ("arch-list", ["arch={d}/listed.yaml"], ["listed.yaml", "mapping"]),
     ("arch-missing", ["arch={d}/gone.yaml"], ["gone.yaml", "not found"]),
+    ("space-huge-width", ["search_space=wide_space"], ["d_model", "1000000", "beyond", "131,072"]),
+    ("space-huge-ffn", ["search_space=wide_ffn"], ["d_ff", "100000000", "beyond"]),
+    ("arch-alias-bomb", ["arch={d}/bomb.yaml"], ["bomb.yaml", "aliases", "100,000"]),
+    ("arch-megabyte-value", ["arch={d}/long.yaml"], ["long.yaml", "n_layer", "an integer"]),
     ("arch-unwritable-out", ["arch={d}/good.yaml", f"out_dir={UNWRITABLE}"],
      ["out_dir", "not writable"]),
 ]
@@ -139,6 +172,16 @@ LATENCY = [
      ["null.yaml", "d_model: None"]),
     ("predict-binary", ["predict", TABLE, "predict.arch={d}/binary.yaml"],
      ["binary.yaml", "not UTF-8"]),
+    ("predict-alias-bomb", ["predict", TABLE, "predict.arch={d}/bomb.yaml"],
+     ["bomb.yaml", "aliases"]),
+    ("predict-megabyte-value", ["predict", TABLE, "predict.arch={d}/long.yaml"],
+     ["long.yaml", "n_layer", "an integer"]),
+    ("predict-absurd-row", ["predict", "latency.table={d}/tables/absurd.csv", "predict.arch={d}/good.yaml"],
+     ["absurd.csv", "line 2", "1e+308 ms", "rebuild"]),
+    ("predict-negative-row", ["predict", "latency.table={d}/tables/negative.csv",
+                              "predict.arch={d}/good.yaml"], ["negative.csv", "line 2", "positive"]),
+    ("predict-mistyped-json", ["predict", "latency.table={d}/tables/typed.csv",
+                               "predict.arch={d}/good.yaml"], ["typed.json", "batch_size", "'one'"]),
 ]
 CASES = [("nas.train", *c) for c in TRAIN] + [("nas.latency", *c) for c in LATENCY]
 
@@ -168,7 +211,7 @@ def test_a_mistake_is_refused_in_one_line_and_changes_nothing(outcomes, module, 
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and len(lines[0]) <= 600
     for w in words:
         assert w in lines[0]
     assert after == before

@@ -18,9 +18,9 @@ def test_bad_sampler_settings_name_the_key(bad):
         SamplerConfig(**bad)
 
 
-def _distinct(space, table, no_repeat: bool, sampler: str) -> tuple[int, int]:
+def _distinct(space, table, no_repeat: bool, sampler: str, seed: int = 3) -> tuple[int, int]:
     cfg = SearchConfig(n_trials=60, study_name="s", storage="memory", latency_budget_ms=None,
-                       seed=3, progress=False)
+                       seed=seed, progress=False)
     res = run_search(space, table, lambda arch: float(arch.n_layer), cfg,
                      SamplerConfig(name=sampler, population_size=8, no_repeat=no_repeat,
                                    n_startup_trials=10),
@@ -35,8 +35,12 @@ def test_no_repeat_proposes_new_architectures(tiny_space, tiny_table, sampler):
     with_it, n = _distinct(tiny_space, tiny_table, True, sampler)
     without, _ = _distinct(tiny_space, tiny_table, False, sampler)
     assert with_it > without
-    if sampler == "nsga2":  # a child is redrawn until new; only the random first ones may repeat
-        assert with_it >= n - 2
+    if sampler == "nsga2":
+        # A child is redrawn until new: only a random first one, or a late one once the
+        # population has converged (20 redraws all old), may repeat. Counted over ten seeds:
+        # one seed's count is noise (0 to 5 of 60, with per-trial seeding as before it).
+        repeats = sum(n - _distinct(tiny_space, tiny_table, True, sampler, seed)[0] for seed in range(10))
+        assert repeats <= 20
     # (TPE proposes its best candidate of the draw; near convergence 20 draws may all be old.)
 
 

@@ -160,3 +160,64 @@ def test_arch_file_errors_name_the_file(tmp_path, content, words):
     with pytest.raises(ConfigError) as e:
         ArchConfig.from_yaml(path)
     assert str(e.value).startswith(f"{path}: ") and words in str(e.value)
+
+
+# --- grouped-query attention and layers without attention ---------------------------
+def test_gpt2s_baseline_is_gpt2_small():
+    space = load_space("gpt2s")
+    base = space.baseline_arch("bf16")
+    assert (base.n_layer, base.d_model, set(base.n_head), set(base.d_ff)) == (12, 768, {12}, {3072})
+    assert base.n_kv_head == base.n_head and not base.gqa
+    assert 84e6 < base.decoder_params < 86e6  # GPT-2 small's 85 M non-embedding parameters
+    assert base.kv_bytes_per_token(2) == 2 * 12 * 12 * 64 * 2
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_gpt2s_genome_round_trip(seed):
+    optuna = pytest.importorskip("optuna")
+    space = load_space("gpt2s")
+    arch = sample(space, seed, device="cuda")
+    assert space.contains(arch, "cuda")
+    assert genome_of(arch, space).keys() == genome_of(space.largest(), space).keys()
+    assert suggest(optuna.trial.FixedTrial(genome_of(arch, space)), space, device="cuda") == arch
+    assert ArchConfig.from_dict(arch.to_dict()) == arch
+
+
+def test_gpt2s_samples_cover_the_new_dimensions():
+    space = load_space("gpt2s")
+    archs = [sample(space, s, device="cuda") for s in range(200)]
+    layers = [(h, g) for a in archs for h, g in zip(a.n_head, a.n_kv_head)]
+    assert any(h == 0 for h, _ in layers)                 # attention removed
+    assert {g for h, g in layers if 0 < g < h} == {1, 2, 4}  # every grouped choice
+    assert any(0 < h == g for h, g in layers)             # full multi-head attention
+    for h, g in layers:
+        assert (h, g) == (0, 0) or h % g == 0
+
+
+def test_kv_heads_leave_old_ids_alone_and_change_new_ones():
+    space = load_space("tiny")
+    mha = space.make(2, 128, [4, 4], [512, 512])
+    assert "n_kv_head" not in mha.to_dict()
+    assert space.make(2, 128, [4, 4], [512, 512], n_kv_head=[4, 4]).arch_id == mha.arch_id
+    gqa = ArchConfig(2, 128, (4, 4), (512, 512), head_dim=32, n_kv_head=(1, 4))
+    assert gqa.arch_id != mha.arch_id and gqa.describe().startswith("L2 d128 h[4/1,4]")
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"n_head": (4, 0), "n_kv_head": (4, 1)}, ["n_kv_head[1]", "0"]),
+    ({"n_head": (4, 4), "n_kv_head": (3, 4)}, ["n_kv_head[0]", "3", "[1, 2, 4]"]),
+    ({"n_head": (4, 4), "n_kv_head": (8, 4)}, ["n_kv_head[0]", "8"]),
+    ({"n_head": (4, 4), "n_kv_head": (4,)}, ["n_kv_head", "1 entries"]),
+])
+def test_bad_kv_heads_are_named(kw, words):
+    with pytest.raises(ConfigError) as e:
+        ArchConfig(n_layer=2, d_model=128, d_ff=(64, 64), head_dim=32, **kw)
+    assert all(w in str(e.value) for w in words)
+
+
+def test_a_space_without_the_variants_refuses_them():
+    space = load_space("tiny")
+    problems = space.problems(ArchConfig(2, 128, (4, 0), (512, 512), head_dim=32,
+                                         n_kv_head=(2, 0), vocab_size=65, block_size=64))
+    assert any("n_head [0]" in p for p in problems)
+    assert any("n_kv_head" in p for p in problems)

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, action="append", help="batch sizes (default: 1)")
     ap.add_argument("--precisions", default="bf16,fp16")
+    ap.add_argument("--space", default="shakespeare", help="search space")
+    ap.add_argument("--target", default="h100-graph", help="hardware target (conf/hardware)")
+    ap.add_argument("--calib-seed", type=int, default=1000)
     ap.add_argument("--tables-dir", default="latency_tables")
     ap.add_argument("--reports-dir", default="experiments/latency_h100_decode")
     ap.add_argument("--out", default=None, help="where results.tgz goes (the device's $OUT)")
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    command = "python experiments/latency_h100_decode/run.py " + " ".join(
+    command = f"python {Path(__file__).resolve().relative_to(ROOT)} " + " ".join(
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     batches = a.batch or [1]
     tables, reports = Path(a.tables_dir), Path(a.reports_dir)
@@ -97,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("error: no CUDA GPU visible; use --smoke on a CPU", file=sys.stderr)
             return 2
-        space = load_space("shakespeare")
-        target = Target.load("h100-graph")
+        space = load_space(a.space)
+        target = Target.load(a.target)
         target = Target(target.name, target.device, str(tables / Path(target.table).name),
                         target.batch_size, target.prompt_len, target.new_tokens, target.context,
                         target.mode)
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def build(path: Path, w: Workload) -> None:
             built[path] = build_table(path, space, w, timer, calibration_n=a.calib_n,
-                                      calibration_seed=1000, command=command, progress=progress)
+                                      calibration_seed=a.calib_seed, command=command,
+                                      progress=progress)
 
         if not step(f"build {pre.name}", COST_S["prefill"] * scale, lambda: build(pre, w_pre)):
             break

@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import ConfigError, exit_on_user_error
+from nas.locks import exclusive, lock_path
 from nas.latency.measure import CPU_CLOCKS, TimerSettings
 from nas.latency.naming import table_path
 from nas.latency.spec import MODES, PHASES, Workload
@@ -58,6 +59,8 @@ class Command:
     check_n: int = 20
     check_seed: int = 3000
     check_out: Path | None = None
+    local: bool = False              # hardware.local: the target means this machine
+    default_table: Path | None = None  # the target's own table (conf/hardware/<name>.yaml)
 
 
 def _int(cfg: DictConfig, key: str, minimum: int = 0) -> int:
@@ -156,6 +159,10 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
                   else target.new_tokens or seq_len - (workload.prompt_len or 0) + 1)
     check_out = OmegaConf.select(cfg, "check.out")
+    try:
+        default_table: Path | None = Path(Target.load(target.name).table)
+    except ConfigError:  # a target composed from elsewhere: whatever it names is its own
+        default_table = None
     return Command(
         verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
         timer=timer, graph_calls=_int(cfg, "latency.graph_calls", 1),
@@ -168,7 +175,9 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
         command="python -m nas.latency " + " ".join(shlex.quote(a) for a in argv),
         target=target, validate_requests=_int(cfg, "validate.requests"), new_tokens=new_tokens,
         check_n=_int(cfg, "check.n", 1), check_seed=_int(cfg, "check.seed"),
-        check_out=Path(str(check_out)) if check_out else None)
+        check_out=Path(str(check_out)) if check_out else None,
+        local=bool(cfg.hardware.get("local", False)) and not cfg.latency.table,
+        default_table=default_table)
 
 
 def run(c: Command, cfg_yaml: str = "") -> Any:
@@ -176,12 +185,21 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
     from nas.latency.table import LatencyTable
 
     w = c.workload
+    note = None
+    if c.verb != "build":
+        import dataclasses
+
+        from nas.latency.local import local_table
+        got = local_table(c.table, local=c.local, default=c.default_table, space=c.space)
+        c, note = dataclasses.replace(c, table=got.path), got.note
     if c.verb == "build":
         from nas.latency.build import build_table
         check_file(c.table, "latency.table")  # before measuring, not when the first row is ready
-        table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
-                            calibration_seed=c.calibration_seed, command=c.command,
-                            graph_calls=c.graph_calls, progress=c.progress)
+        # Two builds of one table would both append every row: one at a time.
+        with exclusive(lock_path(c.table), "latency.table", f"the table {c.table}"):
+            table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
+                                calibration_seed=c.calibration_seed, command=c.command,
+                                graph_calls=c.graph_calls, progress=c.progress)
         print(f"built {table.describe()}")
         return table
     if c.verb == "predict":
@@ -192,6 +210,8 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
         table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                                   seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
                                   phase=w.phase)
+        if note:  # once the table loads: a table that cannot be read says only that
+            print(note, file=sys.stderr)
         ms = table.predict_ms(arch)
         how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
         per = " per output token" if table.phase == "decode" else ""
@@ -204,6 +224,8 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
     table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                               seq_len=w.seq_len, mode=w.mode, phase=w.phase)
     table.check_covers(c.space, c.validate_precisions or table.precisions)
+    if note:
+        print(note, file=sys.stderr)
     if c.verb == "check":
         from nas.latency.check import check
         if c.check_out is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from nas.latency.decode import STEPS, make_decode_block, make_decode_step
 from nas.latency.measure import TimerSettings, Timing, time_callable, time_graph
 from nas.latency.prefill import make_block, make_model
-from nas.latency.spec import BlockKey, Workload
+from nas.latency.spec import GRAPH_MODES, BlockKey, Workload
 
 
 def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettings,
@@ -24,15 +24,17 @@ def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettin
     """
     sizes = dict(vocab_size=space.vocab_size, block_size=space.block_size,
                  head_dim=space.head_dim, batch_size=workload.batch_size, device=workload.device)
+    fused = workload.mode == "fused"
     if workload.phase == "decode":
         # On a GPU the calls of one graph take distinct copies, out of reach of the L2
         # cache as the layers of a model are; a CPU table keeps one (its tiny models fit
         # in the CPU's caches whole, model and block alike).
         copies = graph_calls if workload.device == "cuda" else 1
-        fn = make_decode_block(key, context=workload.seq_len, copies=copies, **sizes)
+        fn = make_decode_block(key, context=workload.seq_len, copies=copies, fused=fused,
+                               **sizes)
     else:
-        fn = make_block(key, seq_len=workload.seq_len, **sizes)
-    if workload.mode == "graph":
+        fn = make_block(key, seq_len=workload.seq_len, fused=fused, **sizes)
+    if workload.mode in GRAPH_MODES:
         return time_graph(fn, timer, calls=graph_calls)
     return time_callable(fn, "cpu" if key.precision == "int8" else workload.device, timer)
 
@@ -49,13 +51,14 @@ def time_model(arch: Any, workload: Workload, timer: TimerSettings, seed: int = 
         seed: seeds the weights and the input.
     """
     on = "cpu" if arch.precision == "int8" else workload.device
+    graph, fused = workload.mode in GRAPH_MODES, workload.mode == "fused"
     if workload.phase == "decode":
         fn = make_decode_step(arch, batch_size=workload.batch_size, context=workload.seq_len,
-                              device=workload.device, seed=seed)
-        t = time_graph(fn, timer) if workload.mode == "graph" else time_callable(fn, on, timer)
+                              device=workload.device, seed=seed, fused=fused)
+        t = time_graph(fn, timer) if graph else time_callable(fn, on, timer)
         return t.per(STEPS)
     fn = make_model(arch, batch_size=workload.batch_size, seq_len=workload.seq_len,
-                    device=workload.device, seed=seed)
-    if workload.mode == "graph":
+                    device=workload.device, seed=seed, fused=fused)
+    if graph:
         return time_graph(fn, timer, calls=1)
     return time_callable(fn, on, timer)

@@ -163,7 +163,7 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             bar.set_postfix_str(f"pass {i + 1}/{P} {key.describe()}")
             t = time_block(key, space, workload, timer, graph_calls)
             row = {"kind": key.kind, "d_model": key.d_model, "n_head": key.n_head,
-                   "d_ff": key.d_ff, "precision": key.precision,
+                   "d_ff": key.d_ff, "precision": key.precision, "n_kv_head": key.n_kv_head,
                    "batch_size": workload.batch_size, "seq_len": workload.seq_len,
                    "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
                    "repeats": t.repeats, "inner": t.inner}

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nas.latency import fingerprint
+from nas.latency.floor import baseline_floor, floor_line
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.spec import Workload, sample_archs
 from nas.latency.table import LatencyTable
@@ -110,6 +111,7 @@ def check(table: LatencyTable, space: SearchSpace, *, n: int = 20, seed: int = 3
                   for a in archs],
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    summary["baseline_floor"] = baseline_floor(space, workload, timer)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -131,4 +133,6 @@ def report_lines(s: dict[str, Any]) -> list[str]:
                f"does NOT hold here (needs >= {100 * s['goal']['within_10']:.0f}% within +-10%)")
     lines.append(f"worst: {w['arch']} ({w['error_pct']:+.1f}%)")
     lines.append(f"{s['table']}: {verdict}")
+    if s.get("baseline_floor"):
+        lines.append(floor_line(s["baseline_floor"]))
     return lines

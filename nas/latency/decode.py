@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from nas.latency.prefill import make_block, standalone
+from nas.latency.prefill import fused_block, make_block, standalone
 from nas.latency.spec import BlockKey
 from nas.model import DTYPES, GPT, Attention, KVCache, apply_precision
 
@@ -42,7 +42,7 @@ def step(model: GPT, cache: KVCache, idx: torch.Tensor) -> torch.Tensor:
 
 
 def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
-                     seed: int = 0) -> Callable[[], Any]:
+                     seed: int = 0, fused: bool = False) -> Callable[[], Any]:
     """``STEPS`` generation steps of ``arch``'s standalone model at ``context``.
 
     Args:
@@ -51,6 +51,7 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
         context: the KV cache's length (``<= arch.block_size``); every step attends over it.
         device: ``"cpu"`` or ``"cuda"`` (int8 stays on the CPU).
         seed: seeds the weights, the cache contents and the tokens.
+        fused: served by the fused runtime (``nas.fused``).
 
     Returns:
         A no-argument callable running ``STEPS`` steps, then rewinding ``cache.pos``.
@@ -58,7 +59,7 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
     if not STEPS <= context <= arch.block_size:
         raise ValueError(f"context {context} must be between {STEPS} and the context "
                          f"{arch.block_size} of {arch.describe()}")
-    model, on = standalone(arch, device, seed)
+    model, on = standalone(arch, device, seed, fused)
     cache = model.make_cache(batch_size, context)
     _fill_random(cache.k + cache.v, on, seed)  # keys and values as a prompt would leave them
     g = torch.Generator().manual_seed(seed)
@@ -76,7 +77,7 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
 
 def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int,
                       batch_size: int, context: int, device: str, seed: int = 0,
-                      copies: int = 1) -> Callable[[], Any]:
+                      copies: int = 1, fused: bool = False) -> Callable[[], Any]:
     """The block ``key`` on one token per sequence, as inside a decode step.
 
     Args:
@@ -87,6 +88,7 @@ def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_d
         device: ``"cpu"`` or ``"cuda"``.
         seed: seeds the weights and the inputs.
         copies: independent instances the calls take in turn (see the module's docstring).
+        fused: as the fused runtime runs it (``nas.fused``).
 
     Returns:
         A no-argument callable that runs the block once.
@@ -94,9 +96,9 @@ def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_d
     if key.kind != "attention":  # position-wise: a prefill block on a sequence of one
         runs = [make_block(key, vocab_size=vocab_size, block_size=block_size, head_dim=head_dim,
                            batch_size=batch_size, seq_len=1, device=device, seed=seed + i,
-                           start=context - 1) for i in range(copies)]
+                           start=context - 1, fused=fused) for i in range(copies)]
     else:
-        runs = [_attention(key, head_dim, batch_size, context, device, seed + i)
+        runs = [_attention(key, head_dim, batch_size, context, device, seed + i, fused)
                 for i in range(copies)]
     turn = iter(range(2**62))
 
@@ -107,20 +109,22 @@ def make_decode_block(key: BlockKey, *, vocab_size: int, block_size: int, head_d
 
 
 def _attention(key: BlockKey, head_dim: int, batch_size: int, context: int, device: str,
-               seed: int) -> Callable[[], Any]:
+               seed: int, fused: bool = False) -> Callable[[], Any]:
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mod = Attention(key.d_model, key.n_head, head_dim)
+        mod = Attention(key.d_model, key.n_head, head_dim, n_kv_head=key.n_kv_head)
     on = "cpu" if key.precision == "int8" else device
     mod = apply_precision(mod.to(on), key.precision).eval()
     dtype = DTYPES.get(key.precision, torch.float32)  # int8 blocks take fp32 activations
     x = torch.randn(batch_size, 1, key.d_model, generator=g).to(on, dtype)  # (B, 1, C)
-    k, v = (torch.empty(batch_size, key.n_head, context, head_dim, device=on, dtype=dtype)
-            for _ in range(2))  # (B, h, S, hd)
+    k, v = (torch.empty(batch_size, key.n_kv_head, context, head_dim, device=on, dtype=dtype)
+            for _ in range(2))  # (B, g, S, hd)
     _fill_random([k, v], on, seed)
     pos = torch.tensor(context - 1, device=on)
     mask = torch.ones(1, context, dtype=torch.bool, device=on)  # the last position sees all
+    if fused:
+        return fused_block(key, mod, x, cache=(k, v, pos, mask))
 
     def run() -> Any:
         return mod.decode(x, k, v, pos, mask)

@@ -18,17 +18,26 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 from nas.latency.spec import KINDS, BlockKey
 from nas.outputs import write_atomic
 from nas.signals import held
 from nas.space import PRECISIONS
 
 FORMAT = 1
-KEY_COLUMNS = ("kind", "d_model", "n_head", "d_ff", "precision")
-INT_COLUMNS = ("d_model", "n_head", "d_ff", "batch_size", "seq_len", "repeats", "inner")
+KEY_COLUMNS = ("kind", "d_model", "n_head", "d_ff", "precision", "n_kv_head")
+INT_COLUMNS = ("d_model", "n_head", "d_ff", "batch_size", "seq_len", "repeats", "inner",
+               "n_kv_head")
 TIME_COLUMNS = ("median_ms", "p10_ms", "p90_ms")
-COLUMNS = KEY_COLUMNS + ("batch_size", "seq_len") + TIME_COLUMNS + ("repeats", "inner")
+# n_kv_head last: a table written before grouped-query attention has every other column
+# in this order, and a build resuming it keeps appending in its own header's columns.
+COLUMNS = KEY_COLUMNS[:-1] + ("batch_size", "seq_len") + TIME_COLUMNS + ("repeats", "inner",
+                                                                          "n_kv_head")
+
+
+def legacy(columns: Iterable[str]) -> list[str]:
+    """The header of the same file as written before grouped-query attention."""
+    return [c for c in columns if c != "n_kv_head"]
 
 
 def json_path(path: str | Path) -> Path:
@@ -42,6 +51,10 @@ def calibration_path(path: str | Path) -> Path:
     return p.with_name(p.stem + ".calib.csv")
 
 
+BLOCK_MS_MAX = 1e6  # one block for over 16 minutes
+INT_MAX = 2 ** 31
+
+
 def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
     """Validate a table's rows; return them with proper dtypes.
 
@@ -49,6 +62,10 @@ def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         ConfigError: a missing column, an empty or non-numeric value, a negative or zero
             time, p10 > median > p90, an unknown kind or precision, a duplicate row.
     """
+    # A table from before grouped-query attention has no n_kv_head: full attention.
+    kv = df["n_kv_head"] if "n_kv_head" in df.columns else pd.Series(np.nan, index=df.index)
+    full = np.where(df["kind"] == "attention", df["n_head"], 0) if "n_head" in df.columns else 0
+    df = df.assign(n_kv_head=kv.where(kv.notna(), full))
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{where}: missing column(s) {missing}; a table has {list(COLUMNS)} "
@@ -79,6 +96,18 @@ def check_rows(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         if bad.any():
             raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
                               f"{df.loc[bad, c].iloc[0]}; times must be positive")
+        # A block that takes minutes was not measured: such a row would make every
+        # prediction absurd (1e308 ms sums to inf) while the search runs on.
+        bad = df[c] > BLOCK_MS_MAX
+        if bad.any():
+            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
+                              f"{df.loc[bad, c].iloc[0]:.4g} ms, beyond the {BLOCK_MS_MAX:g} ms "
+                              "a block can take (hand-edited?); rebuild the table")
+    for c in INT_COLUMNS:
+        bad = df[c].abs() > INT_MAX
+        if bad.any():
+            raise ConfigError(f"{where}: line {_line(df, bad)}: column '{c}' is "
+                              f"{df.loc[bad, c].iloc[0]:.4g}, beyond any size a table measures")
     bad = (df["p10_ms"] > df["median_ms"] * (1 + 1e-9)) | (df["median_ms"] > df["p90_ms"] * (1 + 1e-9))
     if bad.any():
         raise ConfigError(f"{where}: line {_line(df, bad)}: p10_ms <= median_ms <= p90_ms does not "
@@ -110,7 +139,7 @@ def _line(df: pd.DataFrame, mask: pd.Series) -> int:
 def row_key(row: Mapping[str, Any]) -> BlockKey:
     """The block a table row times."""
     return BlockKey(str(row["kind"]), int(row["d_model"]), int(row["n_head"]), int(row["d_ff"]),
-                    str(row["precision"]))
+                    str(row["precision"]), int(row.get("n_kv_head", 0)))
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
@@ -131,6 +160,16 @@ def read_rows(path: str | Path) -> pd.DataFrame:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{p}: not a readable CSV ({first}); rebuild the table") from None
     return check_rows(df, p)
+
+
+# Fields of a table's JSON read as numbers or names: a value of another type is refused
+# here, in one line, not as a TypeError when the table is used.
+META_TYPES = [("workload", "device", (str,)), ("workload", "batch_size", (int,)),
+              ("workload", "seq_len", (int,)), ("workload", "mode", (str,)),
+              ("workload", "precisions", (list,)), ("workload", "threads", (int,)),
+              ("workload", "phase", (str, type(None))), ("space", "name", (str,)),
+              ("space", "head_dim", (int,)), ("space", "vocab_size", (int,)),
+              ("space", "block_size", (int,)), ("fingerprint", "device", (str,))]
 
 
 def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, Any]:
@@ -159,6 +198,12 @@ def read_meta(path: str | Path, advice: str = "rebuild the table") -> dict[str, 
         for k in keys:
             if k not in meta[section]:
                 raise ConfigError(f"{p}: missing '{section}.{k}'; {advice}")
+    for section, key, types in META_TYPES:
+        v = meta[section].get(key)
+        if key in meta[section] and not (isinstance(v, types) and not isinstance(v, bool)
+                                         and (not isinstance(v, int) or 0 < v <= INT_MAX)):
+            raise ConfigError(f"{p}: '{section}.{key}' is {shown(v, 60)}, not "
+                              f"{' or '.join(t.__name__ for t in types)} (hand-edited?); {advice}")
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{p}: format {meta.get('format')!r}; this code reads format {FORMAT}, "
                           f"{advice}")
@@ -192,9 +237,18 @@ class RowWriter:
         if not self.path.exists() or self.path.stat().st_size == 0:
             with held():
                 pd.DataFrame(columns=self.columns).to_csv(self.path, index=False)
+        else:  # resuming: keep the file's own header (an older one has no n_kv_head)
+            with open(self.path, "rb") as f:
+                first = f.readline().decode("utf-8", "replace").strip()
+            if first == ",".join(legacy(self.columns)):
+                self.columns = legacy(self.columns)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row, flushed and synced to disk."""
+        if ("n_kv_head" not in self.columns and row.get("kind") == "attention"
+                and row.get("n_kv_head", row.get("n_head")) != row.get("n_head")):
+            raise ConfigError(f"{self.path}: written before grouped-query attention; build "
+                              "grouped blocks into a new table")
         line = pd.DataFrame([{c: row[c] for c in self.columns}]).to_csv(
             index=False, header=False, float_format="%.6g")
         with held(), open(self.path, "a") as f:  # a Ctrl-C waits for the whole line

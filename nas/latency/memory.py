@@ -38,8 +38,7 @@ MB = 2**20
 
 def cache_bytes(arch: Any, batch_size: int, context: int) -> int:
     """Bytes of the keys and values of a static cache of ``context`` positions."""
-    return (2 * batch_size * context * sum(arch.n_head) * arch.head_dim
-            * ACT_BYTES[arch.precision])
+    return batch_size * context * arch.kv_bytes_per_token(ACT_BYTES[arch.precision])
 
 
 def activation_bytes(arch: Any, batch_size: int, prompt_len: int) -> int:
@@ -47,9 +46,10 @@ def activation_bytes(arch: Any, batch_size: int, prompt_len: int) -> int:
     n, d, s = batch_size * prompt_len, arch.d_model, ACT_BYTES[arch.precision]
     peaks = [2 * n * d + prompt_len * d,  # token and position embeddings, their sum
              n * (2 * d + arch.vocab_size)]  # head: input, LayerNorm, logits
-    for h, f in zip(arch.n_head, arch.d_ff):
-        inner = h * arch.head_dim
-        peaks.append(n * (3 * d + 5 * inner))
+    for h, g, f in zip(arch.n_head, arch.n_kv_head, arch.d_ff):
+        inner, kv_inner = h * arch.head_dim, g * arch.head_dim
+        if h:
+            peaks.append(n * (3 * d + 3 * inner + 2 * kv_inner))
         peaks.append(n * max(2 * d + f, d + 2 * f, 3 * d + f))
     return max(peaks) * s
 
@@ -151,7 +151,9 @@ class MemoryModel:
     def to_meta(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "prompt_len": self.prompt_len,
                 "context": self.context,
+                # [kind, d_model, n_head, d_ff, precision, bytes(, n_kv_head when grouped)]
                 "blocks": [[k.kind, k.d_model, k.n_head, k.d_ff, k.precision, int(b)]
+                           + ([k.n_kv_head] if k.n_kv_head != k.n_head else [])
                            for k, b in sorted(self.blocks.items())],
                 "fit": {p: f.to_dict() for p, f in self.fits.items()}}
 
@@ -159,8 +161,9 @@ class MemoryModel:
     def from_meta(cls, d: Any, where: str) -> "MemoryModel":
         """Read the JSON form; ``where`` names the file in errors."""
         try:
-            blocks = {BlockKey(str(k), int(dm), int(h), int(f), str(p)): int(b)
-                      for k, dm, h, f, p, b in d["blocks"]}
+            blocks = {BlockKey(str(k), int(dm), int(h), int(f), str(p),
+                               int(kv[0]) if kv else 0): int(b)
+                      for k, dm, h, f, p, b, *kv in d["blocks"]}
             fits = {str(p): MemoryFit.from_dict(f, where) for p, f in d["fit"].items()}
             return cls(blocks, fits, int(d["batch_size"]), int(d["prompt_len"]),
                        int(d["context"]), where)

@@ -19,6 +19,10 @@ def markdown(s: dict[str, Any]) -> str:
     if "request" in s:
         lines += ["", *serving_lines(s["request"], "Whole requests: TTFT + (N - 1) x TPOT (ms)",
                                      "ms")]
+    if s.get("baseline_floor"):
+        from nas.latency.floor import floor_line
+        lines += ["", "## The baseline against the memory-bandwidth floor", "",
+                  floor_line(s["baseline_floor"])]
     return _latency(s) + "\n".join(lines)
 
 

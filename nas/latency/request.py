@@ -17,6 +17,7 @@ import torch
 from nas.latency.prefill import standalone
 from nas.latency.decode import step
 from nas.latency.measure import TimerSettings, Timing, cuda_graph, time_callable
+from nas.latency.spec import GRAPH_MODES
 
 
 def make_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int,
@@ -31,7 +32,7 @@ def make_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int
         new_tokens: ``N``, tokens each sequence generates (the first one by the prefill).
         context: the KV cache's length; at least ``P + N - 1``.
         device: ``"cpu"`` or ``"cuda"`` (int8 stays on the CPU).
-        mode: ``"eager"`` or ``"graph"``.
+        mode: ``"eager"``, ``"graph"`` or ``"fused"`` (CUDA graphs of the fused runtime).
         seed: seeds the weights and the prompt.
 
     Returns:
@@ -43,7 +44,7 @@ def make_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int
                          f"{prompt_len + new_tokens - 1}; the cache has {context}")
     if new_tokens < 1 or prompt_len < 1:
         raise ValueError("prompt_len and new_tokens must be >= 1")
-    model, on = standalone(arch, device, seed)
+    model, on = standalone(arch, device, seed, fused=mode == "fused")
     cache = model.make_cache(batch_size, context)
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, arch.vocab_size, (batch_size, prompt_len), generator=g).to(on)
@@ -56,7 +57,7 @@ def make_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int
     def next_token() -> None:
         step(model, cache, idx)
 
-    if mode == "graph":
+    if mode in GRAPH_MODES:
         first, next_token = cuda_graph(first), cuda_graph(next_token)
 
     def request() -> None:

@@ -19,7 +19,8 @@ import pandas as pd
 
 from nas.errors import ConfigError
 from nas.latency import fingerprint
-from nas.latency.files import COLUMNS, calibration_path, check_rows, json_path, read_meta, row_key
+from nas.latency.files import (COLUMNS, calibration_path, check_rows, json_path, legacy,
+                               read_meta, row_key)
 from nas.latency.spec import BlockKey
 
 CALIB_COLUMNS = ("arch_id", "arch", "precision", "n_layer", "pass", "raw_sum_ms", "median_ms",
@@ -72,7 +73,7 @@ def _read_ours(path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, bool
     data = path.read_bytes()
     header = ",".join(columns)
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
-    if data and first != header.encode():
+    if data and first not in (header.encode(), ",".join(legacy(columns)).encode()):
         text = first[:60].decode("utf-8", errors="replace")
         shown = f"first line {text!r}" if text.isprintable() and "\ufffd" not in text else "binary"
         raise ConfigError(f"{path}: not a file a latency build wrote ({shown}; expected the "
@@ -184,7 +185,7 @@ def check_timer(csv: Path, meta_old: dict[str, Any], new: dict[str, Any]) -> Non
     old, now = meta_old.get("timer"), new["timer"]
     if not isinstance(old, dict):
         return  # a table from before timer settings were recorded: nothing to compare
-    keys = TIMER_KEYS + (("graph_calls",) if new["workload"]["mode"] == "graph" else ())
+    keys = TIMER_KEYS + (("graph_calls",) if new["workload"]["mode"] in ("graph", "fused") else ())
     wrong = [f"{k} {old.get(k)!r} (now {now[k]!r})" for k in keys
              if k in old and old[k] != now[k]]
     if wrong:

@@ -8,8 +8,10 @@ one generation step, one new token per sequence against a static KV cache of
 
 An architecture is ``Embedding``, then per layer ``Attention`` and ``FeedForward``, then
 ``Head`` (see ``nas.model``). A block's latency depends on its kind, its shape and the
-precision, so a :class:`BlockKey` is ``(kind, d_model, n_head, d_ff, precision)`` with 0
-where a field does not apply.
+precision, so a :class:`BlockKey` is ``(kind, d_model, n_head, d_ff, precision,
+n_kv_head)`` with 0 where a field does not apply (an attention block's ``n_kv_head`` is its
+key/value heads, as many as ``n_head`` unless grouped; a layer without attention runs no
+attention block).
 
 LayerNorm is timed on its own too (kind ``layernorm``), for inspection only: every
 LayerNorm of the model already sits inside an Attention, FeedForward or Head block.
@@ -27,7 +29,10 @@ from nas.errors import ConfigError
 from nas.space import DEVICES, PRECISIONS, ArchConfig, SearchSpace, sample
 
 KINDS = ("embedding", "attention", "ffn", "head", "layernorm")
-MODES = ("eager", "graph")
+# eager: module by module; graph: the same kernels replayed as CUDA graphs; fused: the
+# fused runtime (nas.fused: q/k/v in one product, compiled blocks) replayed as CUDA graphs.
+MODES = ("eager", "graph", "fused")
+GRAPH_MODES = ("graph", "fused")
 PHASES = ("prefill", "decode")
 
 
@@ -40,10 +45,16 @@ class BlockKey:
     n_head: int = 0
     d_ff: int = 0
     precision: str = "fp32"
+    n_kv_head: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind == "attention" and not self.n_kv_head:  # full multi-head attention
+            object.__setattr__(self, "n_kv_head", self.n_head)
 
     def describe(self) -> str:
-        """Short form, e.g. ``attention d128 h4 fp32``."""
-        extra = {"attention": f" h{self.n_head}", "ffn": f" f{self.d_ff}"}.get(self.kind, "")
+        """Short form, e.g. ``attention d128 h4 fp32`` (``h12 kv4``: grouped)."""
+        heads = f" h{self.n_head}" + (f" kv{self.n_kv_head}" if self.n_kv_head != self.n_head else "")
+        extra = {"attention": heads, "ffn": f" f{self.d_ff}"}.get(self.kind, "")
         return f"{self.kind} d{self.d_model}{extra} {self.precision}"
 
 
@@ -56,7 +67,8 @@ class Workload:
         batch_size: sequences per forward pass.
         seq_len: prefill: tokens per sequence; decode: the KV cache's context.
         precisions: the precisions measured.
-        mode: ``"eager"``, or ``"graph"`` (CUDA graphs; a table of its own).
+        mode: ``"eager"``, ``"graph"`` (CUDA graphs; a table of its own) or ``"fused"``
+            (the fused runtime of ``nas.fused`` as CUDA graphs; a table of its own).
         threads: CPU intra-op threads, fixed while measuring (CPU timings depend on it).
         phase: ``"prefill"`` or ``"decode"``.
         prompt_len: decode only: the prompt of the request whose peak memory a decode
@@ -82,8 +94,9 @@ class Workload:
                 raise ConfigError(f"{key}: {v!r} must be a positive integer")
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is unknown; allowed: {list(MODES)}")
-        if self.mode == "graph" and self.device != "cuda":
-            raise ConfigError("mode: 'graph' (CUDA graphs) needs device cuda; use mode=eager on cpu")
+        if self.mode in GRAPH_MODES and self.device != "cuda":
+            raise ConfigError(f"mode: {self.mode!r} (CUDA graphs) needs device cuda; use "
+                              "mode=eager on cpu")
         if not self.precisions:
             raise ConfigError("precisions: empty list; give at least one")
         for p in self.precisions:
@@ -117,8 +130,9 @@ def arch_blocks(arch: ArchConfig) -> list[BlockKey]:
     """The blocks ``arch`` runs, in order, one entry per occurrence."""
     p, d = arch.precision, arch.d_model
     keys = [BlockKey("embedding", d, precision=p)]
-    for h, f in zip(arch.n_head, arch.d_ff):
-        keys.append(BlockKey("attention", d, n_head=h, precision=p))
+    for h, g, f in zip(arch.n_head, arch.n_kv_head, arch.d_ff):
+        if h:  # a layer without attention runs its FFN alone
+            keys.append(BlockKey("attention", d, n_head=h, precision=p, n_kv_head=g))
         keys.append(BlockKey("ffn", d, d_ff=f, precision=p))
     keys.append(BlockKey("head", d, precision=p))
     return keys
@@ -141,7 +155,8 @@ def space_blocks(space: SearchSpace, precisions: Iterable[str],
                 keys.add(BlockKey(kind, d, precision=p))
             for h in space.n_head:
                 if h * space.head_dim <= d:
-                    keys.add(BlockKey("attention", d, n_head=h, precision=p))
+                    for g in space.kv_choices(h):
+                        keys.add(BlockKey("attention", d, n_head=h, precision=p, n_kv_head=g))
             for f in space.d_ff:
                 keys.add(BlockKey("ffn", d, d_ff=f, precision=p))
     return sorted(k for k in keys if k.kind in kinds)

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip
 from nas.latency.calibrate import Calibration
 from nas.latency.files import json_path, read_meta, read_rows, row_key
 from nas.latency.memory import MemoryModel
@@ -132,7 +132,13 @@ class LatencyTable:
         if "n_rows" in meta and len(rows) != meta["n_rows"]:
             raise ConfigError(f"{p}: has {len(rows)} rows but its fingerprint says {meta['n_rows']} "
                               "(truncated or hand-edited?); rebuild the table")
-        table = cls(p, rows, meta)
+        try:
+            table = cls(p, rows, meta)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:  # a hand-edited JSON
+            raise ConfigError(f"{json_path(p)}: a field has the wrong type or is missing "
+                              f"({e.__class__.__name__}: {clip(str(e), 100)}); rebuild the table") from None
         table._check_workload(device, batch_size, seq_len, mode, gpu_name, space, phase)
         if space is not None:
             table.check_covers(space, precisions, require_calibration)
@@ -221,10 +227,12 @@ class LatencyTable:
         if space.n_layer_min < own.n_layer_min or space.n_layer_max > own.n_layer_max:
             out.append(f"n_layer {space.n_layer_min}..{space.n_layer_max} (table: "
                        f"{own.n_layer_min}..{own.n_layer_max})")
-        for key in ("d_model", "n_head", "d_ff"):
-            extra = sorted(set(getattr(space, key)) - set(getattr(own, key)))
+        for key in ("d_model", "n_head", "d_ff", "n_kv_head"):
+            extra = sorted(set(getattr(space, key) or ()) - set(getattr(own, key) or ()))
             if extra:
-                out.append(f"{key} {extra} (table: {list(getattr(own, key))})")
+                out.append(f"{key} {extra} (table: {list(getattr(own, key) or [])})")
+        if space.drop_attention and not own.drop_attention:
+            out.append("drop_attention (the table's space keeps attention in every layer)")
         return out
 
     # --- prediction --------------------------------------------------------------

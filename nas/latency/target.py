@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from nas.errors import ConfigError
+from nas.yaml_limits import load_yaml
 from nas.latency.naming import table_path
 from nas.latency.spec import MODES
 from nas.paths import CONF_DIR
@@ -114,7 +115,7 @@ def _read(path: Path, name: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        d = yaml.safe_load(path.read_text())
+        d = load_yaml(path.read_text(), str(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     if d is None:

@@ -23,6 +23,7 @@ from nas.errors import ConfigError
 from nas.latency import fingerprint
 from nas.latency.accuracy import metrics
 from nas.latency.files import calibration_path
+from nas.latency.floor import baseline_floor, floor_line
 from nas.latency.measure import TimerSettings, set_cpu_threads, warm_gpu
 from nas.latency.report import markdown, plot
 from nas.latency.spec import Workload, sample_archs
@@ -168,6 +169,7 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
     df.to_csv(out / "report.csv", index=False, float_format="%.6g")
     summary = _summary(df, noise, table, space, precisions, n, seed, timer, command, workload)
     summary.update(extra)
+    summary["baseline_floor"] = baseline_floor(space, workload, timer)
     summary["load_average"] = {"start": load_start, "end": fingerprint.load_average(),
                                "build_start": table.meta.get("load_average_start"),
                                "build_end": table.meta.get("load_average_end")}
@@ -184,6 +186,8 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
         for p, s in summary.get(what, {}).get("precisions", {}).items():
             log(f"validate {p} {what}: within {tol}% {100 * s[f'within_{tol}']:.0f}%, worst "
                 f"{s['max_abs_err_pct']:.1f}% -> goal {'met' if s['goal_met'] else 'MISSED'}")
+    if summary["baseline_floor"]:
+        log(f"validate: {floor_line(summary['baseline_floor'])}")
     log(f"validate: report in {out}")
     return summary
 

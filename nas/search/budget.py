@@ -5,8 +5,9 @@ workers of 30 ran 90. Here a worker asks before each trial (:meth:`TrialBudget.n
 it starts one while the COMPLETE trials and those running stay below ``n_trials``, waits
 while the running ones could still fill it (one may fail, and its place is then taken),
 and stops once it is full. Two workers may still pass that check at the same moment for
-the last place; :meth:`TrialBudget.claim` settles it by the order of the trials' ids
-(unique and increasing in every storage): a finished trial counts only if fewer than
+the last place; :meth:`TrialBudget.claim` settles it by the order of the trials' numbers
+(unique and given in creation order in every storage: an RDB storage numbers a new trial
+while holding its study's row lock): a finished trial counts only if fewer than
 ``n_trials`` trials created before it are done, running or waiting. The loser is marked
 FAIL with the reason (a rare race: one scoring wasted, nothing counted twice).
 """
@@ -20,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.signals import interruptible, raise_pending
+from nas.search.study import SharedStudy
 from nas.search.workers import REASON_ATTR, fail_dead_trials, requeue, worker_id
 
 _AHEAD = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
@@ -38,7 +40,7 @@ class TrialBudget:
         poll_s: how often a waiting worker looks again.
     """
 
-    def __init__(self, study: optuna.Study, n_trials: int, poll_s: float = 0.5):
+    def __init__(self, study: SharedStudy, n_trials: int, poll_s: float = 0.5):
         self.study, self.n_trials, self.poll_s = study, n_trials, poll_s
         self.complete = 0                  # COMPLETE trials when last looked
         self.failed_dead: list[int] = []   # trials of dead workers this worker marked FAIL
@@ -65,11 +67,11 @@ class TrialBudget:
 
     def claim(self, trial: optuna.Trial) -> None:
         """Raise :class:`Surplus` (after recording why) if ``trial`` is beyond the budget."""
-        mine = trial._trial_id
-        ahead = sum(t._trial_id < mine for t in self.study.get_trials(deepcopy=False, states=_AHEAD))
+        mine = trial.number
+        ahead = sum(t.number < mine for t in self.study.get_trials(deepcopy=False, states=_AHEAD))
         if ahead >= self.n_trials:
             reason = f"not run: search.n_trials={self.n_trials} filled by earlier trials"
-            trial.storage.set_trial_user_attr(mine, REASON_ATTR, reason)
+            trial.set_user_attr(REASON_ATTR, reason)
             raise Surplus(reason)
 
     def guard(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
@@ -92,11 +94,10 @@ class TrialBudget:
         return run
 
 
-def _stopped(study: optuna.Study, trial: optuna.Trial, signum: int) -> None:
+def _stopped(study: SharedStudy, trial: optuna.Trial, signum: int) -> None:
     """Say why the trial ends (Optuna marks it FAIL next) and queue its architecture."""
     from nas.signals import NAMES
 
-    trial.storage.set_trial_user_attr(
-        trial._trial_id, REASON_ATTR,
-        f"stopped by {NAMES.get(signum, f'signal {signum}')} (worker {worker_id()})")
-    requeue(study, trial.storage.get_trial(trial._trial_id))
+    reason = f"stopped by {NAMES.get(signum, f'signal {signum}')} (worker {worker_id()})"
+    trial.set_user_attr(REASON_ATTR, reason)
+    requeue(study, study.storage.get_trial(study.trial_id(trial.number)), reason)

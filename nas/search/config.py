@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.outputs import check_name
 from nas.schema import from_mapping
 from nas.search import objectives as objs
 
@@ -61,10 +62,7 @@ class SearchConfig:
             raise ConfigError(f"search.threads: {self.threads} must be >= 1, or null for torch's default")
         if self.n_trials < 1:
             raise ConfigError(f"search.n_trials: {self.n_trials} must be >= 1")
-        name = self.study_name
-        if not name or not all(c.isalnum() or c in "._-" for c in name) or name.startswith("."):
-            raise ConfigError(f"search.study_name: {name!r} is not allowed; it names a folder, "
-                              "so use letters, digits, '.', '_' and '-'")
+        check_name(self.study_name, "search.study_name")  # it names the folder outputs/<name>
         b = self.latency_budget_ms
         if b is not None and not (b > 0 and math.isfinite(b)):
             raise ConfigError(f"search.latency_budget_ms: {b} must be a positive number of "
@@ -115,11 +113,14 @@ class HardwareConfig:
         device: 'cpu' or 'cuda': which precisions of the space may be proposed.
         table: the latency table (CSV with its JSON fingerprint next to it).
         latency_budget_ms: the default budget of a search on this target.
+        local: the target is the machine at hand: a table measured on other hardware is
+            replaced by this machine's (``nas.latency.local``).
     """
 
     device: str = "cpu"
     table: str = "latency_tables/cpu-tiny.csv"
     latency_budget_ms: float | None = None
+    local: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):

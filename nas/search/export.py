@@ -15,6 +15,7 @@ predicted objectives, loss and provenance under ``meta:``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ from typing import Any, Mapping
 import optuna
 import pandas as pd
 
-from nas.errors import ConfigError, OneLineParser, exit_on_user_error
-from nas.outputs import check_folder
+from nas.errors import ConfigError, OneLineParser, disk_full, exit_on_user_error, shown
+from nas.outputs import NAME_MAX, check_folder, folder_name, is_plain, no_link, write_atomic
 from nas.search.objectives import LOSS, REGISTRY, check_budgets, describe_budgets
 from nas.search.results import check_search_study, choose_winner, objectives_of, pareto_frame, trials_frame
 from nas.space import ArchConfig
@@ -32,6 +33,9 @@ from nas.search.study import damaged_storage_is_refused, find_study, open_storag
 
 DEFAULT_STORAGE = "sqlite:///outputs/nas.db"
 PARETO_DIR = "pareto"
+# What an export wrote, so that the next one replaces exactly those files and no other.
+MANIFEST = ".nas-export.json"
+STEM_MAX = 180
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,20 @@ class Exported:
 
 def file_stem(row: pd.Series, names: list[str]) -> str:
     """``L3-d128-fp32_<arch_id>_lat1.234ms_loss2.013``: self-describing, sortable; one
-    ``<tag><value><unit>`` per objective of ``names``, the loss last."""
+    ``<tag><value><unit>`` per objective of ``names``, the loss last. Whatever a storage
+    holds (a hand-edited ``arch_id``), it is one plain file name."""
     arch = f"L{int(row['n_layer'])}-d{int(row['d_model'])}-{row['precision']}"
     objs = [REGISTRY[n] for n in names if n != LOSS] + [REGISTRY[LOSS]]
-    return "_".join([arch, row["arch_id"], *(f"{o.tag}{row[o.name]:{o.fmt}}{o.unit}" for o in objs)])
+    stem = "_".join([arch, str(row["arch_id"]),
+                     *(f"{o.tag}{row[o.name]:{o.fmt}}{o.unit}" for o in objs)])
+    plain = len(stem) <= STEM_MAX and is_plain(stem[:NAME_MAX]) and all(
+        c.isalnum() or c in "._-" for c in stem)
+    return stem if plain else folder_name(stem)
+
+
+def budget_tag(budgets: Mapping[str, float]) -> str:
+    """``lat0.8ms-mem2MiB``: budgets as a file name part, by objective name."""
+    return "-".join(f"{REGISTRY[n].tag}{b:g}{REGISTRY[n].unit}" for n, b in sorted(budgets.items()))
 
 
 def _meta(study: optuna.Study, row: pd.Series, names: list[str],
@@ -72,44 +86,94 @@ def _meta(study: optuna.Study, row: pd.Series, names: list[str],
 
 
 def study_budgets(study: optuna.Study) -> dict[str, float]:
-    """The budgets a study was searched under (older studies: only ``latency_budget_ms``)."""
+    """The budgets a study was searched under (older studies: only ``latency_budget_ms``).
+
+    Raises:
+        ConfigError: recorded budgets that are not positive numbers by objective (an
+            edited storage).
+    """
     attrs = study.user_attrs
     if "budgets" in attrs:
-        return dict(attrs["budgets"])
-    b = attrs.get("latency_budget_ms")
-    return {} if b is None else {"latency_ms": b}
+        raw = attrs["budgets"]
+    else:
+        b = attrs.get("latency_budget_ms")
+        raw = {} if b is None else {"latency_ms": b}
+    ok = isinstance(raw, Mapping) and all(
+        n in REGISTRY and isinstance(b, (int, float)) and not isinstance(b, bool)
+        and math.isfinite(b) and b > 0 for n, b in raw.items())
+    if not ok:
+        raise ConfigError(f"--study: {shown(study.study_name, 80)} records the budgets "
+                          f"{shown(raw, 100)}, not positive numbers by objective (an edited "
+                          "storage?); choose the winner with --budget NAME=VALUE")
+    return {str(n): float(b) for n, b in raw.items()}
+
+
+def _plain_file(name: Any) -> bool:
+    """A file name an export writes: no folder part, not hidden, plain characters."""
+    return (isinstance(name, str) and 0 < len(name) <= 255 and name.endswith(".yaml")
+            and is_plain(name[:NAME_MAX]) and all(c.isalnum() or c in "._-" for c in name))
+
+
+def _read_manifest(out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The Pareto files and the winners (by budgets) the last export into ``out_dir`` wrote;
+    nothing when there is no record or it is not one (a name with a folder part included)."""
+    try:
+        m = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return [], {}
+    if not isinstance(m, dict):
+        return [], {}
+    pareto = m.get("pareto") if isinstance(m.get("pareto"), list) else []
+    winners = m.get("winners") if isinstance(m.get("winners"), dict) else {}
+    return ([n for n in pareto if _plain_file(n)],
+            {str(k): v for k, v in winners.items() if _plain_file(v)})
+
+
+def _remove_ours(folder: Path, name: str) -> None:
+    """Delete a file an earlier export wrote, if it is still a plain file (never a link)."""
+    p = folder / name
+    if p.is_file() and not p.is_symlink():
+        p.unlink()
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    return write_atomic(path, lambda f: df.to_csv(f, index=False))
 
 
 def export_study(study: optuna.Study, out_dir: Path,
                  budgets: Mapping[str, float] | None = None) -> Exported:
     """Write the CSVs and YAML configs of ``study`` into ``out_dir``.
 
+    The files of the previous export there (recorded in :data:`MANIFEST`) are replaced:
+    its Pareto YAMLs, and its winner under the same budgets. A winner under other
+    budgets (a what-if: ``--budget-ms``) is written beside the study's own, as
+    ``winner-<budgets>_...yaml``; no other file is touched, and nothing is written
+    through a symbolic link.
+
     Args:
         study: a study made by ``nas.search`` (its trials carry their architecture).
-        out_dir: where to write; earlier exported YAMLs there are replaced.
+        out_dir: where to write.
         budgets: pick the winner under these budgets, by objective; they replace the
             study's own budgets on the same objectives and keep the others.
 
     Raises:
-        ConfigError: a budget on an objective the study does not minimise.
+        ConfigError: a budget on an objective the study does not minimise; a study whose
+            records are not those of a search.
     """
     check_search_study(study)
     df = trials_frame(study)
     names = objectives_of(df)
-    check_budgets(budgets or {}, names, "--budget", f"the objectives of {study.study_name!r}")
-    budgets = {**study_budgets(study), **(budgets or {})}
+    check_budgets(budgets or {}, names, "--budget", f"the objectives of {shown(study.study_name, 80)}")
+    own = study_budgets(study)
+    budgets = {**own, **(budgets or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
-    front = pareto_frame(df)
-    trials_csv, pareto_csv = out_dir / "trials.csv", out_dir / "pareto.csv"
-    df.to_csv(trials_csv, index=False)
-    front.to_csv(pareto_csv, index=False)
-
-    # Replace the previous export's files (ours only, by pattern): a stale winner
-    # lying next to a new one would be worse than none.
-    pdir = out_dir / PARETO_DIR
+    pdir = no_link(out_dir / PARETO_DIR, "--out")
     pdir.mkdir(exist_ok=True)
-    for old in [*pdir.glob("[0-9][0-9]_*.yaml"), *out_dir.glob("winner_*.yaml")]:
-        old.unlink()
+    old_pareto, winners = _read_manifest(out_dir)
+    front = pareto_frame(df)
+    trials_csv = _write_csv(df, out_dir / "trials.csv")
+    pareto_csv = _write_csv(front, out_dir / "pareto.csv")
+
     archs = {t.number: t.user_attrs.get("arch") for t in study.get_trials(deepcopy=False)}
     yamls = []
     for i, row in front.iterrows():
@@ -118,11 +182,23 @@ def export_study(study: optuna.Study, out_dir: Path,
             path, extra=_meta(study, row, names, budgets))
         yamls.append(path)
     best = choose_winner(front, budgets)
+    tag = budget_tag(budgets)
+    prefix = "winner_" if budgets == own else f"winner-{tag}_"
+    previous = winners.pop(tag, None)
     winner = None
     if best is not None:
-        winner = out_dir / f"winner_{file_stem(best, names)}.yaml"
+        winner = out_dir / f"{prefix}{file_stem(best, names)}.yaml"
         ArchConfig.from_dict(archs[int(best["number"])]).to_yaml(
             winner, extra=_meta(study, best, names, budgets))
+        winners[tag] = winner.name
+    # Recorded before the old files go: a crash in between leaves a stale file, never
+    # a record of a file that is not ours.
+    record = {"format": "nas-export/1", "pareto": [p.name for p in yamls], "winners": winners}
+    write_atomic(out_dir / MANIFEST, lambda f: f.write(json.dumps(record, indent=1).encode()))
+    for name in set(old_pareto) - set(record["pareto"]):
+        _remove_ours(pdir, name)
+    if previous is not None and previous not in winners.values():
+        _remove_ours(out_dir, previous)
     return Exported(trials_csv, pareto_csv, yamls, winner, budgets)
 
 
@@ -132,11 +208,13 @@ def load_named_study(storage_url: str, name: str | None) -> optuna.Study:
     names = study_names(storage)
     if name is None:
         if len(names) != 1:
-            raise ConfigError(f"--study: {storage_url} holds {len(names)} studies; name one of {names}")
+            raise ConfigError(f"--study: {shown(storage_url, 100)} holds {len(names)} studies; "
+                              f"name one of {shown(names)}")
         name = names[0]
     study = find_study(storage, name)
     if study is None:
-        raise ConfigError(f"--study: no study {name!r} in {storage_url}; available: {names}")
+        raise ConfigError(f"--study: no study {shown(name, 80)} in {shown(storage_url, 100)}; "
+                          f"available: {shown(names)}")
     check_search_study(study)
     return study
 
@@ -182,7 +260,8 @@ def main(argv: list[str] | None = None) -> Exported:
         check_folder(args.out, "--out")
     with damaged_storage_is_refused(args.storage, "--storage"):
         study = load_named_study(args.storage, args.study)
-        out = args.out or Path("outputs") / study.study_name
+        # A name read from the storage: one folder inside outputs/, whatever it holds.
+        out = args.out or no_link(Path("outputs") / folder_name(study.study_name), "--out")
         check_folder(out, "--out")
         try:
             budgets = dict(args.budget)
@@ -190,6 +269,8 @@ def main(argv: list[str] | None = None) -> Exported:
                 budgets["latency_ms"] = args.budget_ms
             res = export_study(study, out, budgets)
         except OSError as e:  # a folder that turned out unwritable, a full disk
+            if disk_full(e) is not None:
+                raise
             raise ConfigError(f"--out: cannot write into {out} ({e.strerror or e})") from None
     print(f"pareto front: {len(res.pareto_yamls)} architectures -> {res.pareto_csv}")
     limit = describe_budgets(res.budgets)

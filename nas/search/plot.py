@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from nas.errors import ConfigError, OneLineParser, exit_on_user_error
-from nas.outputs import check_folder
+from nas.errors import ConfigError, OneLineParser, clip, disk_full, exit_on_user_error
+from nas.outputs import check_folder, folder_name, no_link, write_atomic
 from nas.search.objectives import LOSS, REGISTRY
 from nas.search.results import choose_winner, front_2d, objectives_of, pareto_frame, trials_frame
 from nas.search.study import damaged_storage_is_refused
@@ -132,9 +132,7 @@ def plot_pareto(df: pd.DataFrame, path: Path, title: str,
         fig.legend(*fig.axes[-1].get_legend_handles_labels(), loc="upper right",
                    bbox_to_anchor=(0.98, 0.93), fontsize=9, frameon=False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pareto fronts",
@@ -172,9 +170,13 @@ def plot_fronts(frames: Mapping[str, pd.DataFrame], path: Path, title: str = "Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """The figure, written whole (never through a link at ``path``: it is replaced)."""
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    return write_atomic(path, lambda f: fig.savefig(f, format=fmt))
 
 
 def out_file(path: Path, key: str = "--out") -> Path:
@@ -224,18 +226,22 @@ def main(argv: list[str] | None = None) -> Path:
             frames = {s.study_name: trials_frame(s) for s in studies}
             if len(studies) == 1:
                 s = studies[0]
-                out = out or out_file(Path("outputs") / s.study_name / "pareto.png")
-                plot_pareto(frames[s.study_name], out, s.study_name, study_budgets(s),
-                            s.user_attrs.get("hardware"))
+                # A name read from the storage: one folder inside outputs/, whatever it holds.
+                folder = no_link(Path("outputs") / folder_name(s.study_name), "--out")
+                out = out or out_file(no_link(folder / "pareto.png", "--out"))
+                plot_pareto(frames[s.study_name], out, clip(s.study_name, 80), study_budgets(s),
+                            clip(str(s.user_attrs.get("hardware") or ""), 60) or None)
             else:
                 x = next(n for n in objectives_of(frames[studies[0].study_name]) if n != LOSS)
                 lacking = [k for k, df in frames.items() if x not in df]
                 if lacking:
                     raise ConfigError(f"--study: {lacking[0]!r} has no objective {x} (that of "
                                       f"{studies[0].study_name!r}); give studies that share it")
-                out = out or out_file(Path("outputs") / "fronts.png")
+                out = out or out_file(no_link(Path("outputs") / "fronts.png", "--out"))
                 plot_fronts(frames, out, x=x)
         except OSError as e:  # a folder that turned out unwritable, a full disk
+            if disk_full(e) is not None:
+                raise
             raise ConfigError(f"--out: cannot write {out} ({e.strerror or e})") from None
     print(f"plot: {out}")
     return out

@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, shown
 from nas.space import ArchConfig
 from nas.search.objectives import DEFAULT, LOSS, REGISTRY, of_study
 
@@ -28,7 +28,7 @@ def check_search_study(study: optuna.Study, key: str = "--study") -> None:
     Raises:
         ConfigError: other objectives, no finished trial, or trials without architectures.
     """
-    name = study.study_name
+    name = clip(study.study_name, 80)
     if of_study(study) is None:
         directions = [d.name.lower() for d in study.directions]
         have = ", ".join(f"{m} ({d})" for m, d in zip(study.metric_names or ["?"] * len(directions),
@@ -43,6 +43,20 @@ def check_search_study(study: optuna.Study, key: str = "--study") -> None:
     if not all("arch" in t.user_attrs for t in done):
         raise ConfigError(f"{key}: {name!r} has trials without an architecture; only a study of "
                           "nas.search can be read")
+    for t in done:  # a storage edited by hand: one line, not a traceback further on
+        a, arch_id, params = (t.user_attrs.get(k) for k in ("arch", "arch_id", "params"))
+        where = f"{key}: {name!r}, trial {t.number}"
+        if not isinstance(a, Mapping):
+            raise ConfigError(f"{where}: its architecture is {shown(a, 60)}, not a mapping (an "
+                              "edited storage?); only a study of nas.search can be read")
+        try:
+            ArchConfig.from_dict(a)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if not isinstance(arch_id, str) or not (params is None or (
+                isinstance(params, int) and not isinstance(params, bool) and params >= 0)):
+            raise ConfigError(f"{where}: arch_id {shown(arch_id, 40)} or params {shown(params, 40)} "
+                              "is not what a search records (an edited storage?)")
 
 
 def objectives_of(df: pd.DataFrame) -> list[str]:
@@ -65,7 +79,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     seen_on_front: set[str] = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         arch = t.user_attrs.get("arch")
-        arch_id = t.user_attrs.get("arch_id", "")
+        arch = arch if isinstance(arch, Mapping) else None  # a failed trial may lack one
+        arch_id = str(t.user_attrs.get("arch_id", ""))
         values = dict(zip(names, t.values or [math.nan] * len(names)))
         scored = bool(t.user_attrs.get("scored", t.state == TrialState.COMPLETE))
         if not (scored and math.isfinite(values[LOSS])):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 
 # Study attribute -> the config key that sets it. Change any of them and the earlier trials
 # were proposed or measured otherwise.
@@ -77,10 +77,9 @@ def refuse_changed_settings(name: str, where: str, stored: Mapping[str, Any],
         return
     key, old, new = changed
     raise ConfigError(
-        f"{key}: study {name!r} in {where} was made with {_short(old)}, not {_short(new)}; "
+        f"{key}: study {shown(name, 80)} in {shown(where, 100)} was made with {_short(old)}, not {_short(new)}; "
         f"resume it with the same {key} or choose another search.study_name")
 
 
 def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
+    return shown(v, 60)

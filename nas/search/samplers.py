@@ -2,8 +2,8 @@
 
 The sampler is always chosen explicitly: Optuna 5 changed its default, and a search
 must mean the same thing whatever version runs it. Constraints are not passed here:
-the objective sets them on each trial (``trial.set_constraint``), and NSGA-II and TPE
-read them from there.
+the objective records them on each trial (``nas.search.study.set_constraints``), and
+NSGA-II and TPE read them from there.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError
@@ -92,10 +91,14 @@ def build_sampler(cfg: SamplerConfig, seed: int,
         seed: ``search.seed``.
         arch_key: complete genome -> architecture id (for :class:`NoRepeatSampler`).
     """
-    sampler = make_sampler(cfg, seed)
-    if cfg.no_repeat and cfg.name != "random":
-        sampler = NoRepeatSampler(sampler, arch_key, seed)
-    return TrialSeededSampler(sampler, seed)
+
+    def make(trial_seed: int) -> optuna.samplers.BaseSampler:
+        sampler = make_sampler(cfg, trial_seed)
+        if cfg.no_repeat and cfg.name != "random":
+            sampler = NoRepeatSampler(sampler, arch_key, trial_seed)
+        return sampler
+
+    return TrialSeededSampler(make, seed)
 
 
 class _Wrapper(optuna.samplers.BaseSampler):
@@ -173,42 +176,31 @@ class NoRepeatSampler(_Wrapper):
         self._fill.reseed_rng()
 
 
-def _random_states(sampler: optuna.samplers.BaseSampler) -> list[LazyRandomState]:
-    """Every random state ``sampler`` draws from, in a fixed order."""
-    if isinstance(sampler, NoRepeatSampler):
-        return _random_states(sampler.base) + _random_states(sampler._fill)
-    states = [getattr(sampler, "_rng", None)]
-    inner = getattr(sampler, "_random_sampler", None)  # NSGA-II's and TPE's first, random trials
-    if inner is not None:
-        states += _random_states(inner)
-    if not all(isinstance(s, LazyRandomState) for s in states):
-        raise TypeError(f"{type(sampler).__name__}: its random state is not where Optuna 5 keeps it")
-    return states
-
-
 class TrialSeededSampler(_Wrapper):
-    """Draws each trial's proposal from a random state seeded by (seed, trial number).
+    """Draws each trial's proposal from a sampler seeded by (seed, trial number).
 
     A sampler seeded once per process replays the same draws on every run: a resumed
     study re-proposed its first run's architectures (11 of 12 on ``tiny``), and workers
     started together proposed the same first generation. Trial numbers are unique within
-    a study and continue where it stands, so reseeding from them before each trial gives
-    every trial, every resume and every worker its own draws, while a fresh single-worker
-    search stays reproducible from ``search.seed``.
+    a study and continue where it stands, so a sampler made afresh before each trial,
+    seeded from its number, gives every trial, every resume and every worker its own
+    draws, while a fresh single-worker search stays reproducible from ``search.seed``.
+    Optuna's samplers keep nothing between trials but their random state (NSGA-II's
+    generations and TPE's models are read from the study), so a fresh one proposes what
+    the long-lived one would have, with its own draws.
 
     Args:
-        base: the sampler proposing (its random states are reseeded in place).
+        make: ``make(seed) -> sampler``: the sampler proposing, seeded with ``seed``.
         seed: ``search.seed``.
     """
 
-    def __init__(self, base: optuna.samplers.BaseSampler, seed: int):
-        self.base, self.seed = base, seed
-        self._states = _random_states(base)
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int):
+        self.make, self.seed = make, seed
+        self.base = make(seed)
 
     def reseed_for(self, number: int) -> None:
-        seeds = np.random.SeedSequence([self.seed, number]).generate_state(len(self._states))
-        for state, s in zip(self._states, seeds):
-            state.rng.seed(int(s))
+        """Make the sampler of trial ``number``."""
+        self.base = self.make(int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0]))
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Optuna calls this before the trial's first draw (relative or independent).

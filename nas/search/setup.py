@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -19,6 +20,7 @@ from typing import Any, Callable, Mapping
 from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError
+from nas.latency.local import Resolved
 from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
@@ -135,6 +137,19 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
         return train_supernet(space, corpus, train_cfg, folder, progress=progress)
 
 
+def table_here(hardware: HardwareConfig, hardware_name: str, space: SearchSpace) -> Resolved:
+    """The prefill table to search with on this machine (``nas.latency.local``), with the
+    line to show when it is not the one named, or when the one named is another machine's."""
+    from nas.latency.local import local_table
+    from nas.latency.target import Target
+
+    try:
+        default: str | None = Target.load(hardware_name).table
+    except ConfigError:
+        default = None
+    return local_table(hardware.table, local=hardware.local, default=default, space=space)
+
+
 def prepare(cfg: Any, hardware_name: str) -> Prepared:
     """Check the composed config of ``python -m nas.search`` and build what it needs.
 
@@ -166,10 +181,14 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         # The target's default budget is on latency_ms: it has nothing to constrain here.
         search = dataclasses.replace(search, latency_budget_ms=None)
     budgets = search.budget_map()
-    table = LatencyTable.load(hardware.table, space=space, device=hardware.device)
+    here = table_here(hardware, hardware_name, space)
+    table_file = here.path
+    table = LatencyTable.load(table_file, space=space, device=hardware.device)
+    if here.note:  # once it loads: a table that cannot be read says only that
+        print(here.note, file=sys.stderr)
     tables = load_tables(search.objectives, hardware, hardware_name, space, table)
     fastest = fastest_arch(space, table, hardware.device)
-    where = f"space '{space.name}' on {hardware_name} ({hardware.table})"
+    where = f"space '{space.name}' on {hardware_name} ({table_file})"
     for name, budget in budgets.items():
         o = REGISTRY[name]
         best = fastest_arch(space, table, hardware.device, lambda a: o.predict(a, tables))
@@ -179,7 +198,7 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         "space": space.to_dict(),
         "device": hardware.device,
         "hardware": hardware_name,
-        "table": hardware.table,
+        "table": str(table_file),
         "table_fingerprint": fingerprint,
         "table_sha256": tables_sha256(*map(Path, table_files(tables))),
         "latency_budget_ms": budgets.get("latency_ms"),

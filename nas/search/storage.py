@@ -10,8 +10,12 @@ import contextlib
 import json
 import os
 import random
+import shutil
+import stat
+import sys
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,12 +23,35 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.storages import BaseStorage
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, disk_full, shown
+
+
+def _read_only(query: str) -> bool:
+    """Whether an SQLite URL's query asks for a database that is not written."""
+    from urllib.parse import parse_qs
+
+    q = {k.lower(): v[-1].lower() for k, v in parse_qs(query).items() if v}
+    return q.get("mode") == "ro" or q.get("immutable") in ("1", "true")
+
+
+def _not_a_file(path: Path, url: str, key: str) -> None:
+    """Refuse a path that exists but is not a regular file (a device such as /dev/null, a
+    FIFO, a socket, a folder): a storage is written, and reading a FIFO would hang."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise ConfigError(f"{key}: {shown(url, 120)} is {what}; a storage is a file: give a new "
+                          "file name or the storage of a search")
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+    text = str(e)[:2000].strip().splitlines()
+    return f"{e.__class__.__name__}: {clip(text[0], 160)}" if text else e.__class__.__name__
 
 
 def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
@@ -57,7 +84,13 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
         else:
             kwargs: dict[str, Any] = {}
             if url.startswith("sqlite:///"):
-                db = url[len("sqlite:///"):].split("?")[0]
+                db, _, query = url[len("sqlite:///"):].partition("?")
+                if _read_only(query):
+                    if create:  # SQLAlchemy would drop the option and write all the same
+                        raise ConfigError(f"{key}: {shown(url, 120)} asks for read-only access, but "
+                                          "a search writes its trials; drop ?mode=ro (nas-export "
+                                          "and nas-plot only read)")
+                    url = f"sqlite:///{db}"  # a reading command writes nothing anyway
                 if db and db != ":memory:":
                     _check_sqlite_file(Path(db), url, key, create)
                     if create:
@@ -69,7 +102,7 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise anything; the user needs one line
-        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
     return storage
 
 
@@ -128,11 +161,13 @@ def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
     if path.is_dir():
-        raise ConfigError(f"{key}: {url!r} is a directory; a journal storage is a file")
+        raise ConfigError(f"{key}: {shown(url, 120)} is a directory; a journal storage is a file")
+    _not_a_file(path, url, key)
     if path.exists():
-        _check_journal_file(path, url, key)
+        if _check_journal_file(path, url, key) == "torn":
+            _drop_torn_record(path, key)
     elif not create:
-        raise ConfigError(f"{key}: {url!r} does not exist; give the journal file of a search "
+        raise ConfigError(f"{key}: {shown(url, 120)} does not exist; give the journal file of a search "
                           "or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,11 +182,15 @@ def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
     return JournalStorage(backend)
 
 
-def _check_journal_file(path: Path, url: str, key: str) -> None:
+def _check_journal_file(path: Path, url: str, key: str) -> str | None:
     """An existing journal: its records are JSON objects, each ending with a newline.
 
     Optuna skips an unfinished last line, so a user's text file without a final
-    newline would pass its reader, and the search would append records to it.
+    newline would pass its reader, and the search would append records to it: the first
+    record must be one of Optuna's.
+
+    Returns:
+        ``"torn"`` when the last record is cut off (:func:`_drop_torn_record`), else None.
     """
     try:
         with open(path, "rb") as f:
@@ -161,18 +200,60 @@ def _check_journal_file(path: Path, url: str, key: str) -> None:
             f.seek(max(0, size - 1))
             last = f.read(1)
     except OSError as e:
-        raise ConfigError(f"{key}: cannot read {url!r} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot read {shown(url, 120)} ({_one_line(e)})") from None
     if size == 0:
         return
     try:
         first = json.loads(head)
     except ValueError:
         first = None
-    if not (isinstance(first, dict) and "op_code" in first) or last != b"\n":
-        why = "its last record is cut off" if last != b"\n" and isinstance(first, dict) else \
-            "not an Optuna journal"
-        raise ConfigError(f"{key}: {url!r} is {why}; give a new file name, the journal of a "
-                          "search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
+    if not (isinstance(first, dict) and "op_code" in first):
+        raise ConfigError(f"{key}: {shown(url, 120)} is not an Optuna journal; give a new file name, "
+                          "the journal of a search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
+    return "torn" if last != b"\n" else None
+
+
+def _drop_torn_record(path: Path, key: str) -> None:
+    """Cut a journal back to its last whole record, keeping a copy of the whole file.
+
+    A record cut off (a full disk, a killed write) cannot be completed; Optuna skips it
+    when reading, but every record appended after it would be glued to it and lost. A
+    writer that is still appending holds the journal's lock, so the file is looked at
+    again under that lock: only a record no process is writing is dropped.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path), grace_period=STALE_LOCK_S)
+    lock.acquire()
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            tail = b""
+            while b"\n" not in tail and len(tail) < size:
+                back = min(size, len(tail) + (1 << 16))
+                f.seek(size - back)
+                tail = f.read(back)
+            cut = size - len(tail) + tail.rfind(b"\n") + 1
+            if cut == size:
+                return  # its writer finished it while we waited for the lock
+            if cut == 0:
+                raise ConfigError(f"{key}: {clip(str(path), 120)}: its only record is cut "
+                                  "off; give a new file name")
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            backup = Path(f"{path}.torn-{stamp}-{os.getpid()}")
+            f.seek(0)
+            with open(backup, "xb") as b:
+                shutil.copyfileobj(f, b)
+                b.flush()
+                os.fsync(b.fileno())
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    print(f"note: {clip(str(path), 120)}: its last record was cut off (a full disk or a killed "
+          f"write); dropped it ({size - cut} bytes), the whole file is kept as {backup.name}",
+          file=sys.stderr)
 
 
 def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
@@ -180,15 +261,16 @@ def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
     import sqlite3
 
     if db.is_dir():
-        raise ConfigError(f"{key}: {url!r} names a directory, not a database file")
+        raise ConfigError(f"{key}: {shown(url, 120)} names a directory, not a database file")
+    _not_a_file(db, url, key)
     if not db.exists():
         if create:
             return
-        raise ConfigError(f"{key}: {url!r}: {db} does not exist; give the storage of a search")
+        raise ConfigError(f"{key}: {shown(url, 120)}: {db} does not exist; give the storage of a search")
     if db.stat().st_size == 0:
         if create:
             return
-        raise ConfigError(f"{key}: {url!r}: {db} is empty, not an Optuna storage")
+        raise ConfigError(f"{key}: {shown(url, 120)}: {db} is empty, not an Optuna storage")
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -198,12 +280,12 @@ def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
         finally:
             con.close()
     except sqlite3.Error as e:
-        raise ConfigError(f"{key}: cannot open {url!r} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
     if problem != "ok":
         problem = " ".join(problem.replace("*** in database main ***", "").split())
-        raise ConfigError(f"{key}: {url!r} is damaged ({problem}); restore it from a copy")
+        raise ConfigError(f"{key}: {shown(url, 120)} is damaged ({problem}); restore it from a copy")
     if "studies" not in tables:
-        raise ConfigError(f"{key}: {url!r} is an SQLite database without Optuna's tables; "
+        raise ConfigError(f"{key}: {shown(url, 120)} is an SQLite database without Optuna's tables; "
                           "give a new file name or the storage of a search")
 
 
@@ -217,9 +299,16 @@ def damaged_storage_is_refused(url: str, key: str) -> Iterator[None]:
     try:
         yield
     except optuna.exceptions.StorageInternalError as e:
-        cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
-        raise ConfigError(f"{key}: {url!r} cannot be read ({cause[0]}); it may be damaged: "
+        if disk_full(e) is not None:  # not damaged: the command's edge reports a full disk
+            raise
+        cause = [clip(line, 160) for line in str(e.__cause__ or e)[:2000].strip().splitlines()] \
+            or [type(e).__name__]
+        raise ConfigError(f"{key}: {shown(url, 120)} cannot be read ({cause[0]}); it may be damaged: "
                           "restore it from a copy") from None
+
+
+# The engines fast_sqlite has set up (the listeners are added once per engine).
+_FAST_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def fast_sqlite(storage: BaseStorage) -> None:
@@ -244,9 +333,9 @@ def fast_sqlite(storage: BaseStorage) -> None:
     from sqlalchemy import event
 
     if not isinstance(storage, optuna.storages.RDBStorage) or storage.engine.name != "sqlite" \
-            or getattr(storage, "_nas_fast", False):
+            or storage.engine in _FAST_ENGINES:
         return
-    storage._nas_fast = True  # type: ignore[attr-defined]
+    _FAST_ENGINES.add(storage.engine)
 
     def pragmas(dbapi_conn: Any, _record: Any) -> None:
         # Transactions are begun by `begin` below, not implicitly by the driver.

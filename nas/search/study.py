@@ -13,15 +13,40 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, shown
 from nas.search import objectives as objs
 from nas.search.resume import refuse_changed_settings
 from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
-# optuna-dashboard 0.21 reads a trial's constraints only from this system attribute (a
-# list, Optuna's format before 5); Optuna 5's set_constraint writes "constraints:<key>".
-DASHBOARD_CONSTRAINTS_ATTR = "constraints"
+# The system attribute a sampler's ``constraints_func`` writes (a list, one value per
+# constraint): Optuna's samplers and optuna-dashboard 0.21 both read it. Optuna 5's
+# ``set_constraint`` writes "constraints:<key>", which the dashboard does not read.
+CONSTRAINTS_ATTR = "constraints"
+
+
+class SharedStudy(optuna.Study):
+    """An Optuna study that keeps the storage it was opened on, for the workers sharing it.
+
+    The workers write to trials other than their own (a dead worker's, a duplicate in
+    the queue), which Optuna's storage API does by trial id; ``optuna.Study`` keeps its
+    storage and ids to itself, so this study holds the storage it was given.
+
+    Args:
+        study_name: an existing study of ``storage``.
+        storage: the storage opened by ``nas.search.storage.open_storage``.
+        sampler: the sampler proposing its trials.
+    """
+
+    def __init__(self, study_name: str, storage: BaseStorage,
+                 sampler: optuna.samplers.BaseSampler | None = None):
+        super().__init__(study_name=study_name, storage=storage, sampler=sampler)
+        self.storage = storage
+        self.study_id = storage.get_study_id_from_name(study_name)
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` (numbers, like ids, grow in creation order)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
 
 def study_names(storage: BaseStorage) -> list[str]:
@@ -29,13 +54,13 @@ def study_names(storage: BaseStorage) -> list[str]:
 
 
 def find_study(storage: BaseStorage, name: str,
-               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study | None:
+               sampler: optuna.samplers.BaseSampler | None = None) -> SharedStudy | None:
     """The study called ``name``, or None when there is none."""
     try:
         storage.get_study_id_from_name(name)
     except KeyError:
         return None
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    return SharedStudy(name, storage, sampler)
 
 
 def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
@@ -58,7 +83,8 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
         have = ", ".join(f"{m} ({d})" for m, d in zip(study.metric_names or ["?"] * len(directions),
                                                       directions))
         raise ConfigError(
-            f"search.study_name: study {name!r} in {where} has objectives {have}; this search needs "
+            f"search.study_name: study {shown(name, 80)} in {shown(where, 100)} has objectives "
+            f"{clip(have, 120)}; this search needs "
             f"{', '.join(f'{m} (minimize)' for m in objectives)}; choose another search.study_name")
     if list(theirs) != list(objectives):
         raise ConfigError(
@@ -66,14 +92,22 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
             f"{name!r} in {where}; resume it with search.objectives=[{','.join(theirs)}] or choose "
             "another search.study_name")
     stored = study.user_attrs
-    if study.metric_names is None and not stored and not study.get_trials(deepcopy=False):
-        return  # created by a run that stopped before writing its attributes
+    trials = study.get_trials(deepcopy=False)
+    if not stored and not trials:
+        return  # created by a run that stopped before writing its attributes: nothing to take over
+    if not isinstance(stored.get("space"), Mapping):
+        # Its objectives have our names, but a search records its space before its first
+        # trial: this one was made by other code (plain Optuna), and stays as it is.
+        raise ConfigError(
+            f"search.study_name: study {shown(name, 80)} in {shown(where, 100)} was not made by "
+            f"nas.search (it records no search space{f', and has {len(trials)} trials' if trials else ''}); "
+            "choose another search.study_name")
     refuse_changed_settings(name, where, stored, attrs)
 
 
 def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSampler,
                attrs: Mapping[str, Any], where: str,
-               objectives: Sequence[str] = objs.DEFAULT) -> optuna.Study:
+               objectives: Sequence[str] = objs.DEFAULT) -> SharedStudy:
     """Create the study ``name`` or resume it after :func:`check_compatible`.
 
     A new study gets ``objectives`` minimised, as its metric names, and ``attrs`` as
@@ -86,10 +120,11 @@ def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSam
     fast_sqlite(storage)
     if study is None:
         try:
-            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                        directions=["minimize"] * len(objectives))
+            optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                directions=["minimize"] * len(objectives))
+            study = SharedStudy(name, storage, sampler)
         except optuna.exceptions.DuplicatedStudyError:  # another worker made it just now
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            study = SharedStudy(name, storage, sampler)
             check_compatible(study, attrs, where, objectives)
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
@@ -105,18 +140,25 @@ def open_study(storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSam
 
 
 def set_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
-    """``trial.set_constraint(key, value)`` for each, also written in the list form the
-    dashboard reads.
+    """Record the trial's constraints once, as the list a sampler's ``constraints_func``
+    writes (``constraints``): Optuna's samplers and ``trial.constraints`` read it as
+    ``{"0": ..., "1": ...}`` (the order of ``constraints``), and so does optuna-dashboard.
 
-    Optuna reads both forms, so ``trial.constraints`` holds each value twice (under its
-    key and under its place, ``"0"``, ``"1"``...): feasibility is the same, and NSGA-II's
-    summed violation doubles for every trial alike, which keeps its order.
+    Written by the objective rather than by a ``constraints_func``: the random sampler
+    takes none, and the objective has the values at hand before the trial is scored.
     """
-    for key, value in constraints.items():
-        trial.set_constraint(key, value)
-    # No public trial id: Trial keeps it private, and set_system_attr is gone in Optuna 5.
-    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_ATTR,
-                                        list(constraints.values()))
+    number = trial.number
+    storage = trial.storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(trial.study.study_name), number)
+    storage.set_trial_system_attr(trial_id, CONSTRAINTS_ATTR, [float(v) for v in constraints.values()])
+
+
+def named_constraints(study_attrs: Mapping[str, Any], trial: FrozenTrial) -> dict[str, float]:
+    """A trial's constraints by name (``latency_over_budget_ms``...), from the list
+    :func:`set_constraints` wrote, in the order of the study's ``budgets`` attribute."""
+    names = [objs.REGISTRY[n].constraint for n in study_attrs.get("budgets", {})]
+    return dict(zip(names, trial.constraints.values()))
 
 
 def count_complete(study: optuna.Study) -> int:

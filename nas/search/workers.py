@@ -9,8 +9,10 @@ known to be gone when
 
 - it ran on this host and its process no longer exists (kill -9, a crash): seen at once;
 - on a database server (PostgreSQL, MySQL), it stopped sending heartbeats for
-  ``search.grace_period`` seconds: seen from any host. SQLite and the journal file serve
-  the workers of one host and beat none (:func:`open_worker_storage`).
+  ``search.grace_period`` seconds: seen from any host, by Optuna's
+  ``optuna.storages.fail_stale_trials``, whose callback queues it again with the reason
+  (``retry_reason``). SQLite and the journal file serve the workers of one host and beat
+  none (:func:`open_worker_storage`).
 
 The shared trial budget is :mod:`nas.search.budget`.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import warnings
 import fcntl
 import os
 import socket
@@ -26,14 +29,16 @@ from typing import Any, Iterator, Mapping
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.storage import Heartbeat, open_storage
+from nas.search.study import SharedStudy
 
 WORKER_ATTR = "worker"
 REASON_ATTR = "fail_reason"
+# On a trial queued again: why the trial it repeats did not finish.
+RETRY_REASON_ATTR = "retry_reason"
 # A RUNNING trial that has not said which process runs it is stale after this long. A
 # live process claims its trial milliseconds after creating it (nas.search.objective); a
 # trial left unclaimed comes from a process killed in between.
@@ -71,28 +76,19 @@ def _zombie(pid: int) -> bool:
         return False
 
 
-def _heartbeat_stale_ids(study: optuna.Study) -> set[int]:
-    storage = study._storage
-    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
-        return set()
-    return set(storage._get_stale_trial_ids(study._study_id))
-
-
-def _why_dead(t: FrozenTrial, stale: set[int], now: datetime.datetime) -> str | None:
+def _why_dead(t: FrozenTrial, now: datetime.datetime) -> str | None:
     worker = t.user_attrs.get(WORKER_ATTR)
     alive = None if worker is None else _worker_alive(worker)
     if alive is False:
         return f"its worker {worker} ended while running it (killed, crashed or stopped)"
-    if t._trial_id in stale:  # Optuna would fail it next anyway, without a word
-        return f"its worker {worker or '(unknown)'} stopped sending heartbeats"
     if worker is None and (now - (t.datetime_start or now)).total_seconds() > UNCLAIMED_GRACE_S:
         return "its worker ended before claiming it"
     return None
 
 
-def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
-    """Mark a RUNNING trial FAIL with ``reason``; False when another process did first."""
-    storage = study._storage
+def fail_trial(study: SharedStudy, number: int, reason: str) -> bool:
+    """Mark the RUNNING trial ``number`` FAIL with ``reason``; False when another process did first."""
+    storage, trial_id = study.storage, study.trial_id(number)
     try:
         storage.set_trial_user_attr(trial_id, REASON_ATTR, reason)
         return storage.set_trial_state_values(trial_id, TrialState.FAIL)
@@ -100,7 +96,11 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
         return False
 
 
-def fail_dead_trials(study: optuna.Study, running: list[FrozenTrial] | None = None) -> list[int]:
+def _beats(study: SharedStudy) -> bool:
+    return isinstance(study.storage, RDBStorage) and study.storage.get_heartbeat_interval() is not None
+
+
+def fail_dead_trials(study: SharedStudy, running: list[FrozenTrial] | None = None) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker is gone, and queue them again.
 
     Several workers may look at once: a trial is failed, and queued, by one of them.
@@ -116,21 +116,32 @@ def fail_dead_trials(study: optuna.Study, running: list[FrozenTrial] | None = No
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    stale = _heartbeat_stale_ids(study)
     now = datetime.datetime.now()
     failed = []
     for t in running:
-        why = _why_dead(t, stale, now)
-        if why is not None and fail_trial(study, t._trial_id, why):
+        why = _why_dead(t, now)
+        if why is not None and fail_trial(study, t.number, why):
             failed.append(t.number)
-            requeue(study, t)
+            requeue(study, t, why)
+    left = {t.number for t in running} - set(failed)
+    if left and _beats(study):
+        # Optuna fails the trials whose heartbeat stopped and calls the storage's stale
+        # callback (requeue_stale) on each (Optuna's optimize would do it next anyway).
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now_failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        failed += sorted(t.number for t in now_failed if t.number in left)
     return failed
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+def requeue(study: SharedStudy, trial: FrozenTrial, reason: str | None = None) -> None:
     """Queue the architecture of a trial that could not finish, for any worker to run.
 
-    Also the stale-trial callback of an RDB storage's heartbeat (``nas.search.storage``).
+    Args:
+        study: the study.
+        trial: the trial (FAIL, or about to be).
+        reason: why it did not finish, written on the queued copy (``retry_reason``).
     """
     retries = int(trial.user_attrs.get("retries", 0))
     # What it was given (a queued trial: the whole genome) and what it had drawn so far.
@@ -138,12 +149,20 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     if not params or retries >= MAX_RETRIES:
         return
     attrs: dict[str, Any] = {"retry_of": trial.number, "retries": retries + 1}
+    if reason is not None:
+        attrs[RETRY_REASON_ATTR] = reason
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
-    enqueue_once(study, params, attrs, besides=trial._trial_id)  # it may still be RUNNING
+    enqueue_once(study, params, attrs, besides=trial.number)  # it may still be RUNNING
 
 
-def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
+def requeue_stale(study: SharedStudy, trial: FrozenTrial) -> None:
+    """The stale-trial callback of an RDB storage's heartbeat: queue the trial again."""
+    worker = trial.user_attrs.get(WORKER_ATTR) or "(unknown)"
+    requeue(study, trial, f"its worker {worker} stopped sending heartbeats")
+
+
+def enqueue_once(study: SharedStudy, params: Mapping[str, Any],
                  user_attrs: Mapping[str, Any] | None = None, besides: int | None = None) -> bool:
     """Enqueue ``params`` unless a trial with them exists (done, running or waiting).
 
@@ -156,7 +175,7 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
         study: the study.
         params: the parameters to run.
         user_attrs: written on the queued trial.
-        besides: the id of a trial not to count (the one being queued again).
+        besides: the number of a trial not to count (the one being queued again).
 
     Returns:
         Whether this call's copy is the one that stays.
@@ -166,17 +185,17 @@ def enqueue_once(study: optuna.Study, params: Mapping[str, Any],
     me = worker_id()
     study.enqueue_trial(dict(params), user_attrs={**(user_attrs or {}), "enqueued_by": me})
     found = _copies(study, params, besides)
-    mine = [t._trial_id for t in found
+    mine = [t.number for t in found
             if t.user_attrs.get("enqueued_by") == me and t.state == TrialState.WAITING]
-    if not mine or found[0]._trial_id == mine[0]:
+    if not mine or found[0].number == mine[0]:
         return True
     # Claiming a WAITING trial is atomic (Optuna's pop): a copy already popped runs.
-    if study._storage.set_trial_state_values(mine[0], TrialState.RUNNING):
+    if study.storage.set_trial_state_values(study.trial_id(mine[0]), TrialState.RUNNING):
         fail_trial(study, mine[0], f"withdrawn: trial {found[0].number} has these parameters")
     return False
 
 
-def _copies(study: optuna.Study, params: Mapping[str, Any],
+def _copies(study: SharedStudy, params: Mapping[str, Any],
             besides: int | None) -> list[FrozenTrial]:
     """Trials done, running or waiting with exactly ``params`` (given or drawn), oldest first.
 
@@ -186,11 +205,11 @@ def _copies(study: optuna.Study, params: Mapping[str, Any],
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
                                                       TrialState.WAITING)):
-        if t._trial_id == besides:
+        if t.number == besides:
             continue
         if t.system_attrs.get("fixed_params", t.params) == dict(params):
             out.append(t)
-    return sorted(out, key=lambda t: t._trial_id)
+    return sorted(out, key=lambda t: t.number)
 
 
 def open_worker_storage(search: Any) -> BaseStorage:
@@ -207,7 +226,7 @@ def open_worker_storage(search: Any) -> BaseStorage:
         search: a ``SearchConfig`` (storage, heartbeat_interval, grace_period).
     """
     server = "://" in search.storage and not search.storage.startswith("sqlite")
-    beat = Heartbeat(search.heartbeat_interval, search.grace_period, on_stale=requeue)
+    beat = Heartbeat(search.heartbeat_interval, search.grace_period, on_stale=requeue_stale)
     return open_storage(search.storage, heartbeat=beat if server else None)
 
 

@@ -8,13 +8,14 @@ one, so an interrupted or failed save never damages an existing checkpoint.
 """
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 from nas.outputs import write_atomic
 from nas.space import SearchSpace
 
@@ -49,7 +50,43 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise ConfigError(f"checkpoint: {p} lacks {missing}; it was not written by nas.train")
+    check_fields(ckpt, p)
     return ckpt
+
+
+# The containers a checkpoint holds, by key (those present are checked).
+FIELD_TYPES = {"model": dict, "optimizer": dict, "rng": dict, "space": dict, "train": dict,
+               "corpus": dict, "history": list, "val": dict, "rank_rng": list}
+
+
+def check_fields(ckpt: Mapping[str, Any], p: Path) -> None:
+    """Refuse a checkpoint whose fields have another type or sign than ``nas.train``
+    writes (a hand-edited or hostile file), in one line rather than a traceback on resume.
+    """
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"checkpoint: {p}: '{key}' is {shown(ckpt.get(key), 60)}, {why} "
+                           "(hand-edited?); it cannot be resumed or loaded")
+
+    for key, tp in FIELD_TYPES.items():
+        if key in ckpt and not isinstance(ckpt[key], tp):
+            raise bad(key, f"not a {tp.__name__}")
+    step = ckpt["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise bad("step", "not a count of steps (an integer >= 0)")
+    tps = ckpt.get("tokens_per_s", 0.0)
+    if not isinstance(tps, (int, float)) or isinstance(tps, bool) or not math.isfinite(tps) or tps < 0:
+        raise bad("tokens_per_s", "not a throughput (a number >= 0)")
+    if "world_size" in ckpt and not (isinstance(ckpt["world_size"], int) and ckpt["world_size"] >= 1):
+        raise bad("world_size", "not a number of processes")
+    rng = ckpt.get("rng")
+    if rng is not None:
+        arch = rng.get("arch")
+        ok = (isinstance(arch, (list, tuple)) and len(arch) == 3
+              and isinstance(arch[1], (list, tuple))
+              and all(isinstance(rng.get(k), torch.Tensor) for k in ("data", "torch"))
+              and isinstance(rng.get("cuda", []), (list, tuple)))
+        if not ok:
+            raise bad("rng", "not the random states a training saves")
 
 
 def space_of(ckpt: Mapping[str, Any]) -> SearchSpace:

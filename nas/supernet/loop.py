@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from nas.errors import ConfigError
 from nas.supernet.data import Corpus, fixed_batches, get_batch
 from nas.supernet.distributed import GradSync, World, mean_over_ranks
 from nas.model import GPT
@@ -89,6 +90,15 @@ class Run:
             torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"][:torch.cuda.device_count()]])
 
 
+def _stop_if_not_finite(value: float, what: str, step: int, cfg: TrainConfig) -> None:
+    """Stop a run whose weights went non-finite, before they are saved: the checkpoint on
+    disk stays the last finite one (nothing after it could be trained from)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"train: the {what} is {value} at step {step} (train.lr={cfg.lr:g}); "
+                          "training stopped, and the last checkpoint saved before it is kept: "
+                          "lower train.lr (or set train.grad_clip) and run again")
+
+
 def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
          val_archs: Mapping[str, ArchConfig], save: Callable[[], None] | None,
          progress: bool, desc: str, track: str | None = None, world: World = World()) -> None:
@@ -137,6 +147,7 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
             run.tokens_per_s = tokens / run.seconds
             loss = mean_over_ranks(torch.stack(pending).mean(), world).item()
             pending = []
+            _stop_if_not_finite(loss, "training loss", run.step, cfg)
             row: dict[str, Any] = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, cfg),
                                    "tokens_per_s": run.tokens_per_s}
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{run.tokens_per_s:,.0f}")
@@ -149,6 +160,8 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
                         seen[arch.arch_id] = evaluate(model, val_batches, arch)
                     row[f"val_{name}"] = seen[arch.arch_id]
                 model.train()
+                for name in val_archs:
+                    _stop_if_not_finite(row[f"val_{name}"], f"validation loss of {name}", run.step, cfg)
                 # Validation is a result: stdout; the bar is on stderr.
                 line = f"step {run.step}: loss {loss:.4f}, " + ", ".join(
                     f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from nas.errors import ConfigError
+from nas.yaml_limits import load_yaml
 from nas.schema import from_mapping
 
 EVAL_BATCH_SIZE = 32  # the scorer's default, so periodic validation matches its numbers
@@ -105,14 +106,12 @@ class TrainConfig:
         Raises:
             ConfigError: no such recipe (the message lists them), or a bad value.
         """
-        import yaml
-
         from nas.paths import CONF_DIR
         path = CONF_DIR / "train" / f"{name}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise ConfigError(f"recipe: {name!r} unknown; available: {', '.join(known)}")
-        d = yaml.safe_load(path.read_text())
+        d = load_yaml(path.read_text(), str(path))
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 

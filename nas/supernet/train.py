@@ -6,8 +6,9 @@ run bit for bit; ``load_supernet`` reads one back.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
+import io
 import random
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from nas.supernet.data import Corpus
 from nas.supernet.distributed import (World, broadcast_weights, check_batch, gather_rank_rng,
                                       seed_rank, set_rank_rng_state)
 from nas.errors import ConfigError
+from nas.locks import exclusive, lock_path
+from nas.outputs import write_atomic
 from nas.supernet.loop import Run, fit
 from nas.model import Supernet
 from nas.supernet.recipe import TrainConfig, make_optimizer, resolve_device
@@ -44,12 +47,12 @@ def _checkpoint(run: Run, space: SearchSpace, corpus: Corpus, cfg: TrainConfig) 
 
 def _write_log(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     keys = ["step", "loss", "lr", "tokens_per_s", "val_largest", "val_smallest", "val_baseline"]
-    tmp = path.with_name(f".{path.name}.tmp")  # renamed over the log: never half a file
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(history)
+    text = out.getvalue().encode()
+    write_atomic(path, lambda f: f.write(text))  # a unique temporary name: never half a file
 
 
 def _run_identity(ckpt_train: Mapping[str, Any], cfg: TrainConfig) -> bool:
@@ -97,10 +100,20 @@ def train_supernet(space: SearchSpace, corpus: Corpus, cfg: TrainConfig, out_dir
     out_dir = Path(out_dir)
     world = world or World.current()
     check_batch(cfg.batch_size, world.size)
-    final = out_dir / "supernet.pt"
     if corpus.vocab_size > space.vocab_size:
         raise ConfigError(f"train.data: {corpus.path} has a vocabulary of {corpus.vocab_size} but "
                           f"search space '{space.name}' has vocab_size {space.vocab_size}")
+    # Two trainings into one folder would replace each other's checkpoints: one at a time.
+    lock = (exclusive(lock_path(out_dir, folder=True), "out_dir", f"the training folder {out_dir}")
+            if world.main else contextlib.nullcontext())
+    with lock:
+        return _train(space, corpus, cfg, out_dir, resume, progress, picker, world)
+
+
+def _train(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out_dir: Path,
+           resume: Path | None, progress: bool, picker: Picker, world: World) -> Path:
+    """:func:`train_supernet` once ``out_dir`` is this process's."""
+    final = out_dir / "supernet.pt"
     ckpt, src = None, None
     if resume is not None:
         src = Path(resume)
@@ -130,11 +143,15 @@ def train_supernet(space: SearchSpace, corpus: Corpus, cfg: TrainConfig, out_dir
                pick=lambda: picker(space, arch_rng, cfg.n_random),
                arch_rng=arch_rng, data_rng=torch.Generator().manual_seed(cfg.seed))
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        run.opt.load_state_dict(ckpt["optimizer"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            run.opt.load_state_dict(ckpt["optimizer"])
+            run.set_rng_state(ckpt["rng"])  # the data and sub-network streams of every rank
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise ConfigError(f"checkpoint: {src}: its weights, optimizer or random states do not "
+                              f"fit this run ({e.__class__.__name__}); it cannot be resumed") from None
         run.step, run.history = int(ckpt["step"]), list(ckpt.get("history", []))
         run.tokens_per_s = float(ckpt.get("tokens_per_s", 0.0))
-        run.set_rng_state(ckpt["rng"])  # the data and sub-network streams of every rank
     if world.size > 1:
         _seed_other_ranks(world, cfg.seed, run.step, ckpt)
         broadcast_weights(model)
