@@ -106,6 +106,7 @@ def prepare(opts: PrepareOptions) -> tuple[Path, bool]:
     if bad:
         print(f"warning: left out {len(bad)} file(s) that are not UTF-8 text, e.g. {bad[0].file} "
               f"({bad[0].problem}); {manifest.MANIFEST} lists them", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         if tok is None:
