@@ -147,6 +147,13 @@ def test_large_files_are_encoded_in_pieces_as_whole_files_would_be(prepared, tmp
     assert np.fromfile(tmp_path / "x.bin", dtype=np.uint16).tolist() == [i for ids in whole for i in [*ids, 0]]
 
 
+def test_a_corpus_folder_inside_its_source_is_no_document(tmp_path):
+    _write_docs(tmp_path / "src")
+    out, _ = prepare(_opts(tmp_path / "src", tmp_path / "src" / "corpus"))
+    assert len(json.loads((out / "manifest.json").read_text())["files"]) == 40
+    assert prepare(_opts(tmp_path / "src", out)) == (out, False)
+
+
 def test_uint32_shards_and_a_glob(tmp_path):
     _write_docs(tmp_path / "src")
     (tmp_path / "src" / "notes.txt").write_text("not matched by the glob\n")

@@ -103,7 +103,7 @@ def test_nas_data_prepares_a_corpus_from_an_installed_wheel(installed, tmp_path)
         (tmp_path / "texts" / f"{i}.txt").parent.mkdir(exist_ok=True)
         (tmp_path / "texts" / f"{i}.txt").write_text(f"document {i}: " + "some words here " * (i + 5))
     p = _run([installed / "nas-data", "prepare", "texts", "--out", "corpus", "--vocab-size", "280",
-              "--quiet"], cwd=tmp_path)
+              "--split", "0.6", "0.2", "0.2", "--quiet"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert {"manifest.json", "tokenizer.json", "train.bin"} <= set(os.listdir(tmp_path / "corpus"))
 

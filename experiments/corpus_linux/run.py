@@ -176,7 +176,7 @@ def main() -> None:
     shutil.copyfile(work / "corpus" / "tokenizer.json", HERE / "tokenizer.json")
     shutil.copyfile(work / "corpus" / "manifest.json", HERE / "manifest.json")
     # What the GPU machine runs: the committed tokenizer on the unpacked bundle.
-    given = timed_prepare(work, "corpus_given", f"--tokenizer {HERE / 'tokenizer.json'}")
+    given = timed_prepare(work, "corpus_given", f"--tokenizer {(HERE / 'tokenizer.json').relative_to(ROOT)}")
     if given["corpus_sha256"] != trained["corpus_sha256"]:
         sys.exit("error: the corpus prepared with the saved tokenizer differs from the first one")
     m = json.loads((work / "corpus" / "manifest.json").read_text())

@@ -77,6 +77,10 @@ def prepare(opts: PrepareOptions) -> tuple[Path, bool]:
     old = _existing(out)
     check_folder(out.parent, "--out")
     root, files = find_files(opts.source)
+    # A corpus folder inside its own source (or a temporary one beside it) is no document.
+    files = [f for f in files if not _inside(f, out)]
+    if not files:
+        raise ConfigError(f"source: {opts.source} holds no files besides the corpus folder {out}")
     docs = scan(root, files, opts.progress)
     good, bad = [d for d in docs if not d.problem], [d for d in docs if d.problem]
     if bad and not opts.skip_bad:
@@ -102,6 +106,7 @@ def prepare(opts: PrepareOptions) -> tuple[Path, bool]:
     if bad:
         print(f"warning: left out {len(bad)} file(s) that are not UTF-8 text, e.g. {bad[0].file} "
               f"({bad[0].problem}); {manifest.MANIFEST} lists them", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         if tok is None:
@@ -114,6 +119,13 @@ def prepare(opts: PrepareOptions) -> tuple[Path, bool]:
         shutil.rmtree(tmp, ignore_errors=True)  # our own uniquely named folder
         raise
     return out, True
+
+
+def _inside(f: Path, out: Path) -> bool:
+    f, out = f.resolve(), out.resolve()
+    return f.is_relative_to(out) or (f.parent.name.startswith(f".{out.name}.")
+                                     and f.parent.name.endswith(".tmp")
+                                     and f.parent.parent == out.parent)
 
 
 def _existing(out: Path) -> dict[str, Any] | None:

@@ -110,7 +110,7 @@ def train_supernet(space: SearchSpace, corpus: Corpus, cfg: TrainConfig, out_dir
         return _train(space, corpus, cfg, out_dir, resume, progress, picker, world)
 
 
-def _train(space: SearchSpace, corpus: CharCorpus, cfg: TrainConfig, out_dir: Path,
+def _train(space: SearchSpace, corpus: Corpus, cfg: TrainConfig, out_dir: Path,
            resume: Path | None, progress: bool, picker: Picker, world: World) -> Path:
     """:func:`train_supernet` once ``out_dir`` is this process's."""
     final = out_dir / "supernet.pt"
