@@ -124,8 +124,9 @@ def ffn_weights(mod: Any) -> tuple[torch.Tensor, ...]:
 class FusedGPT:
     """A standalone ``nas.model.GPT`` served by the fused block functions.
 
-    Same weights (the q/k/v matrices copied once into one), same logits, the same
-    ``forward``/``prefill``/``decode`` calls and :class:`nas.model.KVCache`.
+    Same weights, same logits, the same ``forward``/``prefill``/``decode`` calls and
+    :class:`nas.model.KVCache`. The q/k/v matrices move into one: the model's own are
+    released (so a server holds its weights once), and the model no longer runs alone.
 
     Args:
         model: the GPT, in its precision and on its device, in eval mode.
@@ -143,6 +144,9 @@ class FusedGPT:
             self._layers = []
             for i, (h, g) in enumerate(zip(arch.n_head, arch.n_kv_head)):
                 attn = attention_weights(model.layers[2 * i]) if h else None
+                if h:
+                    for name in ("q", "k", "v"):  # now inside attn's one q/k/v matrix
+                        setattr(model.layers[2 * i], name, None)
                 self._layers.append((attn, h, g, ffn_weights(model.layers[2 * i + 1])))
         self._embed = _plain(model.embed.wte.weight, model.embed.wpe.weight)
         self._head = _plain(model.head.ln.weight, model.head.ln.bias, model.head.lm_head.weight)

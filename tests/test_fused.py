@@ -23,11 +23,13 @@ def supernet():
     return space, Supernet(space).eval()
 
 
-def _check(model, fused, vocab: int) -> None:
+def _check(model, vocab: int, compile: bool) -> None:
     """forward, then prefill + decode step by step, all equal to the model's forward."""
     idx = torch.randint(vocab, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = model(idx)
+        fused = FusedGPT(model, compile=compile)
+        assert all(getattr(m, "q", None) is None for m in model.layers[::2])  # held once
         torch.testing.assert_close(fused(idx), full, rtol=1e-4, atol=1e-4)
         cache = fused.make_cache(2, 20)
         steps = [fused.prefill(idx[:, :9], cache)]
@@ -42,11 +44,11 @@ def test_fused_functions_equal_the_model(supernet, seed):
     space, sup = supernet
     arch = sample(space, random.Random(seed))
     model = build_model(arch, sup)
-    _check(model, FusedGPT(model, compile=False), space.vocab_size)
+    _check(model, space.vocab_size, compile=False)
 
 
 def test_compiled_fused_runtime_equals_the_model(supernet):
     space, sup = supernet
     arch = space.make(3, 48, [6, 0, 4], [64, 32, 64], n_kv_head=[2, 0, 4])
     model = build_model(arch, sup)
-    _check(model, FusedGPT(model), space.vocab_size)
+    _check(model, space.vocab_size, compile=True)

@@ -126,7 +126,7 @@ _warm: set[tuple[str, str]] = set()
 
 
 def measure_peak(arch: Any, *, batch_size: int, prompt_len: int, context: int, device: str,
-                 seed: int = 0, repeats: int = 2) -> dict[str, int]:
+                 seed: int = 0, repeats: int = 2, fused: bool = False) -> dict[str, int]:
     """Peak bytes of serving one request of ``arch`` (see the module's docstring).
 
     Args:
@@ -134,6 +134,7 @@ def measure_peak(arch: Any, *, batch_size: int, prompt_len: int, context: int, d
         batch_size, prompt_len, context: the workload.
         device: ``"cpu"`` or ``"cuda"`` (int8 is measured on the CPU).
         seed: seeds the weights.
+        fused: served by the fused runtime (``nas.fused``), as a table of that mode is.
 
     Returns:
         ``weights_bytes`` (held by the built model) and ``peak_bytes`` (weights plus
@@ -142,15 +143,16 @@ def measure_peak(arch: Any, *, batch_size: int, prompt_len: int, context: int, d
     """
     if repeats > 1:
         return min((measure_peak(arch, batch_size=batch_size, prompt_len=prompt_len,
-                                 context=context, device=device, seed=seed, repeats=1)
+                                 context=context, device=device, seed=seed, repeats=1,
+                                 fused=fused)
                     for _ in range(repeats)), key=lambda r: r["peak_bytes"])
     on = "cpu" if arch.precision == "int8" else device
     if (on, arch.precision) not in _warm:  # what a process allocates once, kept out
         _warm.add((on, arch.precision))
         measure_peak(arch, batch_size=batch_size, prompt_len=prompt_len, context=context,
-                     device=device, seed=seed, repeats=1)
+                     device=device, seed=seed, repeats=1, fused=fused)
     before = _held(on)
-    model, _ = standalone(arch, device, seed)
+    model, _ = standalone(arch, device, seed, fused)
     weights = _held(on) - before
     with torch.inference_mode():
         if on == "cuda":
@@ -202,7 +204,8 @@ def calibrate_memory(space: Any, workload: Workload, archs: dict[str, list[Any]]
     for p, group in archs.items():
         for a in group:
             progress(f"peak {a.describe()}")
-            got = measure_peak(a, batch_size=B, prompt_len=P, context=C, device=workload.device)
+            got = measure_peak(a, batch_size=B, prompt_len=P, context=C, device=workload.device,
+                               fused=workload.mode == "fused")
             rows.append({"arch_id": a.arch_id, "arch": a.describe(), "precision": p,
                          "n_layer": a.n_layer, "weights_bytes": got["weights_bytes"],
                          "block_weights_bytes": sum(blocks[k] for k in arch_blocks(a)),

@@ -40,7 +40,8 @@ def memory_report(table: LatencyTable, archs: Sequence[Any], out: Path,
     for a in archs:
         tick(f"memory {a.describe()}")
         got = measure_peak(a, batch_size=mem.batch_size, prompt_len=mem.prompt_len,
-                           context=mem.context, device=table.device)
+                           context=mem.context, device=table.device,
+                           fused=table.mode == "fused")
         pred = mem.peak_bytes(a)
         rows.append({"precision": a.precision, "arch_id": a.arch_id, "arch": a.describe(),
                      "predicted_mb": pred / MB, "measured_mb": got["peak_bytes"] / MB,
