@@ -8,7 +8,7 @@ how requests are served there, which names its tables (``naming.py``)::
     prompt_len: 128    # P, tokens of a prompt (the prefill table of the request)
     new_tokens: 128    # N, tokens a request generates
     context: 256       # the static KV cache's length; a decode step attends over all of it
-    mode: graph        # eager | graph (CUDA graphs)
+    mode: graph        # eager | graph (CUDA graphs) | fused (nas/fused.py, CUDA graphs)
 
 The workload sits in a file of its own because the search reads the hardware file with
 a fixed schema; a target without a workload file serves batch 1 in eager mode, with
