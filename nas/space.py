@@ -283,8 +283,12 @@ class SearchSpace:
         return self.make(L, d, [max(self.n_head)] * L, [max(self.d_ff)] * L, precision)
 
     def smallest(self, precision: str = "fp32") -> ArchConfig:
-        L, d = self.n_layer_min, min(self.d_model)
-        return self.make(L, d, [min(self.n_head)] * L, [min(self.d_ff)] * L, precision)
+        """The least of every dimension: fewest layers, narrowest, fewest query and
+        key/value heads. Attention stays: a model with none is no smaller a Transformer
+        but another kind of model, and the sandwich rule trains this one every step."""
+        L, d, h = self.n_layer_min, min(self.d_model), min(self.n_head)
+        kv = [min(self.kv_choices(h))] * L if self.n_kv_head else None
+        return self.make(L, d, [h] * L, [min(self.d_ff)] * L, precision, kv)
 
     def baseline_arch(self, precision: str = "fp32") -> ArchConfig | None:
         """The reference architecture named in the YAML (nanoGPT's, for ``shakespeare``)."""
