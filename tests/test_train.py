@@ -506,3 +506,18 @@ def test_a_compiled_supernet_is_refused(micro_space, micro_corpus, tmp_path):
     with pytest.raises(ConfigError, match="train.compile"):
         train_supernet(micro_space, micro_corpus, dataclasses.replace(CFG, compile=True),
                        tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("recipe", ["gpt2s", "gpt2s_supernet"])
+def test_gpt2s_recipes_compose_with_their_space(recipe):
+    """One pass of ~52 M tokens of the Linux corpus, the same for every sub-network."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"train={recipe}", "search_space=gpt2s"])
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    tcfg = TrainConfig.from_dict(raw["train"])
+    space = SearchSpace.from_dict(raw["search_space"])
+    assert 50e6 <= tcfg.steps * tcfg.batch_size * space.block_size <= 103e6  # the train split
+    assert tcfg.compile == (recipe == "gpt2s") and tcfg.data == ".corpus/linux/corpus"
