@@ -66,6 +66,16 @@ def test_batches_are_shifted_by_one():
     assert len(a) == 2 and all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
 
 
+def test_a_seed_draws_the_windows_at_its_starts():
+    """Which windows a seed draws: a training run's data does not change with the reading."""
+    c = load_corpus(block_size=64)
+    starts = torch.randint(len(c.train) - 64, (4,), generator=torch.Generator().manual_seed(5))
+    for device in (None, "cpu"):
+        x, y = get_batch(c.train, 4, 64, generator=torch.Generator().manual_seed(5), device=device)
+        for row, s in enumerate(starts.tolist()):
+            assert torch.equal(x[row], c.train[s:s + 64]) and torch.equal(y[row], c.train[s + 1:s + 65])
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_corpus(tmp_path / "nope.txt")

@@ -278,6 +278,8 @@ def test_batches_of_a_memory_map_equal_those_of_a_tensor(prepared):
     a = get_batch(mm, 8, 16, generator=torch.Generator().manual_seed(0))
     b = get_batch(t, 8, 16, generator=torch.Generator().manual_seed(0))
     assert all(x.dtype == torch.int64 and torch.equal(x, y) for x, y in zip(a, b))
+    on = get_batch(mm, 8, 16, generator=torch.Generator().manual_seed(0), device="cpu")
+    assert all(x.is_contiguous() and torch.equal(x, y) for x, y in zip(on, a))  # same windows
     assert torch.equal(a[0][:, 1:], a[1][:, :-1])
     for (x1, y1), (x2, y2) in zip(fixed_batches(c.part("val"), 2, 4, 16), fixed_batches(
             torch.from_numpy(np.asarray(c.part("val"), dtype=np.int64)), 2, 4, 16)):

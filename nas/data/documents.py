@@ -86,9 +86,25 @@ def scan(root: Path, files: list[Path], progress: bool = True) -> list[Document]
     return docs
 
 
+class _Silent:
+    """Stands in for a tqdm bar where tqdm is not installed."""
+
+    def __enter__(self) -> "_Silent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+
 def progress_bar(total: int, desc: str, progress: bool) -> Any:
-    """A tqdm bar of bytes on stderr (a silent one without ``progress``)."""
-    from tqdm import tqdm
+    """A tqdm bar of bytes on stderr (a silent one without ``progress``, or without tqdm)."""
+    try:  # optional: a GPU machine that prepares the corpus may have only torch and tokenizers
+        from tqdm import tqdm
+    except ImportError:
+        return _Silent()
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress,
                 file=sys.stderr, dynamic_ncols=True)
 

@@ -167,34 +167,44 @@ def load_corpus(path: str | Path | None = None, block_size: int = 256,
                       split=tuple(float(s) for s in split))
 
 
-def _windows(data: torch.Tensor | np.ndarray, starts: torch.Tensor,
-             block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(data: torch.Tensor | np.ndarray, starts: torch.Tensor, block_size: int,
+             device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs ``(B, T)`` and next-token targets ``(B, T)`` of the windows at ``starts``.
 
-    A memory map (a prepared corpus's shard) is read at those rows only, into int64.
+    Each window is read once, ``T + 1`` ids long, with one index; a memory map (a prepared
+    corpus's shard) is read at those rows only, into int64. With ``device``, the windows
+    are there; to a GPU they go through pinned memory without blocking, so the host
+    draws the next batch while the GPU still runs the step before.
     """
-    offs = torch.arange(block_size)
+    rows = starts[:, None] + torch.arange(block_size + 1)  # (B, T + 1)
     if isinstance(data, torch.Tensor):
-        return data[starts[:, None] + offs], data[starts[:, None] + offs + 1]
-    idx = (starts[:, None] + torch.arange(block_size + 1)).numpy()
-    w = torch.from_numpy(data[idx].astype(np.int64))  # (B, T + 1)
+        w = data[rows]
+    else:
+        w = torch.from_numpy(data[rows.numpy()].astype(np.int64))
+    if device is not None:
+        # From pageable memory the driver stages the copy and may make the host wait for
+        # the GPU's queue; from pinned memory it is only queued (PyTorch's pinned-memory
+        # cache reuses the buffer once the copy has run).
+        pin = torch.device(device).type == "cuda"
+        w = (w.pin_memory() if pin else w).to(device, non_blocking=pin)
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
 
 def get_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: int,
-              generator: torch.Generator | None = None,
-              rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator | None = None, rows: slice | None = None,
+              device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows: inputs ``(B, T)`` and next-token targets ``(B, T)``.
 
     ``data`` is a split's ids: a tensor, or a memory map (``Corpus.part``) that only the
     windows drawn are read of. With ``rows``, only those rows of the ``batch_size`` drawn
     windows: the generator advances as for the whole batch, so data-parallel ranks
     sharing its seed split one global batch between them (``nas.supernet.distributed``).
+    With ``device``, the batch is on it (the same windows: the draw is on the host).
     """
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     if rows is not None:
         ix = ix[rows]
-    return _windows(data, ix, block_size)
+    return _windows(data, ix, block_size, device)
 
 
 def fixed_batches(data: torch.Tensor | np.ndarray, n_batches: int, batch_size: int,

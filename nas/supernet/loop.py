@@ -133,8 +133,7 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
             # part() each step: a prepared corpus's memory map is opened anew (nanoGPT: a
             # memmap kept open for a whole run leaks memory as its pages are touched).
             x, y = get_batch(corpus.part("train"), cfg.batch_size, block, generator=run.data_rng,
-                             rows=rows)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                             rows=rows, device=device)
             for g in run.opt.param_groups:
                 g["lr"] = lr_at(run.step, cfg)
             archs = run.pick()

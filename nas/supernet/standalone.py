@@ -142,10 +142,10 @@ def measure_throughput(model: GPT, pick: Callable[[], list[ArchConfig]], corpus:
         if i == warmup_steps:
             sync(device)
             t0, tokens = time.perf_counter(), 0
-        x, y = get_batch(corpus.part("train"), cfg.batch_size, model.arch.block_size, generator=gen)
+        x, y = get_batch(corpus.part("train"), cfg.batch_size, model.arch.block_size, generator=gen,
+                         device=device)
         archs = pick()
-        train_step(model, opt, x.to(device), y.to(device), archs, cfg.distill_alpha, cfg.grad_clip,
-                   amp)
+        train_step(model, opt, x, y, archs, cfg.distill_alpha, cfg.grad_clip, amp)
         tokens += x.numel() * len(archs)
     sync(device)
     model.eval()
