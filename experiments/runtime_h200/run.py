@@ -15,12 +15,17 @@ Measures, in one process on one GPU (bf16, context 1024, the `gpt2s` space's bas
   the rest) from the profiler over graph replays, and the gaps between kernels;
 - a few grouped-query and attention-free variants of the baseline in the fused mode;
 - training throughput of the baseline with the project's training step (bf16 autocast,
-  batch 16 x 1024 random tokens), eager and with ``torch.compile``.
+  batch 16 x 1024 random tokens), eager and with ``torch.compile``;
+- with ``--corpus-bundle``, the project's training loop on the real Linux corpus: the
+  bundle unpacked and prepared here, then the baseline trained by ``nas.supernet.loop.fit``
+  (``train_loop.py``).
 
 Every result is a row of ``runtime.csv`` in ``--out``; rows already there are skipped, so
-a run cut short resumes. Usage (repository root)::
+a run cut short resumes. ``--smoke`` runs on the CPU with a tiny bundle and model, and
+skips the stages that need CUDA. Usage (repository root)::
 
-    python experiments/runtime_h200/run.py --out experiments/runtime_h200
+    python experiments/runtime_h200/run.py --out experiments/runtime_h200 \
+        --corpus-bundle .corpus/linux/linux-c-6.1.176-1.tar.xz
 """
 from __future__ import annotations
 
@@ -28,12 +33,15 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from nas.environment import environment  # noqa: E402
@@ -42,11 +50,13 @@ from nas.latency.decode import STEPS, make_decode_step  # noqa: E402
 from nas.latency.floor import bandwidth_gbps, step_bytes  # noqa: E402
 from nas.latency.measure import TimerSettings, cuda_graph, time_callable, warm_gpu  # noqa: E402
 from nas.latency.spec import Workload  # noqa: E402
-from nas.space import load_space  # noqa: E402
+from nas.space import ArchConfig, load_space  # noqa: E402
+from train_loop import LoopSettings, committed_sha256, smoke_bundle, train_loop_stage  # noqa: E402
 
 FIELDS = ["what", "arch", "mode", "batch_size", "seq_len", "median_ms", "p10_ms", "p90_ms",
           "floor_ms", "ratio", "extra"]
 TIMER = TimerSettings(repeats=15, warmup=5, window_ms=50.0)
+STAGES = ("decode", "prefill", "train", "autotune", "train-loop")
 
 
 def whole_decode(arch, batch_size: int, context: int):
@@ -96,8 +106,21 @@ def kernel_breakdown(fn, replays: int = 20) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help=f"comma-separated, of {', '.join(STAGES)} (default: all)")
+    ap.add_argument("--skip-train", action="store_true", help="leave out the stage train")
+    ap.add_argument("--corpus-bundle", type=Path,
+                    help="the corpus_linux bundle (.tar.xz) for the stage train-loop")
+    ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()),
+                    help="where the bundle is unpacked and prepared (a new folder, removed after)")
+    ap.add_argument("--loop-steps", type=int, default=60)
+    ap.add_argument("--smoke", action="store_true",
+                    help="on the CPU: a tiny bundle (unless given) and model; CUDA stages skipped")
     args = ap.parse_args()
+    stages = [x for x in args.stages.split(",") if x and not (args.skip_train and x == "train")]
+    if unknown := sorted(set(stages) - set(STAGES)):
+        ap.error(f"--stages: {', '.join(unknown)} unknown; allowed: {', '.join(STAGES)}")
+    device = "cpu" if args.smoke else "cuda"
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "runtime.csv"
     done = set()
@@ -116,7 +139,42 @@ def main() -> None:
         print(" ".join(f"{k}={row[k]}" for k in FIELDS if k in row and k != "extra"),
               row.get("extra", ""), flush=True)
 
-    (args.out / "environment.json").write_text(json.dumps(environment("cuda"), indent=1, default=str))
+    (args.out / "environment.json").write_text(json.dumps(environment(device), indent=1, default=str))
+    on_gpu = [x for x in stages if x != "train-loop"]
+    if on_gpu and device != "cuda":
+        print(f"note: stages {', '.join(on_gpu)} skipped: they need CUDA", flush=True)
+    elif on_gpu:
+        gpu_stages(on_gpu, done, record)
+    if "train-loop" in stages:
+        corpus_stage(args, done, record)
+    out.close()
+
+
+def corpus_stage(args, done, record) -> None:
+    """The training loop on the real corpus (``train_loop.py``); tiny on a CPU with --smoke."""
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        arch = ArchConfig(n_layer=2, d_model=32, n_head=(2, 2), d_ff=(64, 64), head_dim=16,
+                          vocab_size=16384, block_size=32)  # the committed tokenizer's ids
+        settings = LoopSettings(batch_size=4, steps=6, log_every=2, device="cpu", modes=(False,))
+        print("note: train-loop with compile skipped in --smoke (tests/test_train.py checks "
+              "compiled training; a CPU compile outlasts a smoke run)", flush=True)
+        # The real bundle is checked against the committed corpus; a made-up one is not.
+        expected = committed_sha256() if args.corpus_bundle else None
+        with tempfile.TemporaryDirectory(prefix="runtime_h200_smoke.", dir=args.scratch) as tmp:
+            bundle = args.corpus_bundle or smoke_bundle(Path(tmp))
+            train_loop_stage(bundle, args.scratch, arch, settings, expected, done, record)
+        return
+    if args.corpus_bundle is None:
+        print("note: stage train-loop skipped: no --corpus-bundle", flush=True)
+        return
+    arch = load_space("gpt2s").baseline_arch("bf16")
+    train_loop_stage(args.corpus_bundle, args.scratch, arch, LoopSettings(steps=args.loop_steps),
+                     committed_sha256(), done, record)
+
+
+def gpu_stages(stages, done, record) -> None:
+    """The stages on CUDA: bandwidth, decode, prefill, train (random tokens), autotune."""
     warm_gpu()
     bw = bandwidth_gbps()
     record(what="bandwidth", arch="copy 4 GiB", mode="", batch_size=0, seq_len=0,
@@ -131,7 +189,7 @@ def main() -> None:
         "L6": space.make(6, 768, [12] * 6, [3072] * 6, "bf16"),
     }
     t0 = time.time()
-    for name, arch in variants.items():
+    for name, arch in variants.items() if "decode" in stages else ():
         modes = ("graph", "fused", "whole") if name == "baseline" else ("fused",)
         for B in (1, 32):
             floor = step_bytes(arch, B, 1024) / (bw * 1e9) * 1e3
@@ -155,7 +213,7 @@ def main() -> None:
                        p90_ms=round(t.p90_ms, 5), floor_ms=round(floor, 5),
                        ratio=round(t.median_ms / floor, 3), extra=extra)
         print(f"[{time.time() - t0:.0f} s]", flush=True)
-    for mode in ("graph", "fused"):
+    for mode in ("graph", "fused") if "prefill" in stages else ():
         if ("prefill", "baseline", mode, "1") in done:
             continue
         wl = Workload("cuda", 1, 512, ("bf16",), mode=mode, phase="prefill")
@@ -163,10 +221,10 @@ def main() -> None:
         record(what="prefill", arch="baseline", mode=mode, batch_size=1, seq_len=512,
                median_ms=round(t.median_ms, 5), p10_ms=round(t.p10_ms, 5),
                p90_ms=round(t.p90_ms, 5))
-    if not args.skip_train:
+    if "train" in stages:
         train_throughput(base, done, record)
-    autotuned(base, bw, done, record)
-    out.close()
+    if "autotune" in stages:
+        autotuned(base, bw, done, record)
 
 
 def autotuned(arch, bw: float, done, record) -> None:
