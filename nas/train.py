@@ -31,7 +31,7 @@ from nas.supernet import distributed
 from nas.supernet.data import load_corpus
 from nas.errors import ConfigError, exit_on_user_error
 from nas.locks import exclusive, lock_path
-from nas.outputs import check_folder
+from nas.outputs import check_folder, write_atomic
 from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
 from nas.supernet.score import TEST_BATCHES, AccuracyScorer
 from nas.signals import held
@@ -116,7 +116,8 @@ def _main(cfg: Any) -> Path:
     if not world.main:
         return path
     with held():
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        text = OmegaConf.to_yaml(cfg, resolve=True).encode()
+        write_atomic(out_dir / "config.yaml", lambda f: f.write(text))
     supernet = load_supernet(path, space, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, n_batches=tcfg.eval_batches, batch_size=EVAL_BATCH_SIZE)
     log.info(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "
