@@ -224,6 +224,17 @@ def test_sizes_past_the_bounds_are_refused_naming_the_figure():
             SearchSpace.from_dict({**MICRO, "name": name})
 
 
+def test_a_supernet_larger_than_the_device_is_refused_before_allocation(tmp_path, corpus,
+                                                                         monkeypatch):
+    import nas.limits
+
+    monkeypatch.setattr(nas.limits, "device_memory", lambda device: 1 << 10)  # a 1 KiB device
+    with pytest.raises(ConfigError, match=r"search space 'micro': training its .* parameters "
+                                          r"needs at least .* GiB .* more than the 0.0 GiB of cpu"):
+        _train(tmp_path / "out", corpus)
+    assert not (tmp_path / "out" / "supernet.pt").exists()
+
+
 def test_shown_values_and_messages_are_bounded(capsys):
     big = "x" * 10 ** 6
     shared = [big]
