@@ -133,7 +133,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             os.replace(tmp, path)
         except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError) and e.filename is None:
+            if isinstance(e, OSError) and e.errno is not None and e.filename is None:
                 e.filename = str(path)  # a full disk is reported with the file it hit
             raise
     return path
