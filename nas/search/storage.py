@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.storages import BaseStorage
 
-from nas.errors import ConfigError, disk_full, shown
+from nas.errors import ConfigError, clip, disk_full, shown
 from nas.search.storage_files import (STALE_LOCK_S, check_journal_file, check_sqlite_file,
                                       drop_torn_record, not_a_file, one_line, read_only)
 
