@@ -76,7 +76,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, reporting a bad option as one line (its default is the usage, then the error)."""
 
     def error(self, message: str):  # type: ignore[override]
-        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
+        print(f"error: {clip(message, SHOWN_MAX + 100)}; see {self.prog} --help", file=sys.stderr)
         sys.exit(2)
 
 

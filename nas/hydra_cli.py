@@ -161,7 +161,8 @@ def precheck(argv: list[str]) -> Path | None:
         for job in _sweep_jobs(overrides):
             _check_job(job, sweep=True)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from nas.errors import MESSAGE_MAX, clip
+        print(f"error: {clip(str(e), MESSAGE_MAX)}", file=sys.stderr)
         sys.exit(2)
     return None
 

@@ -8,6 +8,7 @@ searches on one host, and are checked where an :class:`~nas.space.ArchConfig` or
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from nas.errors import ConfigError, shown
@@ -74,3 +75,38 @@ def check_space(space: Any) -> None:
         raise ConfigError(f"{where}its supernet (largest architecture) has {n:.3g} parameters "
                           f"({_gib(n)}), beyond the {PARAMS_MAX:.0e} this tool builds; choose "
                           "smaller d_model, d_ff or n_layer choices")
+
+
+# Training holds fp32 weights, their gradients and AdamW's two moments: 16 bytes a parameter.
+TRAIN_BYTES_PER_PARAM = 16
+
+
+def device_memory(device: str) -> int | None:
+    """Bytes of memory of ``device`` ('cpu', 'cuda', 'cuda:1'), None when unknown."""
+    try:
+        if str(device).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                return None
+            index = int(str(device).partition(":")[2] or torch.cuda.current_device())
+            return int(torch.cuda.get_device_properties(index).total_memory)
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, RuntimeError, AssertionError):
+        return None
+
+
+def check_trainable(params: int, device: str, what: str) -> None:
+    """Refuse to train ``params`` parameters on ``device`` when their weights, gradients
+    and optimizer state alone exceed its memory (before anything is allocated).
+
+    Raises:
+        ConfigError: naming ``what``, the parameters, the memory needed and the device's.
+    """
+    have = device_memory(device)
+    need = params * TRAIN_BYTES_PER_PARAM
+    if have is not None and need > have:
+        raise ConfigError(f"{what}: training its {params:.3g} parameters needs at least "
+                          f"{need / 2 ** 30:,.1f} GiB (fp32 weights, gradients and AdamW state), "
+                          f"more than the {have / 2 ** 30:,.1f} GiB of {device}; choose a smaller "
+                          "space or architecture")

@@ -30,8 +30,9 @@ from typing import Any, Mapping
 from nas.supernet import distributed
 from nas.supernet.data import load_corpus
 from nas.errors import ConfigError, exit_on_user_error
+from nas.limits import check_trainable
 from nas.locks import exclusive, lock_path
-from nas.outputs import check_folder
+from nas.outputs import check_folder, write_atomic
 from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
 from nas.supernet.score import TEST_BATCHES, AccuracyScorer
 from nas.signals import held
@@ -91,6 +92,7 @@ def _main(cfg: Any) -> Path:
         log.info(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}"
               f"{' from the supernet' if supernet is not None else ''}: "
               f"{tcfg.steps} steps, batch {tcfg.batch_size}")
+        check_trainable(arch.n_params, resolve_device(tcfg.device), f"arch: {raw['arch']}")
         with exclusive(lock_path(path), "out_dir", f"the weights {path}"):  # one run per file
             res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
                                    batch_size=EVAL_BATCH_SIZE, save_to=path, init=supernet)
@@ -116,7 +118,8 @@ def _main(cfg: Any) -> Path:
     if not world.main:
         return path
     with held():
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        text = OmegaConf.to_yaml(cfg, resolve=True).encode()
+        write_atomic(out_dir / "config.yaml", lambda f: f.write(text))
     supernet = load_supernet(path, space, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, n_batches=tcfg.eval_batches, batch_size=EVAL_BATCH_SIZE)
     log.info(f"validation loss ({tcfg.eval_batches} x {EVAL_BATCH_SIZE} windows of "

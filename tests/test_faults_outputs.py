@@ -150,4 +150,4 @@ def test_hand_edited_trial_records_are_one_line(world, capsys):
         _refused(capsys, export_main, ["--storage", url, "--out", "o"], "--study", "trial", needle)
         _sql(db, f"UPDATE trial_user_attributes SET value_json = ? WHERE {where}", kept, key)
     _sql(db, "UPDATE study_user_attributes SET value_json = ? WHERE key = 'budgets'", '{"latency_ms": -1}')
-    _refused(capsys, export_main, ["--storage", url, "--out", "o"], "budgets", "--budget")
+    _refused(capsys, export_main, ["--storage", url, "--out", "o"], "budgets", "edited storage")

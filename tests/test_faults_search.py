@@ -259,7 +259,8 @@ def test_plot_without_extension_prints_the_file_it_wrote(world, tmp_path):
 
 
 def test_a_stale_journal_lock_does_not_stall(tmp_path):
-    from nas.search.storage import STALE_LOCK_S, open_storage
+    from nas.search.storage import open_storage
+    from nas.search.storage_files import STALE_LOCK_S
 
     journal = tmp_path / "j.log"
     lock = tmp_path / "j.log.lock"

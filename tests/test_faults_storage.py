@@ -12,7 +12,6 @@ import errno
 import os
 import sqlite3
 import warnings
-from pathlib import Path
 
 import optuna
 import pytest

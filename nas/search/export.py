@@ -25,8 +25,8 @@ import optuna
 import pandas as pd
 
 from nas.errors import ConfigError, OneLineParser, disk_full, exit_on_user_error, shown
-from nas.outputs import NAME_MAX, check_folder, folder_name, is_plain, no_link, write_atomic
-from nas.search.objectives import LOSS, REGISTRY, check_budgets, describe_budgets
+from nas.outputs import check_folder, folder_name, no_link, write_atomic
+from nas.search.objectives import LOSS, REGISTRY, check_budgets, describe_budgets, of_study
 from nas.search.results import check_search_study, choose_winner, objectives_of, pareto_frame, trials_frame
 from nas.space import ArchConfig
 from nas.search.study import damaged_storage_is_refused, find_study, open_storage, study_names
@@ -57,9 +57,13 @@ def file_stem(row: pd.Series, names: list[str]) -> str:
     objs = [REGISTRY[n] for n in names if n != LOSS] + [REGISTRY[LOSS]]
     stem = "_".join([arch, str(row["arch_id"]),
                      *(f"{o.tag}{row[o.name]:{o.fmt}}{o.unit}" for o in objs)])
-    plain = len(stem) <= STEM_MAX and is_plain(stem[:NAME_MAX]) and all(
-        c.isalnum() or c in "._-" for c in stem)
-    return stem if plain else folder_name(stem)
+    return stem if _is_file_name(stem, STEM_MAX) else folder_name(stem)
+
+
+def _is_file_name(name: Any, limit: int = 255) -> bool:
+    """One plain file name: no folder part, not hidden, letters, digits, '.', '_', '-'."""
+    return (isinstance(name, str) and 0 < len(name) <= limit and not name.startswith(".")
+            and all(c.isalnum() or c in "._-" for c in name))
 
 
 def budget_tag(budgets: Mapping[str, float]) -> str:
@@ -98,20 +102,15 @@ def study_budgets(study: optuna.Study) -> dict[str, float]:
     else:
         b = attrs.get("latency_budget_ms")
         raw = {} if b is None else {"latency_ms": b}
+    names = of_study(study) or ()
     ok = isinstance(raw, Mapping) and all(
-        n in REGISTRY and isinstance(b, (int, float)) and not isinstance(b, bool)
+        n in names and n != LOSS and isinstance(b, (int, float)) and not isinstance(b, bool)
         and math.isfinite(b) and b > 0 for n, b in raw.items())
     if not ok:
         raise ConfigError(f"--study: {shown(study.study_name, 80)} records the budgets "
-                          f"{shown(raw, 100)}, not positive numbers by objective (an edited "
-                          "storage?); choose the winner with --budget NAME=VALUE")
+                          f"{shown(raw, 100)}, not positive numbers on its objectives (an "
+                          "edited storage?); restore the storage from a copy")
     return {str(n): float(b) for n, b in raw.items()}
-
-
-def _plain_file(name: Any) -> bool:
-    """A file name an export writes: no folder part, not hidden, plain characters."""
-    return (isinstance(name, str) and 0 < len(name) <= 255 and name.endswith(".yaml")
-            and is_plain(name[:NAME_MAX]) and all(c.isalnum() or c in "._-" for c in name))
 
 
 def _read_manifest(out_dir: Path) -> tuple[list[str], dict[str, str]]:
@@ -125,8 +124,8 @@ def _read_manifest(out_dir: Path) -> tuple[list[str], dict[str, str]]:
         return [], {}
     pareto = m.get("pareto") if isinstance(m.get("pareto"), list) else []
     winners = m.get("winners") if isinstance(m.get("winners"), dict) else {}
-    return ([n for n in pareto if _plain_file(n)],
-            {str(k): v for k, v in winners.items() if _plain_file(v)})
+    ours = lambda n: _is_file_name(n) and n.endswith(".yaml")  # noqa: E731
+    return [n for n in pareto if ours(n)], {str(k): v for k, v in winners.items() if ours(v)}
 
 
 def _remove_ours(folder: Path, name: str) -> None:

@@ -41,6 +41,7 @@ from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import count_complete, damaged_storage_is_refused, open_study
 from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
+from nas.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,8 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
                             trial_attrs=p.trial_attrs, storage=p.storage)
         try:
             with folder_lock(out_dir):  # the study's other workers export here too
-                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                text = OmegaConf.to_yaml(cfg, resolve=True).encode()
+                write_atomic(out_dir / "config.yaml", lambda f: f.write(text))
                 exp = export_study(result.study, out_dir, budgets)
                 plot = plot_pareto(trials_frame(result.study), out_dir / "pareto.png",
                                    p.search.study_name, budgets, hardware_name)

@@ -7,12 +7,7 @@ and a command that only reads never creates a storage.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
-import shutil
-import stat
-import sys
 import time
 import warnings
 import weakref
@@ -24,34 +19,8 @@ import optuna
 from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError, clip, disk_full, shown
-
-
-def _read_only(query: str) -> bool:
-    """Whether an SQLite URL's query asks for a database that is not written."""
-    from urllib.parse import parse_qs
-
-    q = {k.lower(): v[-1].lower() for k, v in parse_qs(query).items() if v}
-    return q.get("mode") == "ro" or q.get("immutable") in ("1", "true")
-
-
-def _not_a_file(path: Path, url: str, key: str) -> None:
-    """Refuse a path that exists but is not a regular file (a device such as /dev/null, a
-    FIFO, a socket, a folder): a storage is written, and reading a FIFO would hang."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
-    if not stat.S_ISREG(st.st_mode):
-        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
-        raise ConfigError(f"{key}: {shown(url, 120)} is {what}; a storage is a file: give a new "
-                          "file name or the storage of a search")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e)[:2000].strip().splitlines()
-    return f"{e.__class__.__name__}: {clip(text[0], 160)}" if text else e.__class__.__name__
+from nas.search.storage_files import (STALE_LOCK_S, check_journal_file, check_sqlite_file,
+                                      drop_torn_record, not_a_file, one_line, read_only)
 
 
 def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
@@ -85,14 +54,14 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
             kwargs: dict[str, Any] = {}
             if url.startswith("sqlite:///"):
                 db, _, query = url[len("sqlite:///"):].partition("?")
-                if _read_only(query):
+                if read_only(query):
                     if create:  # SQLAlchemy would drop the option and write all the same
                         raise ConfigError(f"{key}: {shown(url, 120)} asks for read-only access, but "
                                           "a search writes its trials; drop ?mode=ro (nas-export "
                                           "and nas-plot only read)")
                     url = f"sqlite:///{db}"  # a reading command writes nothing anyway
                 if db and db != ":memory:":
-                    _check_sqlite_file(Path(db), url, key, create)
+                    check_sqlite_file(Path(db), url, key, create)
                     if create:
                         Path(db).parent.mkdir(parents=True, exist_ok=True)
                 # The dashboard may read while the search writes: wait for the lock, not fail.
@@ -102,7 +71,7 @@ def open_storage(url: str, key: str = "search.storage", create: bool = True, *,
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise anything; the user needs one line
-        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
+        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({one_line(e)})") from None
     return storage
 
 
@@ -152,20 +121,15 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], create: bool,
     raise AssertionError("unreachable")
 
 
-# A journal lock is held for one append (milliseconds): one this old was left by a killed
-# process. Optuna would wait its whole grace period (30 s) before breaking it.
-STALE_LOCK_S = 10
-
-
 def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
     if path.is_dir():
         raise ConfigError(f"{key}: {shown(url, 120)} is a directory; a journal storage is a file")
-    _not_a_file(path, url, key)
+    not_a_file(path, url, key)
     if path.exists():
-        if _check_journal_file(path, url, key) == "torn":
-            _drop_torn_record(path, key)
+        if check_journal_file(path, url, key) == "torn":
+            drop_torn_record(path, key)
     elif not create:
         raise ConfigError(f"{key}: {shown(url, 120)} does not exist; give the journal file of a search "
                           "or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
@@ -180,113 +144,6 @@ def _open_journal(path: Path, url: str, key: str, create: bool) -> BaseStorage:
     backend = JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(
         str(path), grace_period=STALE_LOCK_S))
     return JournalStorage(backend)
-
-
-def _check_journal_file(path: Path, url: str, key: str) -> str | None:
-    """An existing journal: its records are JSON objects, each ending with a newline.
-
-    Optuna skips an unfinished last line, so a user's text file without a final
-    newline would pass its reader, and the search would append records to it: the first
-    record must be one of Optuna's.
-
-    Returns:
-        ``"torn"`` when the last record is cut off (:func:`_drop_torn_record`), else None.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.readline(1 << 20)
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 1))
-            last = f.read(1)
-    except OSError as e:
-        raise ConfigError(f"{key}: cannot read {shown(url, 120)} ({_one_line(e)})") from None
-    if size == 0:
-        return
-    try:
-        first = json.loads(head)
-    except ValueError:
-        first = None
-    if not (isinstance(first, dict) and "op_code" in first):
-        raise ConfigError(f"{key}: {shown(url, 120)} is not an Optuna journal; give a new file name, "
-                          "the journal of a search, or an SQLAlchemy URL (sqlite:///outputs/nas.db)")
-    return "torn" if last != b"\n" else None
-
-
-def _drop_torn_record(path: Path, key: str) -> None:
-    """Cut a journal back to its last whole record, keeping a copy of the whole file.
-
-    A record cut off (a full disk, a killed write) cannot be completed; Optuna skips it
-    when reading, but every record appended after it would be glued to it and lost. A
-    writer that is still appending holds the journal's lock, so the file is looked at
-    again under that lock: only a record no process is writing is dropped.
-    """
-    from optuna.storages.journal import JournalFileSymlinkLock
-
-    lock = JournalFileSymlinkLock(str(path), grace_period=STALE_LOCK_S)
-    lock.acquire()
-    try:
-        with open(path, "r+b") as f:
-            size = f.seek(0, os.SEEK_END)
-            tail = b""
-            while b"\n" not in tail and len(tail) < size:
-                back = min(size, len(tail) + (1 << 16))
-                f.seek(size - back)
-                tail = f.read(back)
-            cut = size - len(tail) + tail.rfind(b"\n") + 1
-            if cut == size:
-                return  # its writer finished it while we waited for the lock
-            if cut == 0:
-                raise ConfigError(f"{key}: {clip(str(path), 120)}: its only record is cut "
-                                  "off; give a new file name")
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            backup = Path(f"{path}.torn-{stamp}-{os.getpid()}")
-            f.seek(0)
-            with open(backup, "xb") as b:
-                shutil.copyfileobj(f, b)
-                b.flush()
-                os.fsync(b.fileno())
-            f.truncate(cut)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        lock.release()
-    print(f"note: {clip(str(path), 120)}: its last record was cut off (a full disk or a killed "
-          f"write); dropped it ({size - cut} bytes), the whole file is kept as {backup.name}",
-          file=sys.stderr)
-
-
-def _check_sqlite_file(db: Path, url: str, key: str, create: bool) -> None:
-    """An existing SQLite file must be an Optuna storage: read it without writing."""
-    import sqlite3
-
-    if db.is_dir():
-        raise ConfigError(f"{key}: {shown(url, 120)} names a directory, not a database file")
-    _not_a_file(db, url, key)
-    if not db.exists():
-        if create:
-            return
-        raise ConfigError(f"{key}: {shown(url, 120)}: {db} does not exist; give the storage of a search")
-    if db.stat().st_size == 0:
-        if create:
-            return
-        raise ConfigError(f"{key}: {shown(url, 120)}: {db} is empty, not an Optuna storage")
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            # A search writes (the WAL switch, its trials): a damaged page must be found first.
-            problem = con.execute("PRAGMA quick_check(1)").fetchone()[0] if create else "ok"
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise ConfigError(f"{key}: cannot open {shown(url, 120)} ({_one_line(e)})") from None
-    if problem != "ok":
-        problem = " ".join(problem.replace("*** in database main ***", "").split())
-        raise ConfigError(f"{key}: {shown(url, 120)} is damaged ({problem}); restore it from a copy")
-    if "studies" not in tables:
-        raise ConfigError(f"{key}: {shown(url, 120)} is an SQLite database without Optuna's tables; "
-                          "give a new file name or the storage of a search")
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError, clip, shown
 from nas.search import objectives as objs
-from nas.search.resume import refuse_changed_settings
+from nas.search.resume import SETTINGS, refuse_changed_settings
 from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
 # The system attribute a sampler's ``constraints_func`` writes (a list, one value per
 # constraint): Optuna's samplers and optuna-dashboard 0.21 both read it. Optuna 5's
@@ -74,7 +74,9 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
         objectives: this search's objectives.
 
     Raises:
-        ConfigError: other objectives, or another setting of ``nas.search.resume.SETTINGS``.
+        ConfigError: other objectives; trials or attributes but none of the settings a
+            search records (a study made by other code, never written to); or another
+            setting of ``nas.search.resume.SETTINGS``.
     """
     name = study.study_name
     theirs = objs.of_study(study)
@@ -95,12 +97,12 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
     trials = study.get_trials(deepcopy=False)
     if not stored and not trials:
         return  # created by a run that stopped before writing its attributes: nothing to take over
-    if not isinstance(stored.get("space"), Mapping):
-        # Its objectives have our names, but a search records its space before its first
-        # trial: this one was made by other code (plain Optuna), and stays as it is.
+    if not any(k in stored for k in SETTINGS):
+        # Its objectives have our names, but a search records its settings before its
+        # first trial: this one was made by other code (plain Optuna), and stays as it is.
         raise ConfigError(
             f"search.study_name: study {shown(name, 80)} in {shown(where, 100)} was not made by "
-            f"nas.search (it records no search space{f', and has {len(trials)} trials' if trials else ''}); "
+            f"nas.search (it records no search settings{f', and has {len(trials)} trials' if trials else ''}); "
             "choose another search.study_name")
     refuse_changed_settings(name, where, stored, attrs)
 

@@ -21,6 +21,7 @@ from nas.supernet.data import Corpus
 from nas.supernet.distributed import (World, broadcast_weights, check_batch, gather_rank_rng,
                                       seed_rank, set_rank_rng_state)
 from nas.errors import ConfigError
+from nas.limits import check_trainable
 from nas.locks import exclusive, lock_path
 from nas.outputs import write_atomic
 from nas.supernet.loop import Run, fit
@@ -137,6 +138,7 @@ def _train(space: SearchSpace, corpus: Corpus, cfg: TrainConfig, out_dir: Path,
     if device == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts of autocast
     torch.manual_seed(cfg.seed)
+    check_trainable(space.largest().n_params, device, f"search space '{space.name}'")
     model = Supernet(space, dropout=cfg.dropout).to(device)
     arch_rng = random.Random(cfg.seed)
     run = Run(model=model, opt=make_optimizer(model, cfg),
