@@ -9,7 +9,7 @@ budget) and plotted, into ``outputs/<study_name>/``.
 
 Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
 ``nas.search.setup.prepare`` turns it into the typed objects of ``nas.search.config``,
-and nothing under ``run_search`` sees a raw ``cfg``. ``nas.search.report`` prints the
+and nothing under ``run_study`` sees a raw ``cfg``. ``nas.search.report`` prints the
 summary at the end.
 """
 from __future__ import annotations
@@ -54,6 +54,7 @@ class SearchResult:
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failed_stale: list[int] = field(default_factory=list)
+    summary: str = ""  # the report the command prints (nas.search.report), once exported
 
     @property
     def trials_per_s(self) -> float:
@@ -100,10 +101,10 @@ def _arch_id(space: SearchSpace, genome: Mapping[str, Any]) -> str | None:
         return None
 
 
-def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
-               cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
-               study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
-               storage: Any = None) -> SearchResult:
+def run_study(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
+              cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
+              study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
+              storage: Any = None) -> SearchResult:
     """Create, resume or join the study and run it up to ``cfg.n_trials`` COMPLETE trials.
 
     Any number of processes may run this on one study: together they run ``cfg.n_trials``
@@ -190,9 +191,9 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         if on_ready is not None:
             on_ready()
         budgets = p.search.budget_map()
-        result = run_search(p.space, p.tables, p.scorer, p.search, p.sampler,
-                            device=p.hardware.device, study_attrs=p.study_attrs,
-                            trial_attrs=p.trial_attrs, storage=p.storage)
+        result = run_study(p.space, p.tables, p.scorer, p.search, p.sampler,
+                           device=p.hardware.device, study_attrs=p.study_attrs,
+                           trial_attrs=p.trial_attrs, storage=p.storage)
         try:
             with folder_lock(out_dir):  # the study's other workers export here too
                 (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -202,9 +203,10 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        log.info(summary(result, budgets, hardware_name,
-                         {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                         p.search.storage))
+        result.summary = summary(result, budgets, hardware_name,
+                                 {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                                 p.search.storage)
+        log.info(result.summary)
     return result
 
 

@@ -33,7 +33,7 @@ from nas.search.workers import folder_lock, open_worker_storage
 
 @dataclass
 class Prepared:
-    """Everything ``run_search`` needs, checked."""
+    """Everything ``run_study`` needs, checked."""
 
     search: SearchConfig
     sampler: SamplerConfig
