@@ -138,9 +138,11 @@ def main() -> None:
     import hydra  # here, not at the top: library users need no Hydra
 
     from nas.cli_checks import precheck
+    from nas.hydra_cli import exit_on_version
     from nas.paths import CONF_DIR
     from nas.signals import stop_cleanly
 
+    exit_on_version("nas-train", sys.argv[1:])
     precheck(sys.argv[1:], "train")
     with stop_cleanly("kept: the supernet checkpoint of the last evaluation; run the same "
                       "command again to continue (a model trained alone is saved at its end only)"):

@@ -89,3 +89,26 @@ def test_objective_without_its_table_is_refused(tmp_path):
     _refused(r, "search.objectives", "decode_ms, peak_mem_mb cannot be predicted on hardware 'cpu'",
              "cpu-tiny-decode-b1-c64.csv", "python -m nas.latency build")
     assert not (tmp_path / "outputs" / "supernets").exists()
+
+
+def test_a_refusal_after_the_checks_of_the_storage_leaves_no_empty_storage(tmp_path):
+    """The corpus is read after the storage's checks: a missing one used to leave an empty
+    SQLite file behind."""
+    r = run_cli(search_cmd(f"search.storage=sqlite:///{tmp_path}/nas.db", "train.data=missing.txt"),
+                cwd=tmp_path)
+    _refused(r, "missing.txt")
+    assert not (tmp_path / "nas.db").exists()
+
+
+@pytest.mark.parametrize("module, prog", [("nas.search", "nas-search"), ("nas.train", "nas-train"),
+                                          ("nas.latency", "nas-latency")])
+def test_version_is_the_tools(tmp_path, module, prog):
+    import sys
+
+    from nas import __version__
+    from helpers import cli_env
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", module, "--version"], cwd=tmp_path, env=cli_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"{prog} {__version__} (latnas)", r.stdout

@@ -314,7 +314,7 @@ def test_train_config_group_composes(recipe, space):
     raw = OmegaConf.to_container(cfg, resolve=True)
     tcfg = TrainConfig.from_dict(raw["train"])
     assert SearchSpace.from_dict(raw["search_space"]).name == space
-    assert raw["out_dir"] == f"outputs/supernet/{space}" and raw["resume"] is None
+    assert raw["out_dir"] == f"outputs/supernets/{space}" and raw["resume"] is None
     if recipe == "tiny":
         assert tcfg.device == "cpu" and tcfg.dropout == 0.0
     else:  # nanoGPT's shakespeare-char batches and regularisation

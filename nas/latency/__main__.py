@@ -270,8 +270,10 @@ def _bare_verb(argv: list[str]) -> list[str]:
 def cli() -> None:
     """``nas-latency`` / ``python -m nas.latency``: one-line errors for bad overrides, then Hydra."""
     from nas.cli_checks import precheck
+    from nas.hydra_cli import exit_on_version
     from nas.signals import stop_cleanly
 
+    exit_on_version("nas-latency", sys.argv[1:])
     sys.argv[1:] = _bare_verb(sys.argv[1:])
     precheck(sys.argv[1:], "latency", VERBS)
     verb = ([a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("verb=")] or ["build"])[-1]

@@ -55,5 +55,7 @@ def summary(result: SearchResult, budgets: Mapping[str, float], hardware: str,
     lines.append(f"pareto csv : {paths['pareto_csv']}")
     lines.append(f"pareto plot: {paths['plot']}")
     lines.append(f"winner     : {paths['winner'] or 'none within budget'}")
-    lines.append(f"dashboard  : optuna-dashboard {storage_url}")
+    import importlib.util
+    get = "" if importlib.util.find_spec("optuna_dashboard") else "  (not installed: pip install optuna-dashboard)"
+    lines.append(f"dashboard  : optuna-dashboard {storage_url}{get}")
     return "\n".join(lines)

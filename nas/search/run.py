@@ -212,8 +212,9 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
 
 def main() -> None:
     """``python -m nas.search``: one-line errors for bad overrides, then Hydra."""
-    from nas.hydra_cli import precheck, register_schema
+    from nas.hydra_cli import exit_on_version, precheck, register_schema
 
+    exit_on_version("nas-search", sys.argv[1:])
     register_schema()
     run_dir = precheck(sys.argv[1:])
     _hydra_main(run_dir)

@@ -137,6 +137,16 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
         return train_supernet(space, corpus, train_cfg, folder, progress=progress)
 
 
+def _storage_exists(url: str) -> bool:
+    """Whether the storage at ``url`` is there already (a server's always counts as there)."""
+    if "://" not in url:
+        return Path(url).exists()
+    if url.startswith("sqlite:///"):
+        db = url[len("sqlite:///"):].split("?")[0]
+        return not db or db == ":memory:" or Path(db).exists()
+    return True
+
+
 def table_here(hardware: HardwareConfig, hardware_name: str, space: SearchSpace) -> Resolved:
     """The prefill table to search with on this machine (``nas.latency.local``), with the
     line to show when it is not the one named, or when the one named is another machine's."""
@@ -212,8 +222,11 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         raise ConfigError(f"supernet.checkpoint: {net.checkpoint} not found (null trains one)")
     if net.checkpoint is None:
         resolve_device(train_cfg.device)  # refused now rather than after opening the storage
-    storage = open_worker_storage(search)
-    existing = find_study(storage, search.study_name)
+    # A storage file that is not there yet is made once every check has passed: a refused
+    # command leaves no empty database behind. One that exists (or a server) is opened now,
+    # so a study it holds with other settings is refused before a supernet is trained.
+    storage = open_worker_storage(search) if _storage_exists(search.storage) else None
+    existing = None if storage is None else find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
         check_compatible(existing, attrs, search.storage, search.objectives)
 
@@ -234,6 +247,8 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     supernet = load_supernet(ckpt, space, device=device, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
                             batch_size=score.batch_size)
+    if storage is None:
+        storage = open_worker_storage(search)
     return Prepared(search=search, sampler=sampler, hardware=hardware,
                     hardware_name=hardware_name, space=space, table=table, tables=tables, scorer=scorer,
                     storage=storage, study_attrs=attrs,
