@@ -221,12 +221,12 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
     table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                               seq_len=w.seq_len, mode=w.mode, phase=w.phase)
     table.check_covers(c.space, c.validate_precisions or table.precisions)
-    if note:
-        print(note, file=sys.stderr)
     if c.verb == "check":
         from nas.latency.check import check
         if c.check_out is not None:
             check_file(c.check_out, "check.out")
+        if note:  # every check passed: a refused command says only why
+            print(note, file=sys.stderr)
         return check(table, c.space, n=c.check_n, seed=c.check_seed, timer=c.timer,
                      progress=c.progress, out=c.check_out)
     from nas.latency.validate import validate
@@ -239,6 +239,8 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                                     seq_len=table.prompt_len, mode=w.mode, phase="prefill")
     precisions = c.validate_precisions or tuple(p for p in table.precisions
                                                 if p in c.space.precisions(w.device))
+    if note:  # every check passed: a refused command says only why
+        print(note, file=sys.stderr)
     out = c.validate_out
     out.mkdir(parents=True, exist_ok=True)
     if cfg_yaml:

@@ -194,8 +194,6 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     here = table_here(hardware, hardware_name, space)
     table_file = here.path
     table = LatencyTable.load(table_file, space=space, device=hardware.device)
-    if here.note:  # once it loads: a table that cannot be read says only that
-        print(here.note, file=sys.stderr)
     tables = load_tables(search.objectives, hardware, hardware_name, space, table)
     fastest = fastest_arch(space, table, hardware.device)
     where = f"space '{space.name}' on {hardware_name} ({table_file})"
@@ -229,6 +227,8 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     existing = None if storage is None else find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
         check_compatible(existing, attrs, search.storage, search.objectives)
+    if here.note:  # every check passed: a refused command says only why
+        print(here.note, file=sys.stderr)
 
     if net.checkpoint is None:
         ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
