@@ -1,4 +1,4 @@
-"""The fault matrix of ``python -m nas.train`` and ``python -m nas.latency``.
+"""The fault matrix of ``python -m nas.supernet`` and ``python -m nas.latency``.
 
 Every case is a real command run in a folder of its own holding a user's files (a
 space, architectures, a corpus, a finished table, notes). A mistake must end in exit
@@ -77,7 +77,7 @@ def snapshot(d: Path) -> dict[str, str]:
 def command(module: str, d: Path, args: list[str]) -> list[str]:
     args = [a.format(d=d) for a in args]
     common = [f"hydra.run.dir={d}/hydra", f"hydra.searchpath=[file://{d}/conf]"]
-    if module == "nas.train":
+    if module == "nas.supernet":
         common += [f"out_dir={d}/out", f"train.data={d}/corpus.txt", "search_space=micro"]
     return [sys.executable, "-m", module, *common, *args]  # the case's own settings win
 
@@ -140,7 +140,7 @@ LATENCY = [
     ("predict-binary", ["predict", TABLE, "predict.arch={d}/binary.yaml"],
      ["binary.yaml", "not UTF-8"]),
 ]
-CASES = [("nas.train", *c) for c in TRAIN] + [("nas.latency", *c) for c in LATENCY]
+CASES = [("nas.supernet", *c) for c in TRAIN] + [("nas.latency", *c) for c in LATENCY]
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_a_stopped_training_keeps_its_last_checkpoint(tmp_path, signals, code):
 
     user_files(tmp_path)
     out = tmp_path / "out"
-    p = _start("nas.train", tmp_path, [
+    p = _start("nas.supernet", tmp_path, [
         "train.steps=100000", "train.batch_size=2", "train.eval_every=3", "train.log_every=3",
         "train.eval_batches=1", "train.n_random=0", "train.device=cpu"])
     # Stopped after the second checkpoint, so that saving is under way at times.

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search.resume import changed_setting, search_settings
+from nas.search.study_settings import changed_setting, search_settings
 from nas.search.samplers import SamplerConfig
 from helpers import FAST_SCORE, run_cli, search_cmd
 

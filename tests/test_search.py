@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.model import build_model
-from nas.search.objective import n_params
+from nas.search.trial import n_params
 from nas.search.study import named_constraints
 from nas.space import ArchConfig
 from nas.search.objectives import DEFAULT as METRICS

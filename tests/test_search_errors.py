@@ -100,7 +100,7 @@ def test_a_refusal_after_the_checks_of_the_storage_leaves_no_empty_storage(tmp_p
     assert not (tmp_path / "nas.db").exists()
 
 
-@pytest.mark.parametrize("module, prog", [("nas.search", "nas-search"), ("nas.train", "nas-train"),
+@pytest.mark.parametrize("module, prog", [("nas.search", "nas-search"), ("nas.supernet", "nas-train"),
                                           ("nas.latency", "nas-latency")])
 def test_version_is_the_tools(tmp_path, module, prog):
     import sys

@@ -9,7 +9,7 @@ budget) and plotted, into ``outputs/<study_name>/``.
 
 Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
 ``nas.search.setup.prepare`` turns it into the typed objects of ``nas.search.config``,
-and nothing under ``run_study`` sees a raw ``cfg``. ``nas.search.report`` prints the
+and nothing under ``run_study`` sees a raw ``cfg``. ``nas.search.summary`` prints the
 summary at the end.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -29,36 +28,20 @@ from tqdm import tqdm
 from nas.search.budget import Surplus, TrialBudget
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
-from nas.search.objective import Objective
+from nas.search.trial import TrialObjective
 from nas.search.objectives import LOSS
 from nas.paths import CONF_DIR
-from nas.search.resume import search_settings
+from nas.search.study_settings import search_settings
 from nas.search.samplers import SamplerConfig, build_sampler
 from nas.search.config import SearchConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
-from nas.search.report import summary
+from nas.search.summary import SearchResult, summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import count_complete, damaged_storage_is_refused, open_study
 from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchResult:
-    """What a search did."""
-
-    study: optuna.Study
-    new_trials: int
-    seconds: float
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    failed_stale: list[int] = field(default_factory=list)
-    summary: str = ""  # the report the command prints (nas.search.report), once exported
-
-    @property
-    def trials_per_s(self) -> float:
-        return self.new_trials / self.seconds if self.seconds > 0 else math.nan
 
 
 class _Progress:
@@ -120,7 +103,7 @@ def run_study(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], f
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
-            (``nas.search.resume.SETTINGS``; the sampler, seed and objectives are added here).
+            (``nas.search.study_settings.SETTINGS``; the sampler, seed and objectives are added here).
         trial_attrs: written on every trial (the table fingerprint).
         storage: an opened storage (default: open ``cfg.storage``, with a heartbeat).
 
@@ -138,8 +121,8 @@ def run_study(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], f
     if base is not None:
         enqueue_once(study, genome_of(base, space), {"baseline": True})
     tables = latency if isinstance(latency, Mapping) else {"prefill": latency}
-    scoring = Objective(space, tables, scorer, device, cfg.budget_map(), base,
-                        dict(trial_attrs or {}), cfg.objectives)
+    scoring = TrialObjective(space, tables, scorer, device, cfg.budget_map(), base,
+                             dict(trial_attrs or {}), cfg.objectives)
     objective = budget.guard(scoring)
     bar = _Progress(study, cfg.n_trials, count_complete(study), cfg.progress)
     t0 = time.perf_counter()

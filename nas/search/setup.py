@@ -26,7 +26,7 @@ from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, Superne
 from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
 from nas.search.objectives import REGISTRY, load_tables, table_files
-from nas.search.resume import search_settings
+from nas.search.study_settings import search_settings
 from nas.search.study import check_compatible, find_study
 from nas.search.workers import folder_lock, open_worker_storage
 
@@ -120,11 +120,11 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
 
     The cache folder is keyed by the space and every training setting that changes the
     weights, so a re-run reuses it and an interrupted training continues from its last
-    checkpoint (``nas.train.train_supernet`` resumes into the same folder). Workers
+    checkpoint (``nas.supernet.train.train_supernet`` resumes into the same folder). Workers
     starting together take turns: the first trains, the others find its checkpoint.
     """
     from nas.supernet.data import load_corpus
-    from nas.train import train_supernet
+    from nas.supernet.train import train_supernet
 
     settings = {k: v for k, v in train_cfg.to_dict().items()
                 if k not in ("device", "log_every", "eval_every")}
@@ -175,7 +175,8 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     from nas.supernet.data import load_corpus
     from nas.latency import LatencyTable
     from nas.supernet.score import AccuracyScorer
-    from nas.train import TrainConfig, load_supernet, resolve_device
+    from nas.supernet.recipe import TrainConfig, resolve_device
+    from nas.supernet.train import load_supernet
 
     search = typed(SearchConfig, cfg.search, "search")
     check_gpu(search.device)

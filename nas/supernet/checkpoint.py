@@ -28,7 +28,7 @@ def save_atomic(obj: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and sanity-check a checkpoint written by ``nas.train``.
+    """Load and sanity-check a checkpoint written by ``nas-train``.
 
     Raises:
         ConfigError: missing file, not a checkpoint, or a checkpoint of another format.
@@ -48,7 +48,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                           f"(expected format {FORMAT!r})")
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
-        raise ConfigError(f"checkpoint: {p} lacks {missing}; it was not written by nas.train")
+        raise ConfigError(f"checkpoint: {p} lacks {missing}; it was not written by nas-train")
     return ckpt
 
 
