@@ -207,9 +207,9 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
         table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                                   seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
                                   phase=w.phase)
-        if note:  # once the table loads: a table that cannot be read says only that
-            print(note, file=sys.stderr)
         ms = table.predict_ms(arch)
+        if note:  # once it answers: a refused command says only why
+            print(note, file=sys.stderr)
         how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
         per = " per output token" if table.phase == "decode" else ""
         print(f"{ms:.4f} ms{per}{how}  {arch.describe()}  [{table.describe()}]")
