@@ -35,7 +35,10 @@ def budget_between(table, space, frac: float = 0.35) -> float:
 
 
 def search_cmd(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "nas.search", f"hardware.table={TABLE}", *overrides]
+    # The committed table, which the fixtures' budgets come from, on any CPU (not this
+    # machine's own, which hardware=cpu would measure on first use on another CPU).
+    return [sys.executable, "-m", "nas.search", f"hardware.table={TABLE}", "hardware.local=false",
+            *overrides]
 
 
 def cli_env() -> dict[str, str]:

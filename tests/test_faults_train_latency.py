@@ -160,6 +160,7 @@ def outcomes(tmp_path_factory):
         return dict(zip([f"{c[0]}:{c[1]}" for c in CASES], pool.map(one, CASES)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, name, args, words", CASES,
                          ids=[f"{c[0]}:{c[1]}" for c in CASES])
 def test_a_mistake_is_refused_in_one_line_and_changes_nothing(outcomes, module, name, args,
@@ -229,6 +230,7 @@ STOPS = [((signal.SIGINT,), 130), ((signal.SIGINT, signal.SIGINT), 130),
 STOP_IDS = ["ctrl-c", "ctrl-c-twice", "sigterm"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals, code", STOPS, ids=STOP_IDS)
 def test_a_stopped_training_keeps_its_last_checkpoint(tmp_path, signals, code):
     from nas.supernet.checkpoint import read_checkpoint
@@ -250,6 +252,7 @@ def test_a_stopped_training_keeps_its_last_checkpoint(tmp_path, signals, code):
     assert log[-1].split(",")[0] == str(ckpt["step"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals, code", STOPS, ids=STOP_IDS)
 def test_a_stopped_build_keeps_its_rows(tmp_path, signals, code):
     table = tmp_path / "t.csv"

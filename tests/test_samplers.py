@@ -29,6 +29,7 @@ def _distinct(space, table, no_repeat: bool, sampler: str, seed: int = 3) -> tup
     return len(set(ids)), len(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
 def test_no_repeat_proposes_new_architectures(tiny_space, tiny_table, sampler):
     # A scorer that only sees depth makes evolution converge, and repeat, quickly.

@@ -151,6 +151,7 @@ def _wait_for(db: Path, n: int, proc: subprocess.Popen, timeout: float = 120) ->
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_kill_9_lose_no_completed_trial(tmp_path, tiny_space, tiny_table, tiny_supernet):
     db = tmp_path / "nas.db"
     budget = budget_between(tiny_table, tiny_space, 0.6)

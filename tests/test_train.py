@@ -388,6 +388,7 @@ def test_cli_trains_an_exported_architecture_alone(tmp_path):
     assert len(logs) == 1 and "test loss" in logs[0].read_text()
 
 
+@pytest.mark.slow
 def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):
     from nas.supernet.data import load_corpus
     from nas.space import load_space
