@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError
-from nas.latency.local import Resolved
+from nas.latency.local import Resolved, other_machine
 from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
@@ -228,8 +228,16 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     existing = None if storage is None else find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
         check_compatible(existing, attrs, search.storage, search.objectives)
-    if here.note:  # every check passed: a refused command says only why
-        print(here.note, file=sys.stderr)
+    # Every check passed: a refused command says only why. The serving tables (decode,
+    # request, memory) are not replaced by this machine's; one measured elsewhere is named.
+    notes = [here.note] if here.note else []
+    for csv in table_files(tables)[1:]:
+        differs = other_machine(Path(csv))
+        if differs:
+            notes.append(f"warning: {csv} was measured on other hardware ({differs[0]}); "
+                         "`nas-latency check` measures whether it holds here")
+    for note in notes:
+        print(note, file=sys.stderr)
 
     if net.checkpoint is None:
         ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
