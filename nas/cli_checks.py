@@ -1,4 +1,4 @@
-"""One-line refusals of a bad command line for ``nas.train`` and ``nas.latency``.
+"""One-line refusals of a bad command line for ``nas-train`` and ``nas-latency``.
 
 Hydra reports an unknown key, option or config over several lines (exit 1) and a config
 file that is not UTF-8 with a stack trace that names no file. :func:`precheck` composes

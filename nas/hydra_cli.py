@@ -234,6 +234,20 @@ def save_run_record(cfg: Any, hydra_cfg: Any, out_dir: Path) -> None:
     OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
 
 
+def exit_on_version(prog: str, argv: list[str]) -> None:
+    """``--version``: this tool's version (Hydra would print its own), then exit."""
+    if "--version" in argv:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from nas import __version__
+        try:
+            installed = version("latnas")
+        except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+            installed = __version__
+        print(f"{prog} {installed} (latnas)")
+        sys.exit(0)
+
+
 def compose_config(overrides: list[str]) -> Any:
     """The config ``python -m nas.search`` would see with ``overrides`` (for experiments
     and tests; ``${hydra:...}`` keys such as the default study name stay unresolved)."""

@@ -64,7 +64,8 @@ def tiny_table(tiny_space):
 def tiny_supernet(tmp_path_factory, tiny_space) -> Path:
     """A supernet of the tiny space after three training steps."""
     from nas.supernet.data import load_corpus
-    from nas.train import TrainConfig, train_supernet
+    from nas.supernet.recipe import TrainConfig
+    from nas.supernet.train import train_supernet
 
     corpus = load_corpus(block_size=tiny_space.block_size, vocab_size=tiny_space.vocab_size)
     cfg = TrainConfig(steps=3, batch_size=4, eval_every=0, eval_batches=1, device="cpu")
@@ -77,7 +78,7 @@ def tiny_scorer_factory(tiny_space, tiny_supernet):
     """A fresh AccuracyScorer (its own memo) on the tiny supernet, one batch of four windows."""
     from nas.supernet.data import load_corpus
     from nas.supernet.score import AccuracyScorer
-    from nas.train import load_supernet
+    from nas.supernet.train import load_supernet
 
     net = load_supernet(tiny_supernet, tiny_space)
     corpus = load_corpus(block_size=tiny_space.block_size, vocab_size=tiny_space.vocab_size)

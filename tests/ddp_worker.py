@@ -20,7 +20,8 @@ from conftest import MICRO
 from nas.supernet import distributed
 from nas.supernet.data import load_corpus
 from nas.space import SearchSpace
-from nas.train import TrainConfig, train_supernet
+from nas.supernet.recipe import TrainConfig
+from nas.supernet.train import train_supernet
 
 
 def main() -> None:

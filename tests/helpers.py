@@ -35,7 +35,10 @@ def budget_between(table, space, frac: float = 0.35) -> float:
 
 
 def search_cmd(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "nas.search", f"hardware.table={TABLE}", *overrides]
+    # The committed table, which the fixtures' budgets come from, on any CPU (not this
+    # machine's own, which hardware=cpu would measure on first use on another CPU).
+    return [sys.executable, "-m", "nas.search", f"hardware.table={TABLE}", "hardware.local=false",
+            *overrides]
 
 
 def cli_env() -> dict[str, str]:
@@ -57,18 +60,18 @@ def search_in_process(space, table, scorer, url: str, name: str, n_trials: int,
                       budget_ms: float | None, sampler: str = "nsga2", seed: int = 0,
                       objectives: tuple[str, ...] = ("val_loss", "latency_ms"),
                       budgets: dict[str, float] | None = None, serving=None):
-    """``nas.search.run_search`` as the command calls it, without Hydra."""
+    """``nas.search.run.run_study`` as the command calls it, without Hydra."""
     from nas.search.samplers import SamplerConfig
-    from nas.search.run import SearchConfig, run_search
+    from nas.search.run import SearchConfig, run_study
 
     cfg = SearchConfig(n_trials=n_trials, study_name=name, storage=url, latency_budget_ms=budget_ms,
                        seed=seed, progress=False, objectives=objectives, budgets=budgets or {})
     attrs = {"space": space.to_dict(), "device": "cpu", "hardware": "cpu", "table": TABLE,
              "latency_budget_ms": budget_ms, "budgets": cfg.budget_map()}
     latency = table if serving is None else {"prefill": table, "serving": serving}
-    return run_search(space, latency, scorer, cfg, SamplerConfig(name=sampler, population_size=6),
-                      device="cpu", study_attrs=attrs,
-                      trial_attrs={"table_fingerprint": dict(table.fingerprint)})
+    return run_study(space, latency, scorer, cfg, SamplerConfig(name=sampler, population_size=6),
+                     device="cpu", study_attrs=attrs,
+                     trial_attrs={"table_fingerprint": dict(table.fingerprint)})
 
 
 class FakeServing:

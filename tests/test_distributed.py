@@ -12,7 +12,8 @@ import torch
 from nas.supernet.data import get_batch
 from nas.supernet.distributed import World
 from nas.errors import ConfigError
-from nas.train import TrainConfig, train_supernet
+from nas.supernet.recipe import TrainConfig
+from nas.supernet.train import train_supernet
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,6 +53,7 @@ def _after_one_batch(corpus, seed: int) -> torch.Tensor:
     return gen.get_state()
 
 
+@pytest.mark.slow
 def test_two_ranks_train_as_one_process_and_resume_on_one(micro_space, micro_corpus, tmp_path):
     p = _torchrun([str(HERE / "ddp_worker.py"), str(tmp_path), micro_corpus.path, "20"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -88,8 +90,9 @@ def test_two_ranks_train_as_one_process_and_resume_on_one(micro_space, micro_cor
     assert _close(resumed["model"], one["model"], 1e-4)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_global_batch_the_ranks_cannot_share(tmp_path):
-    p = _torchrun(["-m", "nas.train", "search_space=tiny", "train.batch_size=7",
+    p = _torchrun(["-m", "nas.supernet", "search_space=tiny", "train.batch_size=7",
                    f"out_dir={tmp_path / 'out'}"], tmp_path)
     assert p.returncode != 0
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]

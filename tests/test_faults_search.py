@@ -222,6 +222,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd, args, needles", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_refused_in_one_line_and_nothing_changed(world, cmd, args, needles):
     w, budget, ckpt = world
@@ -236,6 +237,7 @@ def test_refused_in_one_line_and_nothing_changed(world, cmd, args, needles):
     assert _tree(w) == before
 
 
+@pytest.mark.slow
 def test_cuda_on_a_cpu_machine_is_refused_before_the_storage(world):
     import torch
     if torch.cuda.is_available():
@@ -249,6 +251,7 @@ def test_cuda_on_a_cpu_machine_is_refused_before_the_storage(world):
     assert _tree(w) == before  # no fresh.db, no outputs/<study>
 
 
+@pytest.mark.slow
 def test_plot_without_extension_prints_the_file_it_wrote(world, tmp_path):
     w, _, _ = world
     r = run_cli([*PLOT, "--storage", str(w / "study.log"), "--out", "t/p_noext"], cwd=tmp_path)
@@ -284,6 +287,7 @@ def _count(db: Path, state: str) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals, code, word", [
     ([signal.SIGTERM], 143, "stopped by SIGTERM"),
     ([signal.SIGINT, signal.SIGINT], 130, "stopped by Ctrl-C"),

@@ -1,4 +1,4 @@
-"""The fault matrix of ``python -m nas.train`` and ``python -m nas.latency``.
+"""The fault matrix of ``python -m nas.supernet`` and ``python -m nas.latency``.
 
 Every case is a real command run in a folder of its own holding a user's files (a
 space, architectures, a corpus, a finished table, notes). A mistake must end in exit
@@ -106,7 +106,7 @@ def snapshot(d: Path) -> dict[str, str]:
 def command(module: str, d: Path, args: list[str]) -> list[str]:
     args = [a.format(d=d) for a in args]
     common = [f"hydra.run.dir={d}/hydra", f"hydra.searchpath=[file://{d}/conf]"]
-    if module == "nas.train":
+    if module == "nas.supernet":
         common += [f"out_dir={d}/out", f"train.data={d}/corpus.txt", "search_space=micro"]
     return [sys.executable, "-m", module, *common, *args]  # the case's own settings win
 
@@ -183,7 +183,7 @@ LATENCY = [
     ("predict-mistyped-json", ["predict", "latency.table={d}/tables/typed.csv",
                                "predict.arch={d}/good.yaml"], ["typed.json", "batch_size", "'one'"]),
 ]
-CASES = [("nas.train", *c) for c in TRAIN] + [("nas.latency", *c) for c in LATENCY]
+CASES = [("nas.supernet", *c) for c in TRAIN] + [("nas.latency", *c) for c in LATENCY]
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +203,7 @@ def outcomes(tmp_path_factory):
         return dict(zip([f"{c[0]}:{c[1]}" for c in CASES], pool.map(one, CASES)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, name, args, words", CASES,
                          ids=[f"{c[0]}:{c[1]}" for c in CASES])
 def test_a_mistake_is_refused_in_one_line_and_changes_nothing(outcomes, module, name, args,
@@ -272,13 +273,14 @@ STOPS = [((signal.SIGINT,), 130), ((signal.SIGINT, signal.SIGINT), 130),
 STOP_IDS = ["ctrl-c", "ctrl-c-twice", "sigterm"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals, code", STOPS, ids=STOP_IDS)
 def test_a_stopped_training_keeps_its_last_checkpoint(tmp_path, signals, code):
     from nas.supernet.checkpoint import read_checkpoint
 
     user_files(tmp_path)
     out = tmp_path / "out"
-    p = _start("nas.train", tmp_path, [
+    p = _start("nas.supernet", tmp_path, [
         "train.steps=100000", "train.batch_size=2", "train.eval_every=3", "train.log_every=3",
         "train.eval_batches=1", "train.n_random=0", "train.device=cpu"])
     # Stopped after the second checkpoint, so that saving is under way at times.
@@ -293,6 +295,7 @@ def test_a_stopped_training_keeps_its_last_checkpoint(tmp_path, signals, code):
     assert log[-1].split(",")[0] == str(ckpt["step"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals, code", STOPS, ids=STOP_IDS)
 def test_a_stopped_build_keeps_its_rows(tmp_path, signals, code):
     table = tmp_path / "t.csv"

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "nas", "conf", "search_spaces", "latency_tables")
 COMMANDS = ("nas-search", "nas-train", "nas-latency", "nas-export", "nas-plot", "nas-data")
 
-pytestmark = pytest.mark.install
+pytestmark = [pytest.mark.install, pytest.mark.slow]
 
 
 def _run(args: list, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

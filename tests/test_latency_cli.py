@@ -63,6 +63,7 @@ def test_bare_verb():
     assert _bare_verb(["validate", "validate.n=5"]) == ["verb=validate", "validate.n=5"]
 
 
+@pytest.mark.slow
 def test_bad_input_exits_non_zero_with_one_line(tmp_path):
     path = fake_table(tmp_path)
     path.write_text(path.read_text().replace("median_ms", "median"))  # a hand-edited header

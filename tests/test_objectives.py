@@ -169,6 +169,7 @@ def test_resume_with_another_list_is_refused(tmp_path):
     assert "search.objectives=[val_loss,latency_ms,params]" in msg
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "latency_tables" / "cpu-tiny-decode-b1-c64.csv").is_file(),
                     reason="the CPU decode table of issue 8 is not committed yet")
 def test_command_minimises_loss_decode_latency_and_memory(tmp_path, tiny_supernet):

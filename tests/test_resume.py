@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search.resume import changed_setting, search_settings
+from nas.search.study_settings import changed_setting, search_settings
 from nas.search.samplers import SamplerConfig
 from helpers import FAST_SCORE, run_cli, search_cmd
 
@@ -39,6 +39,7 @@ def resumed(tmp_path_factory, tiny_supernet):
     return (w, *_resume(w, tiny_supernet))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_resume_proposes_new_architectures(seed, resumed, tmp_path, tiny_supernet):
     _, trials = (resumed[1], resumed[2]) if seed == 0 else _resume(tmp_path, tiny_supernet,

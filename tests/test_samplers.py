@@ -7,7 +7,7 @@ from optuna.storages import InMemoryStorage
 
 from nas.errors import ConfigError
 from nas.search.samplers import NoRepeatSampler, SamplerConfig, build_sampler, make_sampler
-from nas.search.run import SearchConfig, run_search
+from nas.search.run import SearchConfig, run_study
 
 
 
@@ -21,14 +21,15 @@ def test_bad_sampler_settings_name_the_key(bad):
 def _distinct(space, table, no_repeat: bool, sampler: str, seed: int = 3) -> tuple[int, int]:
     cfg = SearchConfig(n_trials=60, study_name="s", storage="memory", latency_budget_ms=None,
                        seed=seed, progress=False)
-    res = run_search(space, table, lambda arch: float(arch.n_layer), cfg,
-                     SamplerConfig(name=sampler, population_size=8, no_repeat=no_repeat,
-                                   n_startup_trials=10),
-                     device="cpu", study_attrs={}, storage=InMemoryStorage())
+    res = run_study(space, table, lambda arch: float(arch.n_layer), cfg,
+                    SamplerConfig(name=sampler, population_size=8, no_repeat=no_repeat,
+                                  n_startup_trials=10),
+                    device="cpu", study_attrs={}, storage=InMemoryStorage())
     ids = [t.user_attrs["arch_id"] for t in res.study.trials]
     return len(set(ids)), len(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
 def test_no_repeat_proposes_new_architectures(tiny_space, tiny_table, sampler):
     # A scorer that only sees depth makes evolution converge, and repeat, quickly.

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.model import build_model
-from nas.search.objective import n_params
+from nas.search.trial import n_params
 from nas.search.study import named_constraints
 from nas.space import ArchConfig
 from nas.search.objectives import DEFAULT as METRICS
@@ -151,6 +151,7 @@ def _wait_for(db: Path, n: int, proc: subprocess.Popen, timeout: float = 120) ->
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_kill_9_lose_no_completed_trial(tmp_path, tiny_space, tiny_table, tiny_supernet):
     db = tmp_path / "nas.db"
     budget = budget_between(tiny_table, tiny_space, 0.6)

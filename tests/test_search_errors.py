@@ -39,12 +39,14 @@ def _refused(r, *needles: str) -> str:
                                          "allowed on latency_ms"]),
     ("search.budgets={watts: 2}", ["search.budgets.watts", "unknown key", "peak_mem_mb"]),
 ])
+@pytest.mark.slow
 def test_bad_override_is_one_line(tmp_path, override, needles):
     r = run_cli(search_cmd(override, f"search.storage=sqlite:///{tmp_path}/nas.db"), cwd=tmp_path)
     _refused(r, *needles)
     assert not (tmp_path / "outputs" / "supernets").exists()  # refused before training
 
 
+@pytest.mark.slow
 def test_latency_budget_without_latency_objective_is_refused(tmp_path):
     # The target's default budget is dropped silently; one the user gives is refused.
     r = run_cli(search_cmd("search.objectives=[val_loss,params]", "search.latency_budget_ms=0.7",
@@ -52,6 +54,7 @@ def test_latency_budget_without_latency_objective_is_refused(tmp_path):
     _refused(r, "search.latency_budget_ms", "not in search.objectives", "null")
 
 
+@pytest.mark.slow
 def test_storage_that_cannot_be_opened_is_left_alone(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a database\n" * 100)
@@ -63,6 +66,7 @@ def test_storage_that_cannot_be_opened_is_left_alone(tmp_path):
     _refused(r, "search.storage", "cannot open")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_study_with_other_objectives_is_refused_and_kept(tmp_path):
     url = f"sqlite:///{tmp_path}/nas.db"
@@ -76,6 +80,7 @@ def test_study_with_other_objectives_is_refused_and_kept(tmp_path):
     assert again.user_attrs == {}
 
 
+@pytest.mark.slow
 def test_objective_without_its_table_is_refused(tmp_path):
     import shutil
 
@@ -89,3 +94,26 @@ def test_objective_without_its_table_is_refused(tmp_path):
     _refused(r, "search.objectives", "decode_ms, peak_mem_mb cannot be predicted on hardware 'cpu'",
              "cpu-tiny-decode-b1-c64.csv", "python -m nas.latency build")
     assert not (tmp_path / "outputs" / "supernets").exists()
+
+
+def test_a_refusal_after_the_checks_of_the_storage_leaves_no_empty_storage(tmp_path):
+    """The corpus is read after the storage's checks: a missing one used to leave an empty
+    SQLite file behind."""
+    r = run_cli(search_cmd(f"search.storage=sqlite:///{tmp_path}/nas.db", "train.data=missing.txt"),
+                cwd=tmp_path)
+    _refused(r, "missing.txt")
+    assert not (tmp_path / "nas.db").exists()
+
+
+@pytest.mark.parametrize("module, prog", [("nas.search", "nas-search"), ("nas.supernet", "nas-train"),
+                                          ("nas.latency", "nas-latency")])
+def test_version_is_the_tools(tmp_path, module, prog):
+    import sys
+
+    from nas import __version__
+    from helpers import cli_env
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", module, "--version"], cwd=tmp_path, env=cli_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"{prog} {__version__} (latnas)", r.stdout

@@ -16,8 +16,10 @@ import nas.supernet.standalone
 from nas.errors import ConfigError
 from nas.supernet.score import AccuracyScorer
 from nas.space import SearchSpace
-from nas.train import (TrainConfig, load_supernet, lr_at, make_optimizer, measure_throughput,
-                       soft_cross_entropy, train_standalone, train_step, train_supernet)
+from nas.supernet.recipe import TrainConfig, lr_at, make_optimizer
+from nas.supernet.standalone import measure_throughput, train_standalone
+from nas.supernet.step import soft_cross_entropy, train_step
+from nas.supernet.train import load_supernet, train_supernet
 
 from conftest import MICRO
 
@@ -314,7 +316,7 @@ def test_train_config_group_composes(recipe, space):
     raw = OmegaConf.to_container(cfg, resolve=True)
     tcfg = TrainConfig.from_dict(raw["train"])
     assert SearchSpace.from_dict(raw["search_space"]).name == space
-    assert raw["out_dir"] == f"outputs/supernet/{space}" and raw["resume"] is None
+    assert raw["out_dir"] == f"outputs/supernets/{space}" and raw["resume"] is None
     if recipe == "tiny":
         assert tcfg.device == "cpu" and tcfg.dropout == 0.0
     else:  # nanoGPT's shakespeare-char batches and regularisation
@@ -328,7 +330,7 @@ def test_train_config_group_composes(recipe, space):
 
 def _cli(tmp_path, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "nas.train", f"hydra.run.dir={tmp_path}/hydra",
+    return subprocess.run([sys.executable, "-m", "nas.supernet", f"hydra.run.dir={tmp_path}/hydra",
                            f"out_dir={tmp_path}/out", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
@@ -366,7 +368,7 @@ def test_cli_yaml_syntax_error_is_one_line(tmp_path):
 
 
 def test_cli_trains_an_exported_architecture_alone(tmp_path):
-    """An exported winner (arch + meta YAML) is accepted by ``python -m nas.train arch=...``."""
+    """An exported winner (arch + meta YAML) is accepted by ``python -m nas.supernet arch=...``."""
     import torch
 
     from nas.space import ArchConfig, load_space
@@ -386,6 +388,7 @@ def test_cli_trains_an_exported_architecture_alone(tmp_path):
     assert len(logs) == 1 and "test loss" in logs[0].read_text()
 
 
+@pytest.mark.slow
 def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):
     from nas.supernet.data import load_corpus
     from nas.space import load_space
@@ -414,7 +417,7 @@ def test_cli_fine_tunes_an_exported_architecture_from_the_supernet(tmp_path):
 def test_sandwich_is_largest_smallest_and_seeded_fp32_samples(micro_space, n_random):
     import random
 
-    from nas.train import sandwich
+    from nas.supernet.step import sandwich
 
     state = random.getstate()
     archs = sandwich(micro_space, random.Random(7), n_random)
@@ -428,7 +431,7 @@ def test_sandwich_is_largest_smallest_and_seeded_fp32_samples(micro_space, n_ran
 def test_sandwich_draws_vary_with_the_rng(micro_space):
     import random
 
-    from nas.train import sandwich
+    from nas.supernet.step import sandwich
 
     rng = random.Random(0)
     drawn = {a for _ in range(20) for a in sandwich(micro_space, rng, 2)[2:]}

@@ -88,6 +88,7 @@ def storage_url(request, tmp_path):
     return f"sqlite:///{tmp_path}/nas.db"
 
 
+@pytest.mark.slow
 def test_three_workers_run_n_trials_in_total_and_survive_kill_9(storage_url, tmp_path, tiny_supernet):
     cmd = _worker_cmd(storage_url, tiny_supernet)
     procs = {}
@@ -136,6 +137,7 @@ def test_three_workers_run_n_trials_in_total_and_survive_kill_9(storage_url, tmp
     assert sum(bool(t.user_attrs.get("baseline")) for t in complete) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_fails_the_running_trial_with_a_reason(tmp_path, tiny_supernet):
     url = f"sqlite:///{tmp_path}/nas.db"
     # Full scoring: a trial lasts long enough to be stopped in the middle.
@@ -161,6 +163,7 @@ def test_sigterm_fails_the_running_trial_with_a_reason(tmp_path, tiny_supernet):
     assert [t.user_attrs["retry_of"] for t in retry] == [number]
 
 
+@pytest.mark.slow
 def test_workers_creating_one_study_at_once_do_not_crash(tmp_path):
     """Four processes open a new SQLite file and create the same study at the same moment."""
     url = f"sqlite:///{tmp_path}/new.db"

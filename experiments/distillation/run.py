@@ -28,7 +28,8 @@ from nas.supernet.data import load_corpus  # noqa: E402
 from nas.environment import environment  # noqa: E402
 from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space  # noqa: E402
-from nas.train import TrainConfig, load_supernet, resolve_device, train_supernet  # noqa: E402
+from nas.supernet.recipe import TrainConfig, resolve_device  # noqa: E402
+from nas.supernet.train import load_supernet, train_supernet
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

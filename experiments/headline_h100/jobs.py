@@ -36,8 +36,9 @@ import torch  # noqa: E402
 from nas.supernet.data import load_corpus  # noqa: E402
 from nas.supernet.score import TEST_BATCHES, AccuracyScorer, split_loss  # noqa: E402
 from nas.space import ArchConfig, SearchSpace, load_space  # noqa: E402
-from nas.train import (TrainConfig, load_supernet, resolve_device, train_standalone,  # noqa: E402
-                       train_supernet)
+from nas.supernet.recipe import TrainConfig, resolve_device
+from nas.supernet.standalone import train_standalone
+from nas.supernet.train import load_supernet
 
 SCORE_BATCHES, SCORE_BATCH_SIZE = 16, 32  # conf/config.yaml's score.*: what the search uses
 

@@ -42,7 +42,9 @@ from nas.environment import environment  # noqa: E402
 from nas.errors import ConfigError, exit_on_user_error  # noqa: E402
 from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import ArchConfig, SearchSpace, load_space, sample  # noqa: E402
-from nas.train import TrainConfig, load_supernet, resolve_device, train_standalone  # noqa: E402
+from nas.supernet.recipe import TrainConfig, resolve_device  # noqa: E402
+from nas.supernet.standalone import train_standalone
+from nas.supernet.train import load_supernet
 
 
 def param_count(arch: ArchConfig) -> int:

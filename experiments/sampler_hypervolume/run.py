@@ -55,7 +55,7 @@ from nas.environment import environment  # noqa: E402
 from nas.hydra_cli import compose_config as compose  # noqa: E402
 from nas.search.plot import COLORS, plot_fronts  # noqa: E402
 from nas.search.results import hypervolume, hypervolume_history, trials_frame  # noqa: E402
-from nas.search.run import run_search  # noqa: E402
+from nas.search.run import run_study  # noqa: E402
 from nas.search.samplers import SamplerConfig  # noqa: E402
 from nas.search.setup import prepare, typed  # noqa: E402
 
@@ -158,9 +158,9 @@ def main() -> None:
             name = f"{label}-seed{seed}".replace(" ", "-").replace("=", "-")
             search = dataclasses.replace(p.search, study_name=name, seed=seed)
             t0 = time.perf_counter()
-            res = run_search(p.space, p.table, p.scorer, search, sampler,
-                             device=p.hardware.device, study_attrs=p.study_attrs,
-                             trial_attrs=p.trial_attrs, storage=optuna.storages.InMemoryStorage())
+            res = run_study(p.space, p.table, p.scorer, search, sampler,
+                            device=p.hardware.device, study_attrs=p.study_attrs,
+                            trial_attrs=p.trial_attrs, storage=optuna.storages.InMemoryStorage())
             seconds = time.perf_counter() - t0
             df = trials_frame(res.study).sort_values("number")
             histories[(label, seed)] = hypervolume_history(df, ref)

@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 
 from nas.search.results import trials_frame  # noqa: E402
 from nas.environment import environment  # noqa: E402
-from nas.search.run import run_search  # noqa: E402
+from nas.search.run import run_study  # noqa: E402
 from nas.hydra_cli import compose_config as compose  # noqa: E402
 from nas.search.setup import prepare  # noqa: E402
 
@@ -120,8 +120,8 @@ def main() -> None:
     p = prepare(cfg, "cpu")
     from omegaconf import OmegaConf
     (args.out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    timed = run_search(p.space, p.table, p.scorer, p.search, p.sampler, device=p.hardware.device,
-                       study_attrs=p.study_attrs, trial_attrs=p.trial_attrs, storage=p.storage)
+    timed = run_study(p.space, p.table, p.scorer, p.search, p.sampler, device=p.hardware.device,
+                      study_attrs=p.study_attrs, trial_attrs=p.trial_attrs, storage=p.storage)
     df = trials_frame(timed.study)
     df.to_csv(args.out / "trials_timed.csv", index=False)
     n_scored = int(df["scored"].sum())
@@ -134,8 +134,8 @@ def main() -> None:
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
-    run_search(p2.space, p2.table, p2.scorer, p2.search, p2.sampler, device=p2.hardware.device,
-               study_attrs=p2.study_attrs, trial_attrs=p2.trial_attrs, storage=p2.storage)
+    run_study(p2.space, p2.table, p2.scorer, p2.search, p2.sampler, device=p2.hardware.device,
+              study_attrs=p2.study_attrs, trial_attrs=p2.trial_attrs, storage=p2.storage)
     prof.disable()
     total_prof = time.perf_counter() - t0
     stats = pstats.Stats(prof)

@@ -43,8 +43,9 @@ from nas.errors import ConfigError, exit_on_user_error  # noqa: E402
 from nas.model import GPT, Supernet  # noqa: E402
 from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space  # noqa: E402
-from nas.train import (TrainConfig, load_supernet, measure_throughput, resolve_device,  # noqa: E402
-                       sandwich, train_standalone, train_supernet)
+from nas.supernet.recipe import TrainConfig, resolve_device
+from nas.supernet.standalone import measure_throughput, train_standalone
+from nas.supernet.train import load_supernet, train_supernet
 
 EVAL_OVERHEAD = 1.1  # validation, checkpoints and start-up on top of the timed steps
 

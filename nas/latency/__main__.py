@@ -210,9 +210,9 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
         table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                                   seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
                                   phase=w.phase)
-        if note:  # once the table loads: a table that cannot be read says only that
-            print(note, file=sys.stderr)
         ms = table.predict_ms(arch)
+        if note:  # once it answers: a refused command says only why
+            print(note, file=sys.stderr)
         how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
         per = " per output token" if table.phase == "decode" else ""
         print(f"{ms:.4f} ms{per}{how}  {arch.describe()}  [{table.describe()}]")
@@ -224,12 +224,12 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
     table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                               seq_len=w.seq_len, mode=w.mode, phase=w.phase)
     table.check_covers(c.space, c.validate_precisions or table.precisions)
-    if note:
-        print(note, file=sys.stderr)
     if c.verb == "check":
         from nas.latency.check import check
         if c.check_out is not None:
             check_file(c.check_out, "check.out")
+        if note:  # every check passed: a refused command says only why
+            print(note, file=sys.stderr)
         return check(table, c.space, n=c.check_n, seed=c.check_seed, timer=c.timer,
                      progress=c.progress, out=c.check_out)
     from nas.latency.validate import validate
@@ -242,6 +242,8 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                                     seq_len=table.prompt_len, mode=w.mode, phase="prefill")
     precisions = c.validate_precisions or tuple(p for p in table.precisions
                                                 if p in c.space.precisions(w.device))
+    if note:  # every check passed: a refused command says only why
+        print(note, file=sys.stderr)
     out = c.validate_out
     out.mkdir(parents=True, exist_ok=True)
     if cfg_yaml:
@@ -273,8 +275,10 @@ def _bare_verb(argv: list[str]) -> list[str]:
 def cli() -> None:
     """``nas-latency`` / ``python -m nas.latency``: one-line errors for bad overrides, then Hydra."""
     from nas.cli_checks import precheck
+    from nas.hydra_cli import exit_on_version
     from nas.signals import stop_cleanly
 
+    exit_on_version("nas-latency", sys.argv[1:])
     sys.argv[1:] = _bare_verb(sys.argv[1:])
     precheck(sys.argv[1:], "latency", VERBS)
     verb = ([a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("verb=")] or ["build"])[-1]

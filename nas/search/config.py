@@ -132,7 +132,7 @@ class SupernetConfig:
     """Which supernet scores accuracy (``supernet.*``).
 
     Attributes:
-        checkpoint: a ``supernet.pt`` of ``nas.train``; None trains one with ``train.*``
+        checkpoint: a ``supernet.pt`` of ``nas-train``; None trains one with ``train.*``
             and caches it under ``cache_dir``, keyed by the space and the recipe.
         cache_dir: where trained supernets are cached.
     """

@@ -9,7 +9,7 @@ Writes, from the storage alone, into ``outputs/<study>/`` (or ``--out``):
 - ``winner_<arch>_<id>_....yaml``: the lowest loss within every budget.
 
 Each YAML is an :class:`~nas.space.ArchConfig` file (``arch:``, read by
-``ArchConfig.from_yaml`` and so by ``build_model`` and ``python -m nas.train``) with its
+``ArchConfig.from_yaml`` and so by ``build_model`` and ``nas-train``) with its
 predicted objectives, loss and provenance under ``meta:``.
 """
 from __future__ import annotations

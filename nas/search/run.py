@@ -9,7 +9,7 @@ budget) and plotted, into ``outputs/<study_name>/``.
 
 Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
 ``nas.search.setup.prepare`` turns it into the typed objects of ``nas.search.config``,
-and nothing under ``run_search`` sees a raw ``cfg``. ``nas.search.report`` prints the
+and nothing under ``run_study`` sees a raw ``cfg``. ``nas.search.summary`` prints the
 summary at the end.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -29,14 +28,14 @@ from tqdm import tqdm
 from nas.search.budget import Surplus, TrialBudget
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
-from nas.search.objective import Objective
+from nas.search.trial import TrialObjective
 from nas.search.objectives import LOSS
 from nas.paths import CONF_DIR
-from nas.search.resume import search_settings
+from nas.search.study_settings import search_settings
 from nas.search.samplers import SamplerConfig, build_sampler
 from nas.search.config import SearchConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
-from nas.search.report import summary
+from nas.search.summary import SearchResult, summary
 from nas.search.setup import prepare
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import count_complete, damaged_storage_is_refused, open_study
@@ -44,21 +43,6 @@ from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open
 from nas.outputs import write_atomic
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchResult:
-    """What a search did."""
-
-    study: optuna.Study
-    new_trials: int
-    seconds: float
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    failed_stale: list[int] = field(default_factory=list)
-
-    @property
-    def trials_per_s(self) -> float:
-        return self.new_trials / self.seconds if self.seconds > 0 else math.nan
 
 
 class _Progress:
@@ -101,10 +85,10 @@ def _arch_id(space: SearchSpace, genome: Mapping[str, Any]) -> str | None:
         return None
 
 
-def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
-               cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
-               study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
-               storage: Any = None) -> SearchResult:
+def run_study(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
+              cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
+              study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
+              storage: Any = None) -> SearchResult:
     """Create, resume or join the study and run it up to ``cfg.n_trials`` COMPLETE trials.
 
     Any number of processes may run this on one study: together they run ``cfg.n_trials``
@@ -120,7 +104,7 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
         sampler: which Optuna sampler.
         device: the target device ('cpu' or 'cuda'): the precisions proposed.
         study_attrs: written once on a new study; on resume they must match
-            (``nas.search.resume.SETTINGS``; the sampler, seed and objectives are added here).
+            (``nas.search.study_settings.SETTINGS``; the sampler, seed and objectives are added here).
         trial_attrs: written on every trial (the table fingerprint).
         storage: an opened storage (default: open ``cfg.storage``, with a heartbeat).
 
@@ -138,8 +122,8 @@ def run_search(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], 
     if base is not None:
         enqueue_once(study, genome_of(base, space), {"baseline": True})
     tables = latency if isinstance(latency, Mapping) else {"prefill": latency}
-    scoring = Objective(space, tables, scorer, device, cfg.budget_map(), base,
-                        dict(trial_attrs or {}), cfg.objectives)
+    scoring = TrialObjective(space, tables, scorer, device, cfg.budget_map(), base,
+                             dict(trial_attrs or {}), cfg.objectives)
     objective = budget.guard(scoring)
     bar = _Progress(study, cfg.n_trials, count_complete(study), cfg.progress)
     t0 = time.perf_counter()
@@ -191,9 +175,9 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         if on_ready is not None:
             on_ready()
         budgets = p.search.budget_map()
-        result = run_search(p.space, p.tables, p.scorer, p.search, p.sampler,
-                            device=p.hardware.device, study_attrs=p.study_attrs,
-                            trial_attrs=p.trial_attrs, storage=p.storage)
+        result = run_study(p.space, p.tables, p.scorer, p.search, p.sampler,
+                           device=p.hardware.device, study_attrs=p.study_attrs,
+                           trial_attrs=p.trial_attrs, storage=p.storage)
         try:
             with folder_lock(out_dir):  # the study's other workers export here too
                 text = OmegaConf.to_yaml(cfg, resolve=True).encode()
@@ -204,16 +188,18 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         except OSError as e:  # the trials are stored: only the files are missing
             raise ConfigError(f"hydra.run.dir: cannot write into {out_dir} ({e.strerror or e}); "
                               "the trials are stored: export them with python -m nas.search.export") from None
-        log.info(summary(result, budgets, hardware_name,
-                         {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
-                         p.search.storage))
+        result.summary = summary(result, budgets, hardware_name,
+                                 {"pareto_csv": exp.pareto_csv, "plot": plot, "winner": exp.winner},
+                                 p.search.storage)
+        log.info(result.summary)
     return result
 
 
 def main() -> None:
     """``python -m nas.search``: one-line errors for bad overrides, then Hydra."""
-    from nas.hydra_cli import precheck, register_schema
+    from nas.hydra_cli import exit_on_version, precheck, register_schema
 
+    exit_on_version("nas-search", sys.argv[1:])
     register_schema()
     run_dir = precheck(sys.argv[1:])
     _hydra_main(run_dir)

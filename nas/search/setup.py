@@ -20,20 +20,20 @@ from typing import Any, Callable, Mapping
 from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError
-from nas.latency.local import Resolved
+from nas.latency.local import Resolved, other_machine
 from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
 from nas.search.objectives import REGISTRY, load_tables, table_files
-from nas.search.resume import search_settings
+from nas.search.study_settings import search_settings
 from nas.search.study import check_compatible, find_study
 from nas.search.workers import folder_lock, open_worker_storage
 
 
 @dataclass
 class Prepared:
-    """Everything ``run_search`` needs, checked."""
+    """Everything ``run_study`` needs, checked."""
 
     search: SearchConfig
     sampler: SamplerConfig
@@ -120,11 +120,11 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
 
     The cache folder is keyed by the space and every training setting that changes the
     weights, so a re-run reuses it and an interrupted training continues from its last
-    checkpoint (``nas.train.train_supernet`` resumes into the same folder). Workers
+    checkpoint (``nas.supernet.train.train_supernet`` resumes into the same folder). Workers
     starting together take turns: the first trains, the others find its checkpoint.
     """
     from nas.supernet.data import load_corpus
-    from nas.train import train_supernet
+    from nas.supernet.train import train_supernet
 
     settings = {k: v for k, v in train_cfg.to_dict().items()
                 if k not in ("device", "log_every", "eval_every")}
@@ -135,6 +135,16 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     folder = cache_dir / f"{space.name}-{key}"
     with folder_lock(folder):  # workers started together: one trains, the others reuse it
         return train_supernet(space, corpus, train_cfg, folder, progress=progress)
+
+
+def _storage_exists(url: str) -> bool:
+    """Whether the storage at ``url`` is there already (a server's always counts as there)."""
+    if "://" not in url:
+        return Path(url).exists()
+    if url.startswith("sqlite:///"):
+        db = url[len("sqlite:///"):].split("?")[0]
+        return not db or db == ":memory:" or Path(db).exists()
+    return True
 
 
 def table_here(hardware: HardwareConfig, hardware_name: str, space: SearchSpace) -> Resolved:
@@ -165,7 +175,8 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     from nas.supernet.data import load_corpus
     from nas.latency import LatencyTable
     from nas.supernet.score import AccuracyScorer
-    from nas.train import TrainConfig, load_supernet, resolve_device
+    from nas.supernet.recipe import TrainConfig, resolve_device
+    from nas.supernet.train import load_supernet
 
     search = typed(SearchConfig, cfg.search, "search")
     check_gpu(search.device)
@@ -184,8 +195,6 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     here = table_here(hardware, hardware_name, space)
     table_file = here.path
     table = LatencyTable.load(table_file, space=space, device=hardware.device)
-    if here.note:  # once it loads: a table that cannot be read says only that
-        print(here.note, file=sys.stderr)
     tables = load_tables(search.objectives, hardware, hardware_name, space, table)
     fastest = fastest_arch(space, table, hardware.device)
     where = f"space '{space.name}' on {hardware_name} ({table_file})"
@@ -212,10 +221,23 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
         raise ConfigError(f"supernet.checkpoint: {net.checkpoint} not found (null trains one)")
     if net.checkpoint is None:
         resolve_device(train_cfg.device)  # refused now rather than after opening the storage
-    storage = open_worker_storage(search)
-    existing = find_study(storage, search.study_name)
+    # A storage file that is not there yet is made once every check has passed: a refused
+    # command leaves no empty database behind. One that exists (or a server) is opened now,
+    # so a study it holds with other settings is refused before a supernet is trained.
+    storage = open_worker_storage(search) if _storage_exists(search.storage) else None
+    existing = None if storage is None else find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
         check_compatible(existing, attrs, search.storage, search.objectives)
+    # Every check passed: a refused command says only why. The serving tables (decode,
+    # request, memory) are not replaced by this machine's; one measured elsewhere is named.
+    notes = [here.note] if here.note else []
+    for csv in table_files(tables)[1:]:
+        differs = other_machine(Path(csv))
+        if differs:
+            notes.append(f"warning: {csv} was measured on other hardware ({differs[0]}); "
+                         "`nas-latency check` measures whether it holds here")
+    for note in notes:
+        print(note, file=sys.stderr)
 
     if net.checkpoint is None:
         ckpt = cached_supernet(space, train_cfg, Path(net.cache_dir), progress=search.progress)
@@ -234,6 +256,8 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     supernet = load_supernet(ckpt, space, device=device, corpus=corpus)
     scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
                             batch_size=score.batch_size)
+    if storage is None:
+        storage = open_worker_storage(search)
     return Prepared(search=search, sampler=sampler, hardware=hardware,
                     hardware_name=hardware_name, space=space, table=table, tables=tables, scorer=scorer,
                     storage=storage, study_attrs=attrs,

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError, clip, shown
 from nas.search import objectives as objs
-from nas.search.resume import SETTINGS, refuse_changed_settings
+from nas.search.study_settings import SETTINGS, refuse_changed_settings
 from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
 # The system attribute a sampler's ``constraints_func`` writes (a list, one value per
 # constraint): Optuna's samplers and optuna-dashboard 0.21 both read it. Optuna 5's
@@ -76,7 +76,7 @@ def check_compatible(study: optuna.Study, attrs: Mapping[str, Any], where: str,
     Raises:
         ConfigError: other objectives; trials or attributes but none of the settings a
             search records (a study made by other code, never written to); or another
-            setting of ``nas.search.resume.SETTINGS``.
+            setting of ``nas.search.study_settings.SETTINGS``.
     """
     name = study.study_name
     theirs = objs.of_study(study)

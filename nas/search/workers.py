@@ -40,7 +40,7 @@ REASON_ATTR = "fail_reason"
 # On a trial queued again: why the trial it repeats did not finish.
 RETRY_REASON_ATTR = "retry_reason"
 # A RUNNING trial that has not said which process runs it is stale after this long. A
-# live process claims its trial milliseconds after creating it (nas.search.objective); a
+# live process claims its trial milliseconds after creating it (nas.search.trial); a
 # trial left unclaimed comes from a process killed in between.
 UNCLAIMED_GRACE_S = 30.0
 # An architecture whose trial died this many times is not queued again: it may be what

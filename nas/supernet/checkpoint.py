@@ -29,7 +29,7 @@ def save_atomic(obj: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and sanity-check a checkpoint written by ``nas.train``.
+    """Load and sanity-check a checkpoint written by ``nas-train``.
 
     Raises:
         ConfigError: missing file, not a checkpoint, or a checkpoint of another format.
@@ -49,7 +49,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                           f"(expected format {FORMAT!r})")
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
-        raise ConfigError(f"checkpoint: {p} lacks {missing}; it was not written by nas.train")
+        raise ConfigError(f"checkpoint: {p} lacks {missing}; it was not written by nas-train")
     check_fields(ckpt, p)
     return ckpt
 
@@ -60,7 +60,7 @@ FIELD_TYPES = {"model": dict, "optimizer": dict, "rng": dict, "space": dict, "tr
 
 
 def check_fields(ckpt: Mapping[str, Any], p: Path) -> None:
-    """Refuse a checkpoint whose fields have another type or sign than ``nas.train``
+    """Refuse a checkpoint whose fields have another type or sign than ``nas-train``
     writes (a hand-edited or hostile file), in one line rather than a traceback on resume.
     """
     def bad(key: str, why: str) -> ConfigError:

@@ -3,7 +3,9 @@ sys.path.insert(0, ".")
 from pathlib import Path
 from nas.space import load_space
 from nas.supernet.data import load_corpus
-from nas.train import TrainConfig, train_supernet, load_supernet, sandwich
+from nas.supernet.recipe import TrainConfig
+from nas.supernet.step import sandwich
+from nas.supernet.train import train_supernet, load_supernet
 from nas.supernet.score import AccuracyScorer
 name, distill, nr, steps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 s = load_space("shakespeare"); corpus = load_corpus(block_size=256)

@@ -1,23 +1,11 @@
-"""Supernet training from the command line, and the training API in one place.
+"""``nas-train`` (``python -m nas.supernet``, or ``torchrun --nproc_per_node=N -m
+nas.supernet ...``): the supernet, or one architecture alone, from the command line.
 
 The sandwich rule with in-place distillation (BigNAS) trains the supernet; a single
 architecture can also be trained alone with the very same loop, from scratch or from
-the supernet's slices (fine-tuning). What lives where, imports flowing down the list:
-
-- ``nas.supernet.recipe``: ``TrainConfig``, ``resolve_device``, ``lr_at``, ``make_optimizer``.
-- ``nas.supernet.step``: the losses (``soft_cross_entropy``, ``student_loss``), ``train_step``
-  and the ``sandwich`` rule that picks a step's sub-networks.
-- ``nas.supernet.loop``: the run state (weights, optimizer, RNG), the progress bar, the loop.
-- ``nas.supernet.train``: ``train_supernet`` (its sub-network picker is a parameter),
-  its checkpoints, ``load_supernet``.
-- ``nas.supernet.standalone``: ``train_standalone``, ``fits``, ``measure_throughput``.
-- ``nas.supernet.distributed``: data-parallel training over ``torchrun``'s processes.
-- here: ``python -m nas.train search_space=tiny train=tiny`` (or ``torchrun
-  --nproc_per_node=N -m nas.train ...``), and every public name above, so callers
-  import from ``nas.train`` alone.
-
-Hydra is imported inside ``main`` only, so the experiments can import this module on
-machines without Hydra or Optuna.
+the supernet's slices (fine-tuning). The training API lives in the modules of
+``nas.supernet`` (``recipe``, ``step``, ``loop``, ``train``, ``standalone``,
+``distributed``); this module only turns the Hydra config into their calls.
 """
 from __future__ import annotations
 
@@ -33,18 +21,12 @@ from nas.errors import ConfigError, exit_on_user_error
 from nas.limits import check_trainable
 from nas.locks import exclusive, lock_path
 from nas.outputs import check_folder, write_atomic
-from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, lr_at, make_optimizer, resolve_device
+from nas.supernet.recipe import EVAL_BATCH_SIZE, TrainConfig, resolve_device
 from nas.supernet.score import TEST_BATCHES, AccuracyScorer
 from nas.signals import held
 from nas.space import ArchConfig, SearchSpace
-from nas.supernet.standalone import StandaloneResult, fits, measure_throughput, train_standalone
-from nas.supernet.step import sandwich, soft_cross_entropy, student_loss, train_step
-from nas.supernet.train import RESUMABLE_CHANGES, Picker, load_supernet, train_supernet
-
-__all__ = ["EVAL_BATCH_SIZE", "RESUMABLE_CHANGES", "Picker", "StandaloneResult", "TrainConfig",
-           "fits", "load_supernet", "lr_at", "main", "make_optimizer", "measure_throughput",
-           "resolve_device", "sandwich", "soft_cross_entropy", "student_loss", "train_standalone",
-           "train_step", "train_supernet"]
+from nas.supernet.standalone import train_standalone
+from nas.supernet.train import load_supernet, train_supernet
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +53,7 @@ def _main(cfg: Any) -> Path:
         raise ConfigError("init: 'supernet' fine-tunes one architecture; give arch=<yaml> too")
     if raw.get("arch") and distributed.launched_size() > 1:
         raise ConfigError("arch: a model trained alone runs in one process; start it with "
-                          "python -m nas.train, not torchrun")
+                          "python -m nas.supernet, not torchrun")
     if raw.get("arch"):  # one architecture (an exported winner, say) trained alone
         arch = ArchConfig.from_yaml(raw["arch"])
         try:
@@ -133,7 +115,7 @@ def _main(cfg: Any) -> Path:
 
 
 def main() -> None:
-    """``python -m nas.train [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT] [arch=YAML]
+    """``python -m nas.supernet [search_space=NAME] [train=RECIPE] [out_dir=DIR] [resume=CKPT] [arch=YAML]
     [init=scratch|supernet supernet.checkpoint=PT]``.
 
     With ``arch``, the architecture in that file (an exported winner) is trained alone
@@ -143,9 +125,11 @@ def main() -> None:
     import hydra  # here, not at the top: library users need no Hydra
 
     from nas.cli_checks import precheck
+    from nas.hydra_cli import exit_on_version
     from nas.paths import CONF_DIR
     from nas.signals import stop_cleanly
 
+    exit_on_version("nas-train", sys.argv[1:])
     precheck(sys.argv[1:], "train")
     with stop_cleanly("kept: the supernet checkpoint of the last evaluation; run the same "
                       "command again to continue (a model trained alone is saved at its end only)"):

@@ -1,10 +1,28 @@
 """The terminal report of ``python -m nas.search``: what the run did and what it found."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
-if TYPE_CHECKING:  # for the annotation only: nas.search imports this module
-    from nas.search.run import SearchResult
+import optuna
+
+
+@dataclass
+class SearchResult:
+    """What a search did."""
+
+    study: optuna.Study
+    new_trials: int
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failed_stale: list[int] = field(default_factory=list)
+    summary: str = ""  # the report the command prints (nas.search.summary), once exported
+
+    @property
+    def trials_per_s(self) -> float:
+        return self.new_trials / self.seconds if self.seconds > 0 else math.nan
+
 
 
 def summary(result: SearchResult, budgets: Mapping[str, float], hardware: str,
@@ -55,5 +73,7 @@ def summary(result: SearchResult, budgets: Mapping[str, float], hardware: str,
     lines.append(f"pareto csv : {paths['pareto_csv']}")
     lines.append(f"pareto plot: {paths['plot']}")
     lines.append(f"winner     : {paths['winner'] or 'none within budget'}")
-    lines.append(f"dashboard  : optuna-dashboard {storage_url}")
+    import importlib.util
+    get = "" if importlib.util.find_spec("optuna_dashboard") else "  (not installed: pip install optuna-dashboard)"
+    lines.append(f"dashboard  : optuna-dashboard {storage_url}{get}")
     return "\n".join(lines)

@@ -35,7 +35,7 @@ def n_params(arch: ArchConfig) -> int:
 
 
 @dataclass
-class Objective:
+class TrialObjective:
     """``objective(trial) -> values of objectives`` for ``study.optimize``.
 
     Attributes:
