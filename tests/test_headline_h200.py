@@ -77,3 +77,53 @@ def test_kendall_tau_b():
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
     assert abs(kendall_tau([1, 2, 3], [1, 3, 2]) - 1 / 3) < 1e-12
     assert abs(kendall_tau([1, 1, 2], [1, 2, 3]) - 2 / 6 ** 0.5) < 1e-12  # tau-b with a tie
+
+
+class _FloorCost:
+    """Decode time as the bytes a step reads over 4.3 TB/s: a stand-in for the H200 table."""
+
+    def decode_ms(self, arch) -> float:
+        from nas.latency.floor import step_bytes
+        return step_bytes(arch, 32, 1024) / 4.3e9
+
+
+def _plan(cost=None):
+    sys.path.insert(0, str(HERE))
+    import plan
+    return plan, plan.Plan(plan.Setup(), {}, cost)
+
+
+def test_without_the_target_tables_only_what_needs_no_table_is_planned():
+    plan, p = _plan()
+    if p.missing_table is None:  # the h200-fused tables exist: nothing to check here
+        return
+    jobs = [j for _, j, _ in p.jobs()]
+    assert {j["kind"] for j in jobs} == {"alone"}  # no supernet: it would be lost with its machine
+    roles = [j["role"] for j in jobs]
+    assert roles.count("baseline") == 2 and roles.count("ranking") == 2 * p.s.n_stratified
+
+
+def test_references_are_uniform_within_the_budget_and_no_larger_than_the_baseline():
+    plan, p = _plan(_FloorCost())
+    b = p.baseline
+    assert p.budget == round(0.5 * _FloorCost().decode_ms(b), 5)
+    refs = p.references()
+    assert refs[0] == ("baseline", "GPT-2 small's shape", b)
+    roles = {r for r, _, _ in refs}
+    # (with this stand-in every uniform GQA model is within the budget: no shrink is needed)
+    assert {"baseline", "uniform shrink", "uniform GQA"} <= roles <= {
+        "baseline", "uniform shrink", "uniform GQA", "uniform GQA + shrink"}
+    # (nor does any smaller FFN at 12 layers of 12 heads: their KV cache alone is over it)
+    assert {"fewer layers", "narrower", "fewer heads"} <= {v for r, v, _ in refs if r == "uniform shrink"}
+    for role, variant, a in refs:
+        assert len(set(a.n_head)) == len(set(a.n_kv_head)) == len(set(a.d_ff)) == 1
+        assert a.n_layer <= b.n_layer and a.d_model <= b.d_model and a.d_ff[0] <= b.d_ff[0]
+        assert a.precision == "bf16" and a.n_head[0] > 0
+        if role == "uniform GQA":
+            assert a.n_head == b.n_head and a.n_kv_head[0] in (1, 2, 4)
+        elif role != "baseline":
+            assert p.decode_ms(a) <= p.budget
+    assert len({a.arch_id for _, _, a in refs}) == len(refs)
+    jobs = [j for _, j, _ in p.jobs()]
+    assert {j["kind"] for j in jobs} == {"supernet", "search", "alone"}
+    assert all(j["budget_ms"] == p.budget for j in jobs if j["kind"] == "search")

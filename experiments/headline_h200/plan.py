@@ -130,11 +130,13 @@ def uniform_archs(space: SearchSpace, base: ArchConfig, gqa: bool) -> list[ArchC
 class Plan:
     """Which jobs exist, given the results so far."""
 
-    def __init__(self, s: Setup, results: dict[str, dict[str, Any]]):
+    def __init__(self, s: Setup, results: dict[str, dict[str, Any]], cost: Any = None):
+        """``cost``: predicts ``decode_ms`` (default: the target's decode table, or the
+        reason it cannot be loaded)."""
         self.s, self.results = s, results
         self.space, self.target = space_of(s), target_of(s)
         self.baseline = self.space.baseline_arch(s.precision)
-        self.cost = cost_model(self.space, self.target)
+        self.cost = cost if cost is not None else cost_model(self.space, self.target)
         self.missing_table = self.cost if isinstance(self.cost, str) else None
         self.budget = (None if self.missing_table else
                        round(BUDGET_FRACTION * self.cost.decode_ms(self.baseline), 5))
@@ -183,8 +185,9 @@ class Plan:
         """(role, variant, arch): the baseline; the uniform shrinks within the budget (for
         each way of shrinking, the one with the most decoder parameters); the baseline with
         every layer at k key/value heads; and per k the uniform shrink with k key/value heads
-        within the budget with the most decoder parameters. Which of each group is best is
-        decided by test loss (``report.py``), not here."""
+        within the budget with the most decoder parameters (absent where that is the
+        unshrunk one already listed). Which of each group is best is decided by test loss
+        (``report.py``), not here."""
         b = self.baseline
         out = [("baseline", "GPT-2 small's shape", b)]
         if self.budget is None:
@@ -193,7 +196,10 @@ class Plan:
                   if a != b and self.decode_ms(a) <= self.budget]
         ways = {"fewer layers": lambda a: a.d_model == b.d_model and a.n_head[0] == b.n_head[0]
                 and a.d_ff[0] == b.d_ff[0],
-                "narrower": lambda a: a.n_layer == b.n_layer and a.d_ff[0] == b.d_ff[0],
+                "narrower": lambda a: a.n_layer == b.n_layer and a.d_ff[0] == b.d_ff[0]
+                and a.d_model < b.d_model,
+                "fewer heads": lambda a: a.n_layer == b.n_layer and a.d_ff[0] == b.d_ff[0]
+                and a.d_model == b.d_model,
                 "smaller FFN": lambda a: a.n_layer == b.n_layer and a.d_model == b.d_model
                 and a.n_head[0] == b.n_head[0],
                 "most decoder parameters": lambda a: True}
@@ -254,9 +260,10 @@ class Plan:
 
     def jobs(self) -> list[tuple[int, dict[str, Any], list[str]]]:
         """(priority, job, supernets it needs): lower priorities go first."""
-        out: list[tuple[int, dict[str, Any], list[str]]] = [(0, self.supernet_job(), [])]
-        if self.budget is not None:
-            out += [(1, self.search_job("supernet"), [SUPERNET]), (1, self.search_job("lts_proxy"), [])]
+        out: list[tuple[int, dict[str, Any], list[str]]] = []
+        if self.budget is not None:  # else a supernet trained now would be lost with its machine
+            out += [(0, self.supernet_job(), []), (1, self.search_job("supernet"), [SUPERNET]),
+                    (1, self.search_job("lts_proxy"), [])]
         heads = self.headline()
         complete = self.search("supernet") is not None and self.search("lts_proxy") is not None
         for role, _, a in heads:

@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, help="the Linux corpus bundle (prepared when needed)")
     ap.add_argument("--deadline-s", type=float, default=540.0,
                     help="stop launching, end running jobs and save by then")
-    ap.add_argument("--jobs", type=int, default=8, help="worker processes at once")
-    ap.add_argument("--jobs-while-supernet", type=int, default=3,
+    ap.add_argument("--jobs", type=int, default=4, help="worker processes at once")
+    ap.add_argument("--jobs-while-supernet", type=int, default=2,
                     help="other workers beside the supernet's training")
     ap.add_argument("--min-left-s", type=float,
-                    help="launch no training with less time than this left (default 240; 0 with --smoke)")
+                    help="launch no training with less time than this left (default 300; 0 with --smoke)")
     ap.add_argument("--pack", type=int, default=0,
                     help="trainings run one after another in one worker, saving process starts "
                          "(0: 1, or 16 with --smoke)")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = max(1, (os.cpu_count() or 2) // max(1, args.jobs))
     pack = args.pack or (16 if args.smoke else 1)
-    min_left = args.min_left_s if args.min_left_s is not None else (0.0 if args.smoke else 240.0)
+    min_left = args.min_left_s if args.min_left_s is not None else (0.0 if args.smoke else 300.0)
     said_missing = False
 
     def start(batch: list[tuple[str, dict[str, Any]]]) -> None:
