@@ -129,11 +129,18 @@ def headline(plan: P.Plan, results: dict[str, Any], out: Path) -> pd.DataFrame:
               measured_decode_ms_b32=("measured_decode_ms_b32", "first"),
               predicted_decode_ms_b32=("predicted_decode_ms_b32", "first"),
               measured_decode_ms_b1=("measured_decode_ms_b1", "first"),
+              predicted_decode_ms_b1=("predicted_decode_ms_b1", "first"),
+              measured_request_ms=("measured_request_ms", "first"),
+              predicted_request_ms=("predicted_request_ms", "first"),
+              floor_decode_ms_b32=("floor_decode_ms_b32", "first"),
               within_budget_predicted=("within_budget_predicted", "first")).reset_index())
     base = g[g.role == "baseline"].iloc[0]
     g["speedup_b32_vs_baseline"] = base.measured_decode_ms_b32 / g.measured_decode_ms_b32
     g["test_loss_minus_baseline"] = g.test_loss_mean - base.test_loss_mean
-    g["prediction_error_pct"] = 100 * (g.predicted_decode_ms_b32 / g.measured_decode_ms_b32 - 1)
+    for col, m, p in (("prediction_error_pct", "measured_decode_ms_b32", "predicted_decode_ms_b32"),
+                      ("prediction_error_pct_b1", "measured_decode_ms_b1", "predicted_decode_ms_b1"),
+                      ("prediction_error_pct_request", "measured_request_ms", "predicted_request_ms")):
+        g[col] = 100 * (pd.to_numeric(g[p]) / pd.to_numeric(g[m]) - 1)
     g["best_of_role"] = False
     for role in REFERENCE_ROLES:  # the lowest test loss within the budget (else the fastest)
         m = g[(g.role == role) & g.test_loss_mean.notna()]

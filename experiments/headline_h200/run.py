@@ -56,11 +56,15 @@ def prepare_linux(bundle: Path, log: Any) -> None:
     when prepared), checked against the committed manifest's ``corpus_sha256``."""
     from nas.data.prepare import PrepareOptions, prepare
 
-    if not (CORPUS / "src").is_dir():
+    if not (CORPUS / "src").is_dir():  # unpacked beside it, then moved: never half there
         log(f"unpacking {bundle}")
-        CORPUS.mkdir(parents=True, exist_ok=True)
+        tmp = CORPUS / ".unpacking"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         with tarfile.open(bundle) as tar:
-            tar.extractall(CORPUS, filter="data")
+            tar.extractall(tmp, filter="data")
+        (tmp / "src").rename(CORPUS / "src")
+        tmp.rmdir()
     t0 = time.monotonic()
     prepare(PrepareOptions(source=str(CORPUS / "src"), out=CORPUS / "corpus", progress=False,
                            tokenizer=ROOT / "experiments" / "corpus_linux" / "tokenizer.json"))
