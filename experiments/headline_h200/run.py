@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     pack = args.pack or (16 if args.smoke else 1)
     min_left = args.min_left_s if args.min_left_s is not None else (0.0 if args.smoke else 300.0)
     said_missing = False
+    failed: list[tuple[str, str]] = []  # (job id, its worker's log)
 
     def start(batch: list[tuple[str, dict[str, Any]]]) -> None:
         for jid, job in list(batch):  # finished once already (its worker was ended before we read it)
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"FAILED {jid} ({name(job)}), exit {proc.returncode}; see "
                         f"{args.work}/jobs/{proc.log_name}")
                     results.setdefault(jid, {"failed": True})  # not retried in this invocation
+                    failed.append((jid, proc.log_name))
         plan = Plan(s, results)
         if plan.missing_table and not said_missing:
             log(f"waiting for the target's tables (searches, references): {plan.missing_table}")
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 seen.add(job_id(j))
                 todo.append((p, j, n))
         if not todo and not running:
-            log("nothing left to do")
+            log("nothing left to do" + (" until the target's tables exist" if plan.missing_table else "")
+                + (f" in this call: {len(failed)} job(s) FAILED; run again to retry them" if failed else ""))
             break
         if left <= 0:
             log(f"deadline: ending {len(running)} running worker(s)")
@@ -267,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.state.is_file():
             shutil.copy(args.state, args.out / "state.jsonl")
         shutil.copy(log_path, args.out / "run.log")
+        if failed:  # the end of each failed worker's log, to read without the machine
+            with open(args.out / "failed_jobs.log", "w") as f:
+                for jid, name_ in failed:
+                    text = (args.work / "jobs" / name_).read_text(errors="replace")
+                    f.write(f"==== {jid} ({name_})\n{text[-6000:]}\n")
     return 0
 
 
