@@ -38,7 +38,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -52,26 +51,26 @@ CORPUS = ROOT / ".corpus" / "linux"
 
 
 def prepare_linux(bundle: Path, log: Any) -> None:
-    """The Linux corpus from its bundle, as ``experiments/corpus_linux`` describes (a no-op
-    when prepared), checked against the committed manifest's ``corpus_sha256``."""
+    """The Linux corpus from its bundle (a no-op when prepared), checked against the
+    committed manifest's ``corpus_sha256``; ``experiments/runtime_h200``'s unpacking."""
     from nas.data.prepare import PrepareOptions, prepare
+    from plan import load_module
 
+    loop = load_module("runtime_h200_train_loop", ROOT / "experiments/runtime_h200/train_loop.py")
     if not (CORPUS / "src").is_dir():  # unpacked beside it, then moved: never half there
         log(f"unpacking {bundle}")
         tmp = CORPUS / ".unpacking"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with tarfile.open(bundle) as tar:
-            tar.extractall(tmp, filter="data")
-        (tmp / "src").rename(CORPUS / "src")
+        loop.unpack(bundle, tmp).rename(CORPUS / "src")
         tmp.rmdir()
     t0 = time.monotonic()
     prepare(PrepareOptions(source=str(CORPUS / "src"), out=CORPUS / "corpus", progress=False,
-                           tokenizer=ROOT / "experiments" / "corpus_linux" / "tokenizer.json"))
-    want = json.loads((ROOT / "experiments/corpus_linux/manifest.json").read_text())["corpus_sha256"]
+                           tokenizer=loop.TOKENIZER))
     got = json.loads((CORPUS / "corpus" / "manifest.json").read_text())["corpus_sha256"]
-    if got != want:
-        raise SystemExit(f"{CORPUS / 'corpus'}: corpus_sha256 {got} is not the committed {want}")
+    if got != loop.committed_sha256():
+        raise SystemExit(f"{CORPUS / 'corpus'}: corpus_sha256 {got} is not the committed "
+                         f"{loop.committed_sha256()}")
     log(f"corpus ready in {time.monotonic() - t0:.0f} s: {CORPUS / 'corpus'}")
 
 
