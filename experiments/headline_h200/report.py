@@ -200,9 +200,8 @@ def stages(results: dict[str, Any], state: Path, out: Path) -> pd.DataFrame:
                  "search": job.get("name", "search")}.get(job["kind"], job["kind"])
         rows.append({"stage": stage, "machine": r.get("machine", ""),
                      "seconds": res.get("job_wall_seconds", math.nan)})
-    df = (pd.DataFrame(rows).groupby(["stage", "machine"]).agg(jobs=("seconds", "size"),
-                                                               job_seconds=("seconds", "sum"))
-          .reset_index())
+    df = (pd.DataFrame(rows, columns=["stage", "machine", "seconds"]).groupby(["stage", "machine"])
+          .agg(jobs=("seconds", "size"), job_seconds=("seconds", "sum")).reset_index())
     df.to_csv(out / "stages.csv", index=False, float_format="%.1f")
     return df
 

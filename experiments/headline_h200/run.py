@@ -4,7 +4,7 @@ ranking study of the supernet against that proxy. One resumable run.
 
 From the repository root on a GPU machine (Optuna installed; Hydra not needed)::
 
-    python experiments/headline_h200/run.py --bundle linux-c-6.1.176-1.tar.xz --deadline-s 540
+    python experiments/headline_h200/run.py --bundle .corpus/linux/linux-c-6.1.176-1.tar.xz --deadline-s 530
 
 prepares the Linux corpus from its bundle when it is not there yet, then does as much as
 the deadline allows, and continues where it stopped when run again with the same
