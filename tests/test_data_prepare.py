@@ -290,7 +290,8 @@ def test_checkpoint_is_refused_with_another_corpus(prepared, tmp_path, micro_cor
     from conftest import MICRO
     from nas.space import SearchSpace
     from nas.supernet.score import AccuracyScorer
-    from nas.train import TrainConfig, load_supernet, train_supernet
+    from nas.supernet.recipe import TrainConfig
+    from nas.supernet.train import load_supernet, train_supernet
 
     src, out = prepared
     space = SearchSpace.from_dict({**MICRO, "vocab_size": VOCAB})
@@ -316,7 +317,7 @@ def test_train_command_on_a_prepared_corpus(prepared, tmp_path):
     """``nas-train train.data=<folder>``: the tiny space with the tokenizer's vocabulary."""
     _, out = prepared
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    common = [sys.executable, "-m", "nas.train", f"hydra.run.dir={tmp_path}/hydra",
+    common = [sys.executable, "-m", "nas.supernet", f"hydra.run.dir={tmp_path}/hydra",
               f"out_dir={tmp_path}/sn", f"train.data={out}", "train.steps=3", "train.batch_size=2",
               "train.eval_every=0", "train.eval_batches=1", "train.device=cpu"]
     p = subprocess.run([*common, f"search_space.vocab_size={VOCAB}"], cwd=ROOT, env=env,
@@ -338,7 +339,8 @@ def test_the_search_trains_and_scores_its_supernet_on_a_prepared_corpus(prepared
     from nas.search.setup import cached_supernet
     from nas.space import SearchSpace
     from nas.supernet.score import AccuracyScorer
-    from nas.train import TrainConfig, load_supernet
+    from nas.supernet.recipe import TrainConfig
+    from nas.supernet.train import load_supernet
 
     space = SearchSpace.from_dict({**MICRO, "vocab_size": VOCAB})
     cfg = TrainConfig(steps=2, batch_size=4, eval_every=0, eval_batches=1, device="cpu",

@@ -29,7 +29,8 @@ from nas.locks import exclusive, lock_path
 from nas.space import ArchConfig, SearchSpace
 from nas.supernet.checkpoint import read_checkpoint, save_atomic
 from nas.supernet.data import load_corpus
-from nas.train import TrainConfig, train_supernet
+from nas.supernet.recipe import TrainConfig
+from nas.supernet.train import train_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 

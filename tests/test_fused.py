@@ -47,6 +47,7 @@ def test_fused_functions_equal_the_model(supernet, seed):
     _check(model, space.vocab_size, compile=False)
 
 
+@pytest.mark.slow
 def test_compiled_fused_runtime_equals_the_model(supernet):
     space, sup = supernet
     arch = space.make(3, 48, [6, 0, 4], [64, 32, 64], n_kv_head=[2, 0, 4])

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,7 @@ def _run(script: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_smoke_runs_the_whole_pipeline_and_resumes(tmp_path: Path):
     work = tmp_path / "work"
     p = _run(HERE / "run.py", "--smoke", "--work", str(work), "--state", str(work / "state.jsonl"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from nas.data.prepare import PrepareOptions, prepare
@@ -15,6 +16,7 @@ from tests.test_data_prepare import _write_docs
 VOCAB = 260
 
 
+@pytest.mark.slow
 def test_subword_corpus_through_a_grouped_query_search(tmp_path: Path):
     _write_docs(tmp_path / "src", n=30)
     corpus, _ = prepare(PrepareOptions(source=str(tmp_path / "src"), out=tmp_path / "corpus",

@@ -496,6 +496,7 @@ def test_recipes_load_without_hydra_as_hydra_composes_them():
         TrainConfig.from_recipe("nope")
 
 
+@pytest.mark.slow
 def test_compiled_training_alone_matches_eager(micro_space, micro_corpus):
     """train.compile: the same run through torch.compile, to rounding."""
     arch = micro_space.largest()

@@ -152,7 +152,7 @@ def main() -> None:
                 f"hydra.run.dir={scratch / 'hydra' / name}"]
         if not gpu:
             over.append("train.device=cpu")
-        cmd = (torchrun if n_gpus == 2 else [py]) + ["-m", "nas.train", *over]
+        cmd = (torchrun if n_gpus == 2 else [py]) + ["-m", "nas.supernet", *over]
         e = dict(env) if n_gpus == 2 else {**env, "CUDA_VISIBLE_DEVICES": "0"}
         wall = log.run(name, [cmd], [e], timeout=180)
         iv = intervals(d / "log.csv", batch * block * sandwich, name)

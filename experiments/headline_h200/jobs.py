@@ -51,7 +51,8 @@ def _supernet_scorer(job: dict[str, Any], work: Path) -> tuple[Any, Any]:
     from nas.space import load_space
     from nas.supernet.data import load_corpus
     from nas.supernet.score import AccuracyScorer
-    from nas.train import load_supernet, resolve_device
+    from nas.supernet.recipe import resolve_device
+    from nas.supernet.train import load_supernet
 
     h = _h100()
     space, cfg = load_space(job["space"]), h.recipe(job)
