@@ -38,7 +38,7 @@ from nas.supernet.score import TEST_BATCHES, AccuracyScorer, split_loss  # noqa:
 from nas.space import ArchConfig, SearchSpace, load_space  # noqa: E402
 from nas.supernet.recipe import TrainConfig, resolve_device
 from nas.supernet.standalone import train_standalone
-from nas.supernet.train import load_supernet
+from nas.supernet.train import load_supernet, train_supernet
 
 SCORE_BATCHES, SCORE_BATCH_SIZE = 16, 32  # conf/config.yaml's score.*: what the search uses
 

@@ -9,7 +9,7 @@ runs the jobs one after another, writing each result as it finishes. Kinds:
   one architecture trained alone, its test loss.
 - ``score``: validation losses of architectures with the supernet's inherited weights
   (the search's scorer: 16 x 32 windows of the validation split).
-- ``search``: Optuna through ``nas.search.run.run_search`` (no Hydra), minimising the
+- ``search``: Optuna through ``nas.search.run.run_study`` (no Hydra), minimising the
   accuracy objective and ``decode_ms`` (the target's decode table) within a decode budget;
   the accuracy objective is the supernet's validation loss or the LTS proxy
   (``-decoder_params / 1e6``); every finished trial read back from the study.
@@ -81,7 +81,7 @@ def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
     from nas.latency.predict import CostModel
     from nas.latency.target import Target
     from nas.search.config import SearchConfig
-    from nas.search.run import run_search
+    from nas.search.run import run_study
     from nas.search.samplers import SamplerConfig
     from nas.space import load_space
 
@@ -100,9 +100,9 @@ def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
              "accuracy_objective": job["accuracy_objective"],
              "decode_table": str(serving.decode.path)}
     t0 = time.perf_counter()
-    res = run_search(space, {"serving": serving}, scorer, cfg, SamplerConfig(),
-                     device=target.device, study_attrs=attrs,
-                     trial_attrs={"table_fingerprint": dict(serving.decode.fingerprint)})
+    res = run_study(space, {"serving": serving}, scorer, cfg, SamplerConfig(),
+                    device=target.device, study_attrs=attrs,
+                    trial_attrs={"table_fingerprint": dict(serving.decode.fingerprint)})
     front = {t.number for t in res.study.best_trials}
     trials = []
     for t in res.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):

@@ -45,6 +45,7 @@ from nas.supernet.score import AccuracyScorer  # noqa: E402
 from nas.space import load_space  # noqa: E402
 from nas.supernet.recipe import TrainConfig, resolve_device
 from nas.supernet.standalone import measure_throughput, train_standalone
+from nas.supernet.step import sandwich
 from nas.supernet.train import load_supernet, train_supernet
 
 EVAL_OVERHEAD = 1.1  # validation, checkpoints and start-up on top of the timed steps

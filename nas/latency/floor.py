@@ -28,13 +28,11 @@ def step_bytes(arch: Any, batch_size: int, context: int) -> int:
 def bandwidth_gbps(gib: float = 4.0) -> float:
     """The GPU's memory bandwidth: a copy of ``gib`` GiB, bytes read + written per second."""
     import torch
-    a = torch.empty(int(gib * 2**30) // 4, device="cuda").normal_()
-    b = torch.empty_like(a)
-    t = time_callable(lambda: b.copy_(a), "cuda", TimerSettings(repeats=15, warmup=3,
-                                                                window_ms=50.0))
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * int(gib * 2**30) / (t.median_ms / 1e3) / 1e9
+    src = torch.empty(int(gib * 2**30) // 4, device="cuda").normal_()  # never zeros
+    dst = torch.empty_like(src)
+    t = time_callable(lambda: dst.copy_(src), "cuda", TimerSettings(repeats=15, warmup=3,
+                                                                    window_ms=50.0))
+    return 2 * src.numel() * src.element_size() / (t.median_ms / 1e3) / 1e9
 
 
 def baseline_floor(space: Any, workload: Any, timer: TimerSettings) -> dict[str, Any] | None:
