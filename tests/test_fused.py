@@ -53,3 +53,37 @@ def test_compiled_fused_runtime_equals_the_model(supernet):
     arch = space.make(3, 48, [6, 0, 4], [64, 32, 64], n_kv_head=[2, 0, 4])
     model = build_model(arch, sup)
     _check(model, space.vocab_size, compile=True)
+
+
+@pytest.mark.slow
+def test_the_fused_blocks_a_table_times_compute_the_modules():
+    """``nas.latency.prefill.fused_block``: each block kind, bound as a table times it
+    (attention over a prompt and as a decode step against a cache), gives its module's
+    output."""
+    from nas.latency.prefill import fused_block, module_of
+    from nas.latency.spec import BlockKey
+
+    torch.manual_seed(0)
+    B, T, S, hd, vocab, ctx = 2, 5, 12, 8, 50, 32
+    keys = [BlockKey("attention", 48, n_head=6, n_kv_head=2), BlockKey("ffn", 48, d_ff=64),
+            BlockKey("embedding", 48), BlockKey("head", 48)]
+    for key in keys:
+        mod = module_of(key, vocab, ctx, hd).eval()
+        x = (torch.randint(vocab, (B, T)) if key.kind == "embedding"
+             else torch.randn(B, T, key.d_model))
+        start = torch.tensor(3) if key.kind == "embedding" else None
+        with torch.no_grad():
+            want = mod(x, start=start) if key.kind == "embedding" else mod(x)
+            got = fused_block(key, mod, x, start)()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    key = keys[0]
+    mod = module_of(key, vocab, ctx, hd).eval()
+    x1 = torch.randn(B, 1, key.d_model)
+    k, v = torch.randn(B, 2, S, hd), torch.randn(B, 2, S, hd)
+    pos, mask = torch.tensor(S - 4), (torch.arange(S) <= S - 4).view(1, -1)
+    with torch.no_grad():
+        want = mod.decode(x1, k.clone(), v.clone(), pos, mask)
+        kc, vc = k.clone(), v.clone()
+        got = fused_block(key, mod, x1, cache=(kc, vc, pos, mask))()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(kc[:, :, S - 4], k[:, :, S - 4])  # the new key went to slot pos
