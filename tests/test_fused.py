@@ -87,3 +87,24 @@ def test_the_fused_blocks_a_table_times_compute_the_modules():
         got = fused_block(key, mod, x1, cache=(kc, vc, pos, mask))()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert not torch.equal(kc[:, :, S - 4], k[:, :, S - 4])  # the new key went to slot pos
+
+
+@pytest.mark.slow
+def test_the_fused_builders_of_the_latency_tables_run():
+    """What a fused table and its validation build (blocks on one token against a cache,
+    a decode step, a forward pass) runs; on a GPU each is then replayed as a CUDA graph."""
+    from nas.latency.decode import make_decode_block, make_decode_step
+    from nas.latency.prefill import make_block, make_model
+    from nas.latency.spec import BlockKey, arch_blocks
+
+    space = load_space(SPACE)
+    arch = space.make(3, 48, [6, 0, 4], [64, 32, 64], n_kv_head=[2, 0, 4])
+    sizes = dict(vocab_size=space.vocab_size, block_size=space.block_size,
+                 head_dim=space.head_dim, batch_size=2, device="cpu")
+    for key in set(arch_blocks(arch)) | {BlockKey("layernorm", 48)}:
+        assert torch.isfinite(make_decode_block(key, context=16, copies=2, fused=True,
+                                                **sizes)()).all()
+        assert torch.isfinite(make_block(key, seq_len=8, fused=True, **sizes)()).all()
+    make_decode_step(arch, batch_size=2, context=16, device="cpu", fused=True)()
+    assert make_model(arch, batch_size=2, seq_len=8, device="cpu", fused=True)().shape == (
+        2, 8, space.vocab_size)
