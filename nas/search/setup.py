@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from optuna.storages import BaseStorage
 
 from nas.errors import ConfigError
+from nas.paths import resolve
 from nas.latency.local import Resolved, other_machine
 from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
@@ -194,6 +195,10 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     budgets = search.budget_map()
     here = table_here(hardware, hardware_name, space)
     table_file = here.path
+    if not resolve(table_file).is_file():  # the target's command builds it in its own mode
+        raise ConfigError(f"{table_file}: latency table not found; build it with: python -m "
+                          f"nas.latency build search_space={space.name} hardware={hardware_name} "
+                          f"latency.batch_size=1 latency.table={table_file}")
     table = LatencyTable.load(table_file, space=space, device=hardware.device)
     tables = load_tables(search.objectives, hardware, hardware_name, space, table)
     fastest = fastest_arch(space, table, hardware.device)
