@@ -102,7 +102,7 @@ def compiled(kind: str, mode: str | None = None) -> Callable[..., torch.Tensor]:
     return _COMPILED[kind, mode]
 
 
-def _plain(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def plain(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Plain tensors, not parameters: the compiler keeps a parameter's shape static (one
     compilation per width), and a plain tensor's dynamic."""
     return tuple(t.detach() for t in ts)
@@ -112,12 +112,12 @@ def attention_weights(mod: Any) -> tuple[torch.Tensor, ...]:
     """An ``nas.model.Attention``'s weights in :func:`attention`'s order, q/k/v concatenated."""
     w = torch.cat([mod.q.weight, mod.k.weight, mod.v.weight])
     b = torch.cat([mod.q.bias, mod.k.bias, mod.v.bias])
-    return _plain(mod.ln.weight, mod.ln.bias, w, b, mod.proj.weight, mod.proj.bias)
+    return plain(mod.ln.weight, mod.ln.bias, w, b, mod.proj.weight, mod.proj.bias)
 
 
 def ffn_weights(mod: Any) -> tuple[torch.Tensor, ...]:
     """An ``nas.model.FeedForward``'s weights in :func:`ffn`'s order."""
-    return _plain(mod.ln.weight, mod.ln.bias, mod.fc1.weight, mod.fc1.bias, mod.fc2.weight,
+    return plain(mod.ln.weight, mod.ln.bias, mod.fc1.weight, mod.fc1.bias, mod.fc2.weight,
                   mod.fc2.bias)
 
 
@@ -148,8 +148,8 @@ class FusedGPT:
                     for name in ("q", "k", "v"):  # now inside attn's one q/k/v matrix
                         setattr(model.layers[2 * i], name, None)
                 self._layers.append((attn, h, g, ffn_weights(model.layers[2 * i + 1])))
-        self._embed = _plain(model.embed.wte.weight, model.embed.wpe.weight)
-        self._head = _plain(model.head.ln.weight, model.head.ln.bias, model.head.lm_head.weight)
+        self._embed = plain(model.embed.wte.weight, model.embed.wpe.weight)
+        self._head = plain(model.head.ln.weight, model.head.ln.bias, model.head.lm_head.weight)
 
     def make_cache(self, batch_size: int, max_len: int | None = None) -> Any:
         return self._model.make_cache(batch_size, max_len)

@@ -176,7 +176,7 @@ class ArchConfig:
         """Short human-readable form, e.g. ``L4 d128 h[4,4,2,4] f[512,...] fp32``; with
         grouped-query attention the key/value heads follow each layer's query heads
         (``h[12/4,-,8/1]``: 12 heads sharing 4 key/value heads, no attention, ...)."""
-        h = ",".join("-" if q == 0 else (str(q) if q == g or not self.gqa else f"{q}/{g}")
+        h = ",".join("-" if q == 0 else (str(q) if q == g else f"{q}/{g}")
                      for q, g in zip(self.n_head, self.n_kv_head))
         f = ",".join(map(str, self.d_ff))
         return f"L{self.n_layer} d{self.d_model} h[{h}] f[{f}] {self.precision}"

@@ -88,8 +88,6 @@ def _score(job: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
-    import optuna
-
     from nas.search.study import find_study, open_storage
     ckpt = supernet_dir(work, {"name": job["supernet"]}) / "supernet.pt"
     run_dir = work / f"search-{job['name']}"
@@ -108,17 +106,26 @@ def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
     if p.returncode != 0:
         raise RuntimeError(f"nas.search exited {p.returncode}: {p.stderr[-2000:]}")
     study = find_study(open_storage(storage), job["name"])
+    trials = trial_rows(study, "val_loss", "latency_ms")
+    return {"seconds": seconds, "trials": trials, "command": " ".join(cmd[1:])}
+
+
+def trial_rows(study: Any, score: str, latency: str) -> list[dict[str, Any]]:
+    """Every complete trial of a search with an architecture: its first objective (None
+    when it was not scored) as ``score``, its second as ``latency``, feasibility and
+    whether it is on the front."""
+    import optuna
     front = {t.number for t in study.best_trials}
-    trials = []
+    rows = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if "arch" not in t.user_attrs:
             continue
         scored = bool(t.user_attrs.get("scored", True))
-        trials.append({"number": t.number, "arch": t.user_attrs["arch"],
-                       "val_loss": t.values[0] if scored else None, "latency_ms": t.values[1],
-                       "feasible": all(v <= 0 for v in t.constraints.values()),
-                       "pareto": t.number in front})
-    return {"seconds": seconds, "trials": trials, "command": " ".join(cmd[1:])}
+        rows.append({"number": t.number, "arch": t.user_attrs["arch"],
+                     score: t.values[0] if scored else None, latency: t.values[1],
+                     "feasible": all(v <= 0 for v in t.constraints.values()),
+                     "pareto": t.number in front})
+    return rows
 
 
 def _alone(job: dict[str, Any], work: Path) -> dict[str, Any]:

@@ -103,16 +103,7 @@ def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
     res = run_study(space, {"serving": serving}, scorer, cfg, SamplerConfig(),
                     device=target.device, study_attrs=attrs,
                     trial_attrs={"table_fingerprint": dict(serving.decode.fingerprint)})
-    front = {t.number for t in res.study.best_trials}
-    trials = []
-    for t in res.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if "arch" not in t.user_attrs:
-            continue
-        scored = bool(t.user_attrs.get("scored", True))
-        trials.append({"number": t.number, "arch": t.user_attrs["arch"],
-                       "score": t.values[0] if scored else None, "decode_ms": t.values[1],
-                       "feasible": all(v <= 0 for v in t.constraints.values()),
-                       "pareto": t.number in front})
+    trials = _h100().trial_rows(res.study, "score", "decode_ms")
     return {"seconds": time.perf_counter() - t0, "accuracy_objective": job["accuracy_objective"],
             "budget_ms": job["budget_ms"], "decode_table": str(serving.decode.path),
             "trials": trials}

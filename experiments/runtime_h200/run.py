@@ -59,24 +59,17 @@ TIMER = TimerSettings(repeats=15, warmup=5, window_ms=50.0)
 STAGES = ("decode", "prefill", "train", "autotune", "train-loop")
 
 
-def whole_decode(arch, batch_size: int, context: int):
-    """The decode step of ``arch`` with the whole model compiled as one graph."""
-    from nas.latency.prefill import standalone
-    from nas.latency.decode import _fill_random, step
-    model, on = standalone(arch, "cuda", 0)
-    cache = model.make_cache(batch_size, context)
-    _fill_random(cache.k + cache.v, on, 0)
+def whole_model(model):
+    """Serve ``model`` with its whole decode step compiled as one graph (for reference)."""
     model.decode = torch.compile(model.decode, fullgraph=True)
-    idx = torch.randint(0, arch.vocab_size, (batch_size, 1), device=on)
-    start = context - STEPS
-    cache.pos.fill_(start)
+    return model
 
-    def run():
-        with torch.no_grad():
-            for _ in range(STEPS):
-                step(model, cache, idx)
-        cache.pos.fill_(start)
-    return run
+
+def autotuned(model):
+    """Serve ``model`` by the fused runtime, blocks compiled in max-autotune mode (Triton
+    matrix products with the bias, GELU and residual fused into them)."""
+    from nas.fused import FusedGPT
+    return FusedGPT(model, mode="max-autotune-no-cudagraphs")
 
 
 def kernel_breakdown(fn, replays: int = 20) -> dict:
@@ -197,7 +190,8 @@ def gpu_stages(stages, done, record) -> None:
                 if ("decode", name, mode, str(B)) in done:
                     continue
                 if mode == "whole":
-                    fn = cuda_graph(whole_decode(arch, B, 1024))
+                    fn = cuda_graph(make_decode_step(arch, batch_size=B, context=1024,
+                                                     device="cuda", serve=whole_model))
                     t = time_callable(fn, "cuda", TIMER).per(STEPS)
                 else:
                     wl = Workload("cuda", B, 1024, ("bf16",), mode=mode, phase="decode")
@@ -224,31 +218,16 @@ def gpu_stages(stages, done, record) -> None:
     if "train" in stages:
         train_throughput(base, done, record)
     if "autotune" in stages:
-        autotuned(base, bw, done, record)
+        autotuned_decode(base, bw, done, record)
 
 
-def autotuned(arch, bw: float, done, record) -> None:
-    """The baseline's fused decode with the blocks compiled in max-autotune mode (Triton
-    matrix products with the bias, GELU and residual fused into them)."""
-    from nas.fused import FusedGPT
-    from nas.latency.decode import _fill_random, step
-    from nas.latency.prefill import standalone
+def autotuned_decode(arch, bw: float, done, record) -> None:
+    """The baseline's fused decode with the blocks compiled in max-autotune mode."""
     for B in (1, 32):
         if ("decode", "baseline", "fused-autotune", str(B)) in done:
             continue
-        model, on = standalone(arch, "cuda", 0)
-        fz = FusedGPT(model, mode="max-autotune-no-cudagraphs")
-        cache = fz.make_cache(B, 1024)
-        _fill_random(cache.k + cache.v, on, 0)
-        idx = torch.randint(0, arch.vocab_size, (B, 1), device=on)
-        start = 1024 - STEPS
-        cache.pos.fill_(start)
-
-        def run():
-            for _ in range(STEPS):
-                step(fz, cache, idx)
-            cache.pos.fill_(start)
-        t = time_callable(cuda_graph(run), "cuda", TIMER).per(STEPS)
+        fn = make_decode_step(arch, batch_size=B, context=1024, device="cuda", serve=autotuned)
+        t = time_callable(cuda_graph(fn), "cuda", TIMER).per(STEPS)
         floor = step_bytes(arch, B, 1024) / (bw * 1e9) * 1e3
         record(what="decode", arch="baseline", mode="fused-autotune", batch_size=B,
                seq_len=1024, median_ms=round(t.median_ms, 5), p10_ms=round(t.p10_ms, 5),

@@ -42,7 +42,8 @@ def step(model: GPT, cache: KVCache, idx: torch.Tensor) -> torch.Tensor:
 
 
 def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
-                     seed: int = 0, fused: bool = False) -> Callable[[], Any]:
+                     seed: int = 0, fused: bool = False,
+                     serve: Callable[[Any], Any] | None = None) -> Callable[[], Any]:
     """``STEPS`` generation steps of ``arch``'s standalone model at ``context``.
 
     Args:
@@ -52,6 +53,8 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
         device: ``"cpu"`` or ``"cuda"`` (int8 stays on the CPU).
         seed: seeds the weights, the cache contents and the tokens.
         fused: served by the fused runtime (``nas.fused``).
+        serve: another runtime: takes the standalone model, returns what serves it
+            (with ``decode`` and ``make_cache`` as ``GPT`` has them).
 
     Returns:
         A no-argument callable running ``STEPS`` steps, then rewinding ``cache.pos``.
@@ -60,6 +63,8 @@ def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
         raise ValueError(f"context {context} must be between {STEPS} and the context "
                          f"{arch.block_size} of {arch.describe()}")
     model, on = standalone(arch, device, seed, fused)
+    if serve is not None:
+        model = serve(model)
     cache = model.make_cache(batch_size, context)
     _fill_random(cache.k + cache.v, on, seed)  # keys and values as a prompt would leave them
     g = torch.Generator().manual_seed(seed)

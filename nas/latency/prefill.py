@@ -66,14 +66,14 @@ def fused_block(key: BlockKey, mod: torch.nn.Module, x: torch.Tensor,
     fn = fz.compiled(key.kind)
     with torch.no_grad():
         if key.kind == "embedding":
-            args: tuple[Any, ...] = (x, *fz._plain(mod.wte.weight, mod.wpe.weight), start)
+            args: tuple[Any, ...] = (x, *fz.plain(mod.wte.weight, mod.wpe.weight), start)
         elif key.kind == "attention":
             args = (x, *fz.attention_weights(mod), *(cache or (None,) * 4), key.n_head,
                     key.n_kv_head)
         elif key.kind == "ffn":
             args = (x, *fz.ffn_weights(mod))
         else:
-            args = (x, *fz._plain(mod.ln.weight, mod.ln.bias, mod.lm_head.weight))
+            args = (x, *fz.plain(mod.ln.weight, mod.ln.bias, mod.lm_head.weight))
 
     def run() -> Any:
         with torch.no_grad():
