@@ -1,21 +1,31 @@
-"""Hydra at the edge of ``python -m nas.search``: the typed schema and one-line errors.
+"""Hydra at the edge of the commands: one typed schema, composed once, one-line errors.
 
-The schema is derived from the frozen dataclasses of ``nas.search.config`` and
-``nas.search.samplers`` (Hydra cannot merge overrides into frozen nodes), so a field and its
-type are written once. Hydra reports a bad override over several lines with a hint
-about ``HYDRA_FULL_ERROR``; :func:`precheck` composes the config first and turns any
-failure into one line naming the key, the value and what is allowed.
+The schema of each command (``search``, ``train``, ``latency``) is stored in Hydra's
+ConfigStore as structured configs derived from the frozen dataclasses that hold the
+settings (``nas.search.config``, ``nas.search.samplers``, ``nas.supernet.recipe``), so a
+field and its type are written once; Hydra refuses an unknown key or a value of the
+wrong type while composing. :func:`launch` runs a command under ``@hydra.main``: Hydra
+composes the config once and writes its run record; a composition error is shown as
+one line naming the key, the value and what is allowed (:func:`error_line`), with exit
+status 2. Checks beyond types run in a Hydra callback before the run folder is made
+(``nas.search.run.CheckFirst``).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import types
 import typing
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from omegaconf import MISSING
+
+from nas.errors import MESSAGE_MAX, ConfigError, clip
+from nas.paths import CONF_DIR
 
 
 def _omegaconf_type(t: Any) -> Any:
@@ -46,25 +56,109 @@ def schema_of(cls: type) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", spec)
 
 
-def register_schema() -> None:
-    """Store ``search_schema`` (the first entry of ``conf/config.yaml``'s defaults)."""
+@dataclass
+class TrainCommandSchema:
+    """``nas-train``'s own keys (``conf/train.yaml`` gives their values)."""
+
+    out_dir: str = MISSING
+    resume: Optional[str] = None
+    arch: Optional[str] = None
+    init: str = "scratch"
+    supernet: Dict[str, Optional[str]] = field(default_factory=lambda: {"checkpoint": None})
+
+
+@dataclass
+class LatencySettings:
+    """``latency.*`` of ``nas-latency`` (``conf/latency.yaml`` gives values and meanings)."""
+
+    phase: str = MISSING
+    table: Optional[str] = None
+    batch_size: Optional[int] = None
+    seq_len: Optional[int] = None
+    prompt_len: Optional[int] = None
+    precisions: Optional[List[str]] = None
+    threads: int = MISSING
+    mode: Optional[str] = None
+    repeats: int = MISSING
+    warmup: int = MISSING
+    window_ms: float = MISSING
+    cpu_clock: str = MISSING
+    passes: int = MISSING
+    graph_calls: int = MISSING
+    progress: bool = True
+
+
+@dataclass
+class CalibrationSettings:
+    n: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class ValidateSettings:
+    n: int = MISSING
+    seed: int = MISSING
+    precisions: Optional[List[str]] = None
+    out: Optional[str] = None
+    noise_models: int = MISSING
+    noise_repeats: int = MISSING
+    requests: int = MISSING
+    new_tokens: Optional[int] = None
+
+
+@dataclass
+class CheckSettings:
+    n: int = MISSING
+    seed: int = MISSING
+    out: Optional[str] = None
+
+
+@dataclass
+class PredictSettings:
+    arch: Optional[str] = None
+
+
+@dataclass
+class LatencyCommandSchema:
+    """``nas-latency``'s keys (``conf/latency.yaml``)."""
+
+    verb: str = "build"
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    validate: ValidateSettings = field(default_factory=ValidateSettings)
+    check: CheckSettings = field(default_factory=CheckSettings)
+    predict: PredictSettings = field(default_factory=PredictSettings)
+
+
+def register_schema(command: str = "search") -> None:
+    """Store ``<command>_schema``, the first entry of the command's primary config's defaults.
+
+    The search space is free-form here: ``SearchSpace.from_dict`` checks it, with messages
+    of its own.
+    """
     from hydra.core.config_store import ConfigStore
 
-    from nas.search.samplers import SamplerConfig
     from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
+    from nas.search.samplers import SamplerConfig
+    from nas.supernet.recipe import TrainConfig
 
-    schemas = {name: schema_of(c) for name, c in (
-        ("search", SearchConfig), ("sampler", SamplerConfig), ("hardware", HardwareConfig),
-        ("supernet", SupernetConfig), ("score", ScoreConfig))}
+    def typed_node(name: str, schema: type) -> tuple[str, type, Any]:
+        return (name, schema, field(default_factory=schema))
 
-    # search_space and train are free-form here: SearchSpace.from_dict and
-    # TrainConfig.from_dict check them, with messages of their own.
-    node = dataclasses.make_dataclass("SearchCommandSchema", [
-        *((name, schema, field(default_factory=schema)) for name, schema in schemas.items()),
-        ("search_space", Any, field(default=None)),
-        ("train", Any, field(default=None)),
-    ])
-    ConfigStore.instance().store(name="search_schema", node=node)
+    common = [typed_node("train", schema_of(TrainConfig)), ("search_space", Any, field(default=None))]
+    if command == "search":
+        fields = [typed_node(name, schema_of(c)) for name, c in (
+            ("search", SearchConfig), ("sampler", SamplerConfig), ("hardware", HardwareConfig),
+            ("supernet", SupernetConfig), ("score", ScoreConfig))] + common
+        node = dataclasses.make_dataclass("SearchCommandSchema", fields)
+    elif command == "train":
+        node = dataclasses.make_dataclass("TrainSchema", common, bases=(TrainCommandSchema,))
+    else:
+        node = dataclasses.make_dataclass("LatencySchema", [
+            typed_node("hardware", schema_of(HardwareConfig)), ("search_space", Any, field(default=None)),
+            ("workload", Any, field(default=None))],
+            bases=(LatencyCommandSchema,))
+    ConfigStore.instance().store(name=f"{command}_schema", node=node)
 
 
 def error_line(e: BaseException, undecodable: Callable[[], Path | None] | None = None,
@@ -135,39 +229,73 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else e.__class__.__name__
 
 
+# Hydra's own flags: left to Hydra (--help, --cfg job, -m sweeps...).
+HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve",
+               "--package", "-p", "--run", "-r", "--multirun", "-m", "--shell-completion", "-sc",
+               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--experimental-rerun", "--info", "-i")
+
+
+def check_words(argv: Sequence[str], verbs: Sequence[str] = ()) -> None:
+    """Refuse a word Hydra would misread: an unknown flag, a bare word that is no verb, a
+    ``+key=value`` that adds a key nothing reads."""
+    for a in argv:
+        if a.startswith("-"):
+            if a.split("=", 1)[0] not in HYDRA_FLAGS:
+                raise ConfigError(f"{a}: unknown option; give key=value overrides, or one of "
+                                  "Hydra's flags (--help, --cfg job, -m ...)")
+        elif a.startswith("+") and not a.lstrip("+").startswith("hydra"):
+            # Hydra adds such a key even to a typed node; every key a command reads exists.
+            key = a.lstrip("+").split("=", 1)[0]
+            raise ConfigError(f"{key}: '+' adds a key this command would not read; set a key "
+                              f"it has with {key}=VALUE (--help lists them)")
+        elif "=" not in a and not a.startswith("~"):
+            if verbs:
+                raise ConfigError(f"{a!r}: unknown verb; allowed: {', '.join(verbs)}")
+            raise ConfigError(f"{a!r}: not an override; give key=value (e.g. train.steps=100)")
+
+
+def launch(prog: str, config_name: str, task: Callable[[Any], Any], verbs: Sequence[str] = ()) -> None:
+    """Run ``task`` under ``@hydra.main`` with ``conf/<config_name>.yaml``.
+
+    Hydra composes the config once. A mistake in the command line or a config file
+    (unknown key or option, wrong type, broken YAML) ends with one line on stderr and exit
+    status 2; an error inside ``task`` is the task's to report. ``--version`` prints this
+    tool's version.
+    """
+    import hydra
+
+    argv = sys.argv[1:]
+    exit_on_version(prog, argv)
+    try:
+        check_words(argv, verbs)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    register_schema(config_name if config_name != "config" else "search")
+    # Hydra raises its composition errors rather than printing them over several lines.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    started = []
+
+    def run(cfg: Any) -> Any:
+        started.append(True)
+        return task(cfg)
+
+    run.__module__, run.__qualname__ = task.__module__, task.__qualname__
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(run)()
+    except Exception as e:  # noqa: BLE001 - before the task, any failure is a user mistake
+        if started:
+            raise
+        line = error_line(e, undecodable=lambda: undecodable(argv, config_name))
+        print(f"error: {clip(line, MESSAGE_MAX)}", file=sys.stderr)
+        sys.exit(2)
+
+
 MULTIRUN = ("-m", "--multirun")
 
 
-def precheck(argv: list[str]) -> Path | None:
-    """Compose the config with ``argv``'s overrides; exit 2 with one line if it fails.
-
-    Everything that decides where Hydra writes (``search.*``, ``hydra.run.dir``) is
-    checked here, since Hydra creates its run folder before the search starts. A sweep
-    (``-m``) is checked job by job. Hydra's other flags (``--help``, ``--cfg``...) are
-    left to Hydra.
-
-    Returns:
-        The run folder (``hydra.run.dir``), or None for a sweep or Hydra's flags.
-    """
-    sweep = any(a in MULTIRUN for a in argv)
-    overrides = [a for a in argv if a not in MULTIRUN]
-    if any(a.startswith("-") for a in overrides):
-        return None
-    from nas.errors import ConfigError
-
-    try:
-        if not sweep:
-            return _check_job(overrides, sweep=False)
-        for job in _sweep_jobs(overrides):
-            _check_job(job, sweep=True)
-    except ConfigError as e:
-        from nas.errors import MESSAGE_MAX, clip
-        print(f"error: {clip(str(e), MESSAGE_MAX)}", file=sys.stderr)
-        sys.exit(2)
-    return None
-
-
-def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The override lists of a ``-m`` sweep's jobs, as Hydra's basic sweeper expands them
     (the product of the discrete sweeps; the last override of a key wins)."""
     import itertools
@@ -194,46 +322,6 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def _check_job(overrides: list[str], sweep: bool) -> Path:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
-    from nas.errors import ConfigError
-    from nas.outputs import check_folder
-    from nas.paths import CONF_DIR
-    from nas.search.config import SearchConfig, typed
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    except Exception as e:  # noqa: BLE001 - any composition failure is a user mistake here
-        raise ConfigError(error_line(e)) from None
-    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the default study name
-    typed(SearchConfig, cfg.search, "search")
-    if sweep:
-        key, run_dir = "hydra.sweep.dir", Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-    else:
-        key, run_dir = "hydra.run.dir", Path(str(cfg.hydra.run.dir))
-    check_folder(run_dir, key)
-    return run_dir
-
-
-def save_run_record(cfg: Any, hydra_cfg: Any, out_dir: Path) -> None:
-    """Hydra's record of a run (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``).
-
-    Written by the search once its checks pass rather than by Hydra before they run
-    (``hydra.output_subdir: null``), so a refused command leaves the record of the
-    study's last real run as it was.
-    """
-    from omegaconf import OmegaConf
-
-    record = out_dir / ".hydra"
-    record.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, record / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
-    OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
-
-
 def exit_on_version(prog: str, argv: list[str]) -> None:
     """``--version``: this tool's version (Hydra would print its own), then exit."""
     if "--version" in argv:
@@ -258,3 +346,38 @@ def compose_config(overrides: list[str]) -> Any:
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def undecodable(argv: Sequence[str], config_name: str) -> Path | None:
+    """The config file of this command line that is not UTF-8, if one can be found
+    (Hydra's error names none)."""
+    import yaml
+
+    dirs = [CONF_DIR]
+    for a in argv:
+        if a.startswith("hydra.searchpath="):
+            for entry in a.split("=", 1)[1].strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    dirs.append(Path(entry[len("file://"):]))
+    picks: dict[str, str] = {}
+    try:
+        primary = yaml.safe_load((CONF_DIR / f"{config_name}.yaml").read_text())
+        for d in primary.get("defaults", []):
+            if isinstance(d, dict):
+                picks.update({str(k): str(v) for k, v in d.items()})
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    for a in argv:
+        k, _, v = a.partition("=")
+        if "." not in k and v:
+            picks[k.lstrip("+")] = v
+    for group, name in picks.items():
+        for d in dirs:
+            f = d / group / f"{name}.yaml"
+            if f.is_file():
+                try:
+                    f.read_bytes().decode("utf-8")
+                except UnicodeDecodeError:
+                    return f
+    return None

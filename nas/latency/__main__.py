@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import ConfigError, exit_on_user_error
@@ -25,7 +24,6 @@ from nas.latency.naming import table_path
 from nas.latency.spec import MODES, PHASES, Workload
 from nas.latency.target import Target
 from nas.outputs import check_file, check_folder
-from nas.paths import CONF_DIR
 from nas.space import ArchConfig, SearchSpace, load_space
 
 VERBS = ("build", "predict", "validate", "check")
@@ -254,11 +252,6 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                     requests=c.validate_requests, new_tokens=c.new_tokens)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="latency")
-def main(cfg: DictConfig) -> None:
-    _main(cfg)
-
-
 @exit_on_user_error
 def _main(cfg: DictConfig) -> None:
     c = parse(cfg, sys.argv[1:])
@@ -273,21 +266,17 @@ def _bare_verb(argv: list[str]) -> list[str]:
 
 
 def cli() -> None:
-    """``nas-latency`` / ``python -m nas.latency``: one-line errors for bad overrides, then Hydra."""
-    from nas.cli_checks import precheck
-    from nas.hydra_cli import exit_on_version
+    """``nas-latency`` / ``python -m nas.latency``: Hydra composes the config; one-line errors."""
+    from nas.hydra_cli import launch
     from nas.signals import stop_cleanly
 
-    exit_on_version("nas-latency", sys.argv[1:])
     sys.argv[1:] = _bare_verb(sys.argv[1:])
-    precheck(sys.argv[1:], "latency", VERBS)
     verb = ([a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("verb=")] or ["build"])[-1]
     with stop_cleanly("kept: the table rows already measured; run the same command again to "
                       "measure the rest" if verb == "build" else
                       "nothing written: a report is written at the end of a run"
                       if verb != "check" else "nothing written"):
-        main()
-
+        launch("nas-latency", "latency", _main, VERBS)
 
 if __name__ == "__main__":
     cli()

@@ -7,21 +7,22 @@ supernet (validation loss with inherited weights). Every objective of
 At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
-Hydra stays at the edge: ``main`` composes the config (``nas.hydra_cli``),
-``nas.search.setup.prepare`` turns it into the typed objects of ``nas.search.config``,
-and nothing under ``run_study`` sees a raw ``cfg``. ``nas.search.summary`` prints the
+Hydra stays at the edge: it composes the config once (``nas.hydra_cli.launch``);
+:class:`CheckFirst` checks it (``nas.search.setup.check``, the typed objects of
+``nas.search.config``) before Hydra makes the run folder, and nothing under
+``run_study`` sees a raw ``cfg``. ``nas.search.summary`` prints the
 summary at the end.
 """
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
+from hydra.experimental.callback import Callback
 from optuna.trial import TrialState
 from tqdm import tqdm
 
@@ -30,17 +31,16 @@ from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
 from nas.search.trial import TrialObjective
 from nas.search.objectives import LOSS
-from nas.paths import CONF_DIR
 from nas.search.study_settings import search_settings
 from nas.search.samplers import SamplerConfig, build_sampler
 from nas.search.config import SearchConfig
-from nas.search.config import HardwareConfig, ScoreConfig, SupernetConfig  # noqa: F401 (imported from here)
 from nas.search.summary import SearchResult, summary
-from nas.search.setup import prepare
+from nas.search.setup import Checked, build, check
+from nas.search.config import typed
 from nas.space import ArchConfig, SearchSpace, genome_of
 from nas.search.study import count_complete, damaged_storage_is_refused, open_study
 from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
-from nas.outputs import write_atomic
+from nas.outputs import check_folder, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +153,15 @@ def run_study(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], f
 # --- the command ----------------------------------------------------------------------
 
 def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
-                    on_ready: Callable[[], None] | None = None) -> SearchResult:
-    """The whole command: check and build (``nas.search.setup.prepare``), search, then
-    export, plot and report into ``out_dir``.
+                    checked: Checked | None = None) -> SearchResult:
+    """The whole command: check and build (``nas.search.setup``), search, then export,
+    plot and report into ``out_dir``.
 
     Args:
         cfg: the composed config.
         hardware_name: the ``hardware`` group's choice.
         out_dir: where the results go.
-        on_ready: called once every check has passed, before the search writes anything
-            (the command saves Hydra's record of the run there).
+        checked: ``check(cfg, hardware_name)``, when it ran already (:class:`CheckFirst`).
     """
     from omegaconf import OmegaConf
 
@@ -171,9 +170,7 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
     from nas.search.results import trials_frame
 
     with damaged_storage_is_refused(str(cfg.search.storage), "search.storage"):
-        p = prepare(cfg, hardware_name)
-        if on_ready is not None:
-            on_ready()
+        p = build(checked or check(cfg, hardware_name))
         budgets = p.search.budget_map()
         result = run_study(p.space, p.tables, p.scorer, p.search, p.sampler,
                            device=p.hardware.device, study_attrs=p.study_attrs,
@@ -195,56 +192,67 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
     return result
 
 
-def main() -> None:
-    """``python -m nas.search``: one-line errors for bad overrides, then Hydra."""
-    from nas.hydra_cli import exit_on_version, precheck, register_schema
+class CheckFirst(Callback):
+    """Every check of a search, before Hydra makes the run folder and writes its record
+    there: a refused command leaves every file as it was (``conf/config.yaml``:
+    ``hydra.callbacks``). A sweep's jobs are each checked before the first one starts."""
 
-    exit_on_version("nas-search", sys.argv[1:])
-    register_schema()
-    run_dir = precheck(sys.argv[1:])
-    _hydra_main(run_dir)
+    checked: Checked | None = None
 
-
-def _hydra_main(run_dir: Path | None) -> None:
-    import hydra
-
-    # The first folder Hydra is about to create: removed again if the search is refused.
-    fresh = None
-    if run_dir is not None and not run_dir.exists():
-        fresh = run_dir
-        while not fresh.parent.exists():
-            fresh = fresh.parent
-
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def task(cfg: Any) -> None:
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from nas.hydra_cli import save_run_record
+        HydraConfig.instance().set_config(config)  # resolves ${hydra:...} (the study name)
+        hardware = config.hydra.runtime.choices.get("hardware", "?")
 
-        # Optuna logs a failed trial (Ctrl-C, a bad table) with its traceback; we report it in one line.
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        hc = HydraConfig.get()
-        out_dir = Path(hc.runtime.output_dir)
-        try:
-            with stop_cleanly("completed trials are saved; re-run the same command to resume"):
-                exit_on_user_error(run_from_config)(
-                    cfg, hc.runtime.choices.get("hardware", "?"), out_dir,
-                    on_ready=lambda: save_run_record(cfg, hc, out_dir))
-        except SystemExit as e:
-            if e.code == 2 and fresh is not None:
-                _remove_empty_tree(fresh)
-            raise
+        @exit_on_user_error
+        def refuse_early() -> Checked:
+            with damaged_storage_is_refused(str(config.search.storage), "search.storage"):
+                checked = check(config, hardware)  # the study's name first: it names the folder
+            check_folder(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+            return checked
 
-    task()
+        CheckFirst.checked = refuse_early()
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra import compose
+        from hydra.core.hydra_config import HydraConfig
+
+        from nas.hydra_cli import error_line, sweep_jobs
+
+        @exit_on_user_error
+        def refuse_early() -> None:
+            for job in sweep_jobs(list(config.hydra.overrides.task)):
+                try:
+                    cfg = compose(config_name="config", overrides=job, return_hydra_config=True)
+                except Exception as e:  # noqa: BLE001 - a job that does not compose is a mistake
+                    raise ConfigError(error_line(e)) from None
+                HydraConfig.instance().set_config(cfg)
+                typed(SearchConfig, cfg.search, "search")
+                check_folder(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir),
+                             "hydra.sweep.dir")
+            HydraConfig.instance().set_config(config)
+
+        refuse_early()
 
 
-def _remove_empty_tree(top: Path) -> None:
-    """Remove ``top`` if it holds nothing but empty folders (what a refused run made)."""
-    if not top.is_dir() or any(p.is_file() or p.is_symlink() for p in top.rglob("*")):
-        return
-    for d in sorted((p for p in top.rglob("*")), key=lambda p: len(p.parts), reverse=True):
-        d.rmdir()
-    top.rmdir()
+def _task(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    # Optuna logs a failed trial (Ctrl-C, a bad table) with its traceback; we report it in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    hc = HydraConfig.get()
+    checked, CheckFirst.checked = CheckFirst.checked, None  # None in a sweep's job
+    with stop_cleanly("completed trials are saved; re-run the same command to resume"):
+        exit_on_user_error(run_from_config)(cfg, hc.runtime.choices.get("hardware", "?"),
+                                            Path(hc.runtime.output_dir), checked)
+
+
+def main() -> None:
+    """``python -m nas.search``: Hydra composes the config; one-line errors."""
+    from nas.hydra_cli import launch
+
+    launch("nas-search", "config", _task)
 
 
 if __name__ == "__main__":

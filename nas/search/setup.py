@@ -1,11 +1,13 @@
 """From a composed config to the objects of a search, refusing anything wrong early.
 
-:func:`prepare` turns the Hydra config of ``python -m nas.search`` into typed objects,
-the search space, the latency table, the supernet and its scorer. Everything that could
-refuse the search (a bad value, a table that does not cover the space, a budget below
-the best architecture, a storage that cannot be opened, a study made with other
-objectives or settings) is checked before a supernet is trained or anything is written.
-The experiments call it too, so they measure exactly what the command runs.
+:func:`check` turns the Hydra config of ``python -m nas.search`` into typed objects, the
+search space and the latency tables, and refuses anything wrong (a bad value, a table
+that does not cover the space, a budget below the best architecture, a storage that
+cannot be opened, a study made with other objectives or settings) before a supernet is
+trained or anything is written: the command runs it before Hydra creates its run folder
+(``nas.search.run.CheckFirst``). :func:`build` then trains or finds the supernet and
+its scorer; :func:`prepare` is both, for the Python API and the experiments, so they
+measure exactly what the command runs.
 """
 from __future__ import annotations
 
@@ -161,23 +163,40 @@ def table_here(hardware: HardwareConfig, hardware_name: str, space: SearchSpace)
     return local_table(hardware.table, local=hardware.local, default=default, space=space)
 
 
-def prepare(cfg: Any, hardware_name: str) -> Prepared:
-    """Check the composed config of ``python -m nas.search`` and build what it needs.
+@dataclass
+class Checked:
+    """A search's config, checked: what :func:`build` turns into a :class:`Prepared`."""
+
+    search: SearchConfig
+    sampler: SamplerConfig
+    hardware: HardwareConfig
+    hardware_name: str
+    net: SupernetConfig
+    score: ScoreConfig
+    train: Any                                  # nas.supernet.recipe.TrainConfig
+    space: SearchSpace
+    table: Any                                  # nas.latency.LatencyTable
+    tables: Mapping[str, Any]
+    attrs: dict[str, Any]
+    storage: BaseStorage | None                 # opened when it exists already
+    existing: Any                               # the study of that name in it, if any
+    note: str | None = None                     # which table is used, when not the one named
+
+
+def check(cfg: Any, hardware_name: str) -> Checked:
+    """Check the composed config of ``python -m nas.search``: nothing is trained or written.
 
     Args:
         cfg: the composed config (``conf/config.yaml`` with its groups and overrides).
         hardware_name: the ``hardware`` group's choice, recorded with the study.
 
     Raises:
-        ConfigError: anything a user can fix, as one line, before training or writing.
+        ConfigError: anything a user can fix, as one line.
     """
     from omegaconf import OmegaConf
 
-    from nas.supernet.data import load_corpus
     from nas.latency import LatencyTable
-    from nas.supernet.score import AccuracyScorer
     from nas.supernet.recipe import TrainConfig, resolve_device
-    from nas.supernet.train import load_supernet
 
     search = typed(SearchConfig, cfg.search, "search")
     check_gpu(search.device)
@@ -233,9 +252,25 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     existing = None if storage is None else find_study(storage, search.study_name)
     if existing is not None:  # refuse a mismatch now, before training a supernet
         check_compatible(existing, attrs, search.storage, search.objectives)
-    # Every check passed: a refused command says only why. The serving tables (decode,
-    # request, memory) are not replaced by this machine's; one measured elsewhere is named.
-    notes = [here.note] if here.note else []
+    return Checked(search, sampler, hardware, hardware_name, net, score, train_cfg, space, table,
+                   tables, attrs, storage, existing, here.note)
+
+
+def build(c: Checked) -> Prepared:
+    """Train (or find) the supernet of a checked search and open its storage.
+
+    A refused command said only why: the notes on the tables are shown here.
+    """
+    from nas.supernet.data import load_corpus
+    from nas.supernet.recipe import resolve_device
+    from nas.supernet.score import AccuracyScorer
+    from nas.supernet.train import load_supernet
+
+    search, hardware, space, net, train_cfg = c.search, c.hardware, c.space, c.net, c.train
+    attrs, storage, existing, tables = c.attrs, c.storage, c.existing, c.tables
+    # The serving tables (decode, request, memory) are not replaced by this machine's; one
+    # measured elsewhere is named.
+    notes = [c.note] if c.note else []
     for csv in table_files(tables)[1:]:
         differs = other_machine(Path(csv))
         if differs:
@@ -259,11 +294,16 @@ def prepare(cfg: Any, hardware_name: str) -> Prepared:
     device = resolve_device(search.device)
     corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
     supernet = load_supernet(ckpt, space, device=device, corpus=corpus)
-    scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=score.n_batches,
-                            batch_size=score.batch_size)
+    scorer = AccuracyScorer(supernet, corpus, device=device, n_batches=c.score.n_batches,
+                            batch_size=c.score.batch_size)
     if storage is None:
         storage = open_worker_storage(search)
-    return Prepared(search=search, sampler=sampler, hardware=hardware,
-                    hardware_name=hardware_name, space=space, table=table, tables=tables, scorer=scorer,
+    return Prepared(search=search, sampler=c.sampler, hardware=hardware,
+                    hardware_name=c.hardware_name, space=space, table=c.table, tables=tables, scorer=scorer,
                     storage=storage, study_attrs=attrs,
-                    trial_attrs={"table_fingerprint": fingerprint})
+                    trial_attrs={"table_fingerprint": attrs["table_fingerprint"]})
+
+
+def prepare(cfg: Any, hardware_name: str) -> Prepared:
+    """:func:`check`, then :func:`build`: everything a search needs, refused early."""
+    return build(check(cfg, hardware_name))

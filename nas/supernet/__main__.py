@@ -10,7 +10,6 @@ the supernet's slices (fine-tuning). The training API lives in the modules of
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -122,19 +121,12 @@ def main() -> None:
     with the recipe instead of the supernet; ``init=supernet`` starts it from the
     supernet's slices (fine-tuning) instead of a random init.
     """
-    import hydra  # here, not at the top: library users need no Hydra
-
-    from nas.cli_checks import precheck
-    from nas.hydra_cli import exit_on_version
-    from nas.paths import CONF_DIR
+    from nas.hydra_cli import launch
     from nas.signals import stop_cleanly
 
-    exit_on_version("nas-train", sys.argv[1:])
-    precheck(sys.argv[1:], "train")
     with stop_cleanly("kept: the supernet checkpoint of the last evaluation; run the same "
                       "command again to continue (a model trained alone is saved at its end only)"):
-        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()
-
+        launch("nas-train", "train", _main)
 
 if __name__ == "__main__":
     main()
