@@ -42,12 +42,16 @@ def _omegaconf_type(t: Any) -> Any:
 
 
 def schema_of(cls: type) -> type:
-    """A mutable copy of a frozen dataclass, with types OmegaConf understands."""
+    """A mutable copy of a frozen dataclass, with types OmegaConf understands; a field
+    that is itself a dataclass (``hardware.workload``) gets that dataclass's schema."""
     hints = typing.get_type_hints(cls)
     spec = []
     for f in dataclasses.fields(cls):
         t = _omegaconf_type(hints[f.name])
-        if f.default_factory is not dataclasses.MISSING:
+        if dataclasses.is_dataclass(t) and isinstance(t, type):
+            nested = schema_of(t)
+            spec.append((f.name, nested, field(default_factory=nested)))
+        elif f.default_factory is not dataclasses.MISSING:
             spec.append((f.name, t, field(default_factory=f.default_factory)))
         elif isinstance(f.default, tuple):
             spec.append((f.name, t, field(default_factory=lambda v=f.default: list(v))))
@@ -155,8 +159,7 @@ def register_schema(command: str = "search") -> None:
         node = dataclasses.make_dataclass("TrainSchema", common, bases=(TrainCommandSchema,))
     else:
         node = dataclasses.make_dataclass("LatencySchema", [
-            typed_node("hardware", schema_of(HardwareConfig)), ("search_space", Any, field(default=None)),
-            ("workload", Any, field(default=None))],
+            typed_node("hardware", schema_of(HardwareConfig)), ("search_space", Any, field(default=None))],
             bases=(LatencyCommandSchema,))
     ConfigStore.instance().store(name=f"{command}_schema", node=node)
 

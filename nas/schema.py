@@ -44,8 +44,14 @@ def from_mapping(cls: type[T], d: Mapping[str, Any], where: str) -> T:
 
 def coerce(v: Any, tp: Any, name: str) -> Any:
     """``v`` as the type ``tp`` (bool, int, float, str, a Literal, ``X | None``,
-    ``tuple[X, ...]``, a mapping), or a ConfigError naming ``name``."""
+    ``tuple[X, ...]``, a mapping, a nested dataclass), or a ConfigError naming ``name``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(v, tp):
+            return v
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{name}: {shown(v)} must be a mapping")
+        return from_mapping(tp, v, f"{name}.")
     if origin in (typing.Union, types.UnionType):
         if v is None and type(None) in args:
             return None

@@ -43,6 +43,41 @@ def test_hardware_group(name, device):
     assert LatencyTable.load(DATA_ROOT / hw.table, device=hw.device).device == device
 
 
+@pytest.mark.parametrize("name, workload", [
+    ("cpu", (1, 32, 32, 64, "eager")), ("h100-graph", (1, 128, 128, 256, "graph")),
+    ("h200-fused", (32, 512, 256, 1024, "fused"))])
+def test_hardware_group_carries_its_workload(name, workload):
+    hw = _typed(HardwareConfig, _compose(f"hardware={name}", "search.study_name=x").hardware, "hardware")
+    w = hw.workload
+    assert (w.batch_size, w.prompt_len, w.new_tokens, w.context, w.mode) == workload
+    hw = _typed(HardwareConfig, _compose(f"hardware={name}", "search.study_name=x",
+                                         "hardware.workload.batch_size=8").hardware, "hardware")
+    assert hw.workload.batch_size == 8 and hw.workload.mode == workload[-1]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("hardware.workload.batch_size=abc",
+     "hardware.workload.batch_size: 'abc' is not allowed; it must be an integer"),
+    ("hardware.workload.batch=2",
+     "hardware.workload.batch: unknown key; allowed: batch_size, prompt_len, new_tokens, context, mode"),
+])
+def test_a_bad_workload_override_reads_as_one_line(override, expected):
+    with pytest.raises(Exception) as e:
+        _compose(override)
+    assert error_line(e.value) == expected
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("hardware.workload.batch_size=0", "hardware.workload.batch_size: 0 must be a positive integer"),
+    ("hardware.workload.mode=bogus", "hardware.workload.mode: 'bogus' is unknown; allowed: "),
+])
+def test_a_workload_out_of_range_is_refused_naming_its_key(override, expected):
+    from nas.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        _typed(HardwareConfig, _compose(override, "search.study_name=x").hardware, "hardware (cpu)")
+    assert str(e.value).startswith(expected)
+
+
 @pytest.mark.parametrize("name, cls", [("nsga2", "NSGAIISampler"), ("tpe", "TPESampler"),
                                        ("random", "RandomSampler")])
 def test_sampler_group(name, cls):

@@ -49,6 +49,27 @@ def test_bad_settings_name_the_key(overrides, words):
         parse(_compose(*overrides), [])
 
 
+def test_a_workload_override_names_the_decode_table():
+    c = parse(_compose("latency.phase=decode", "hardware.workload.batch_size=8"), [])
+    assert c.workload.batch_size == 8 and c.target.batch_size == 8
+    assert c.table == Path("latency_tables/cpu-tiny-decode-b8-c64.csv")
+    g = parse(_compose("hardware=h100-graph", "search_space=shakespeare", "latency.phase=decode",
+                       "hardware.workload.context=128", "hardware.workload.prompt_len=64"), [])
+    assert (g.workload.seq_len, g.workload.prompt_len, g.workload.mode) == (128, 64, "graph")
+    assert g.table == Path("latency_tables/h100-shakespeare-graph-decode-b1-c128.csv")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("hardware.workload.mode=bogus", r"^hardware\.workload\.mode: 'bogus' is unknown; allowed: "),
+    ("hardware.workload.batch_size=0", r"^hardware\.workload\.batch_size: 0 must be a positive"),
+    ("hardware.workload.context=128", r"^hardware\.workload\.context: 128 exceeds the context of search space 'tiny'"),
+])
+def test_a_bad_workload_override_is_refused_naming_its_key(override, words):
+    with pytest.raises(ConfigError, match=words) as e:
+        parse(_compose("latency.phase=decode", override), [])
+    assert "\n" not in str(e.value)
+
+
 def test_predict_prints_the_latency(tmp_path, capsys):
     path = fake_table(tmp_path)
     from helpers import space

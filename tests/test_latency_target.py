@@ -1,10 +1,11 @@
-"""A hardware target's workload (conf/workload), the names of its tables, and the CLI's defaults."""
+"""A hardware target's workload (hardware.workload), the names of its tables, and the CLI's defaults."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from nas.errors import ConfigError
 from nas.latency.__main__ import parse
@@ -40,16 +41,36 @@ def test_committed_targets_name_their_workload():
 
 
 @pytest.mark.parametrize("workload, words", [
-    ({"context": 512}, "exceeds the search space's context 256"),
-    ({"prompt_len": 200, "new_tokens": 100}, "exceeds the context 256"),
+    ({"context": 512}, "context: 512 .* exceeds the search space's context 256"),
+    ({"prompt_len": 200, "new_tokens": 100}, "prompt_len 200 .* exceeds the context 256"),
     ({"mode": "jit"}, "mode: 'jit' is unknown"),
     ({"batch_size": 0}, "batch_size: 0 must be a positive integer"),
+    ({"batch_size": "one"}, "batch_size: 'one' must be an integer"),
+    ({"batch": 2}, "batch: unknown key"),
 ])
-def test_a_bad_workload_names_the_file_and_key(workload, words):
-    hw = {"device": "cuda", "table": "latency_tables/x.csv"}
+def test_a_bad_workload_names_the_key(workload, words):
+    hw = {"device": "cuda", "table": "latency_tables/x.csv", "workload": workload}
     with pytest.raises(ConfigError, match=words) as e:
-        Target.from_dict("mine", hw, workload).resolved(256)
-    assert "conf/workload/mine.yaml" in str(e.value)
+        Target.from_dict("mine", hw).resolved(256)
+    assert str(e.value).startswith("hardware.workload.") and "\n" not in str(e.value)
+
+
+def test_a_bad_workload_in_a_file_names_the_file(tmp_path):
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "mine.yaml").write_text(
+        "device: cuda\ntable: latency_tables/x.csv\nworkload:\n  mode: jit\n")
+    with pytest.raises(ConfigError, match=r"^conf/hardware/mine.yaml: workload.mode: 'jit'"):
+        Target.load("mine", conf_dir=tmp_path)
+    (tmp_path / "hardware" / "mine.yaml").write_text("device: cuda\ntable: latency_tables/x.csv\n")
+    t = Target.load("mine", conf_dir=tmp_path).resolved(64)  # no workload: the defaults
+    assert (t.batch_size, t.mode, t.context, t.prompt_len, t.new_tokens) == (1, "eager", 64, 32, 33)
+
+
+def test_the_file_and_the_composed_node_give_one_target():
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="latency", overrides=["hardware=h200-fused"])
+    node = OmegaConf.to_container(cfg.hardware, resolve=True)
+    assert Target.from_dict("h200-fused", node) == Target.load("h200-fused")
 
 
 def test_unknown_target_lists_the_known_ones():

@@ -83,6 +83,16 @@ def test_an_objective_without_its_table_is_refused(tmp_path, tiny_space, tiny_ta
     assert objs.load_tables(THREE, hw, "cpu", tiny_space, tiny_table) == {"prefill": tiny_table}
 
 
+def test_the_serving_tables_follow_the_composed_workload(tmp_path, tiny_space, tiny_table):
+    from nas.latency.target import WorkloadConfig
+    from nas.search.config import HardwareConfig
+
+    # The workload as composed (hardware.workload.batch_size=4), not the file's, names the table.
+    hw = HardwareConfig(table=str(tmp_path / "cpu-tiny.csv"), workload=WorkloadConfig(batch_size=4))
+    with pytest.raises(ConfigError, match="cpu-tiny-decode-b4-c64.csv: no decode table .* at batch 4"):
+        objs.load_tables(("val_loss", "decode_ms"), hw, "cpu", tiny_space, tiny_table)
+
+
 def test_three_objective_search_records_and_constrains(three_objective_study):
     url, name, budget, serving = three_objective_study
     study = optuna.load_study(study_name=name, storage=url)

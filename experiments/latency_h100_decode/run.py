@@ -6,7 +6,7 @@ fingerprint, optional): no Hydra, no Optuna. From the repository root, on the GP
     python experiments/latency_h100_decode/run.py --batch 1 --batch 16 --out $OUT
 
 For each batch size, in CUDA-graph mode, bf16 and fp16, the ``shakespeare`` space and
-the workload of ``conf/workload/h100-graph.yaml`` (prompt 128, 128 new tokens, context 256):
+the workload of ``conf/hardware/h100-graph.yaml`` (prompt 128, 128 new tokens, context 256):
 
 1. builds the prefill table of the prompt (``h100-shakespeare-graph-b<B>-t128.csv``);
 2. builds the decode table (``h100-shakespeare-graph-decode-b<B>-c256.csv``): every block

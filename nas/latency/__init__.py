@@ -5,7 +5,7 @@ The costs a search minimises (pandas and numpy only, no torch)::
     from nas.latency import CostModel
     from nas.space import load_space
     space = load_space("shakespeare")
-    costs = CostModel.for_target("h100-graph", space)        # conf/hardware + conf/workload
+    costs = CostModel.for_target("h100-graph", space)        # conf/hardware/h100-graph.yaml
     costs = CostModel.for_target("h100-graph", space, batch_size=16)  # another batch's tables
     costs.prefill_ms(arch)        # forward pass over the prompt (the prefill table's tokens)
     costs.ttft_ms(arch)           # time to first token: the same, named for a request

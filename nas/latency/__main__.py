@@ -2,7 +2,7 @@
 
 The verb may be given bare (``python -m nas.latency validate``) or as ``verb=validate``.
 Hydra stops here: the config is turned into typed objects and nothing below sees it.
-The hardware target's workload (``conf/workload/<hardware>.yaml``, ``target.py``) gives
+The hardware target's workload (``hardware.workload``, ``target.py``) gives
 the defaults of ``latency.mode``, ``latency.batch_size`` and, for decode,
 ``latency.seq_len`` (the context) and ``latency.prompt_len``; the table's path follows
 from the target's table and the workload (``naming.py``) unless ``latency.table`` is set.
@@ -22,7 +22,7 @@ from nas.locks import exclusive, lock_path
 from nas.latency.measure import CPU_CLOCKS, TimerSettings
 from nas.latency.naming import table_path
 from nas.latency.spec import MODES, PHASES, Workload
-from nas.latency.target import Target
+from nas.latency.target import Target, own_table
 from nas.outputs import check_file, check_folder
 from nas.space import ArchConfig, SearchSpace, load_space
 
@@ -100,10 +100,7 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     device = _choice(cfg, "hardware.device", ("cpu", "cuda"))
     if not cfg.hardware.get("table"):
         raise ConfigError("hardware.table: the target names no table")
-    wl = cfg.get("workload")
-    target = Target.from_dict(_hardware_name(),
-                              OmegaConf.to_container(cfg.hardware, resolve=True),
-                              OmegaConf.to_container(wl, resolve=True) if wl else {})
+    target = Target.from_dict(_hardware_name(), OmegaConf.to_container(cfg.hardware, resolve=True))
     phase = _choice(cfg, "latency.phase", PHASES)
     given = {k: OmegaConf.select(cfg, f"latency.{k}") is not None
              for k in ("mode", "batch_size", "seq_len", "prompt_len")}
@@ -113,9 +110,9 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     seq_len = (_int(cfg, "latency.seq_len", 1) if seq_given else
                target.context or space.block_size if phase == "decode" else space.block_size)
     if seq_len > space.block_size:
-        key = "latency.seq_len" if seq_given else f"workload.context (of {target.name})"
+        key = "latency.seq_len" if seq_given else "hardware.workload.context"
         raise ConfigError(f"{key}: {seq_len} exceeds the context of search space "
-                          f"'{space.name}' ({space.block_size}); set latency.seq_len")
+                          f"'{space.name}' ({space.block_size}); set {key}")
     prompt = None
     if phase == "decode":
         prompt = (_int(cfg, "latency.prompt_len", 1) if given["prompt_len"] else
@@ -157,10 +154,10 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
                   else target.new_tokens or seq_len - (workload.prompt_len or 0) + 1)
     check_out = OmegaConf.select(cfg, "check.out")
-    try:
-        default_table: Path | None = Path(Target.load(target.name).table)
-    except ConfigError:  # a target composed from elsewhere: whatever it names is its own
-        default_table = None
+    # Its file's table, to tell one named with hardware.table=... from the target's own
+    # (None: a target composed from elsewhere, whatever it names is its own).
+    own = own_table(target.name)
+    default_table = Path(own) if own else None
     return Command(
         verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
         timer=timer, graph_calls=_int(cfg, "latency.graph_calls", 1),

@@ -67,10 +67,12 @@ class CostModel:
     def for_target(cls, target: str | Target, space: SearchSpace, *,
                    batch_size: int | None = None, phases: tuple[str, ...] = ("prefill", "decode")
                    ) -> "CostModel":
-        """Load the tables of a hardware target's workload (``conf/workload/<name>.yaml``).
+        """Load the tables of a hardware target's workload (``hardware.workload``).
 
         Args:
-            target: a target name (``"h100-graph"``) or a :class:`Target`.
+            target: a target name (``"h100-graph"``: ``conf/hardware/<name>.yaml`` read
+                by :meth:`Target.load`), or a :class:`Target` (a command's, from the node
+                Hydra composed: :meth:`Target.from_dict`).
             space: the search space; the tables must cover it.
             batch_size: another batch size than the workload's (its tables must exist).
             phases: which tables to load.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.latency.target import WorkloadConfig
 from nas.outputs import check_name
 from nas.schema import from_mapping
 from nas.search import objectives as objs
@@ -115,12 +116,15 @@ class HardwareConfig:
         latency_budget_ms: the default budget of a search on this target.
         local: the target is the machine at hand: a table measured on other hardware is
             replaced by this machine's (``nas.latency.local``).
+        workload: what the target serves (``hardware.workload``): the batch, request and
+            mode that name its decode and request tables (``nas.latency.target``).
     """
 
     device: str = "cpu"
     table: str = "latency_tables/cpu-tiny.csv"
     latency_budget_ms: float | None = None
     local: bool = False
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):

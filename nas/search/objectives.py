@@ -4,7 +4,7 @@ Every objective is one :class:`Objective` in :data:`REGISTRY`: its metric name (
 study's, the CSV column, the dashboard's), how to label it and name it in files, and
 how to predict it from an architecture and the tables of the run (:func:`load_tables`):
 ``"prefill"``, the target's table (``hardware.table``), and ``"serving"``, a
-``nas.latency.predict.CostModel`` of the target's workload (``conf/workload/<hardware>``)
+``nas.latency.predict.CostModel`` of the target's workload (``hardware.workload``)
 holding the phases the objectives ask for. ``val_loss`` is the one measured rather than
 predicted: the supernet scores it, only for candidates within every budget (cheap
 objective first). Any predicted objective can have a budget. Adding an objective is
@@ -142,8 +142,9 @@ def load_tables(names: Sequence[str], hardware: Any, hardware_name: str, space: 
 
     Args:
         names: the objectives.
-        hardware: the target (``nas.search.config.HardwareConfig``).
-        hardware_name: its name: its workload is ``conf/workload/<hardware_name>.yaml``.
+        hardware: the target as composed (``nas.search.config.HardwareConfig``): its
+            device, table and workload, overrides included.
+        hardware_name: its name, for messages and the commands that build a table.
         space: the search space, which the tables must cover.
         prefill: the target's prefill table (``hardware.table``), already loaded.
 
@@ -160,9 +161,8 @@ def load_tables(names: Sequence[str], hardware: Any, hardware_name: str, space: 
         from nas.latency.target import Target
 
         phases = tuple(p for p in ("prefill", "decode") if any(p in REGISTRY[n].serving for n in need))
-        try:  # the search's hardware.* overrides stand; the workload is the target's
-            target = dataclasses.replace(Target.load(hardware_name), device=hardware.device,
-                                         table=hardware.table)
+        try:
+            target = Target.from_dict(hardware_name, dataclasses.asdict(hardware))
             tables["serving"] = CostModel.for_target(target, space, phases=phases)
         except ConfigError as e:
             raise ConfigError(f"search.objectives: {', '.join(need)} cannot be predicted on "

@@ -152,15 +152,19 @@ def _storage_exists(url: str) -> bool:
 
 def table_here(hardware: HardwareConfig, hardware_name: str, space: SearchSpace) -> Resolved:
     """The prefill table to search with on this machine (``nas.latency.local``), with the
-    line to show when it is not the one named, or when the one named is another machine's."""
-    from nas.latency.local import local_table
-    from nas.latency.target import Target
+    line to show when it is not the one named, or when the one named is another machine's.
 
-    try:
-        default: str | None = Target.load(hardware_name).table
-    except ConfigError:
-        default = None
-    return local_table(hardware.table, local=hardware.local, default=default, space=space)
+    Args:
+        hardware: the target as composed (``hardware.table``, ``hardware.local``).
+        hardware_name: its name: the table its file names is its own, any other one was
+            named with ``hardware.table=...`` and is used as it is.
+        space: the search space the table must cover.
+    """
+    from nas.latency.local import local_table
+    from nas.latency.target import own_table
+
+    return local_table(hardware.table, local=hardware.local, default=own_table(hardware_name),
+                       space=space)
 
 
 @dataclass
