@@ -250,8 +250,8 @@ def check_words(argv: Sequence[str], verbs: Sequence[str] = ()) -> None:
         elif a.startswith("+") and not a.lstrip("+").startswith("hydra"):
             # Hydra adds such a key even to a typed node; every key a command reads exists.
             key = a.lstrip("+").split("=", 1)[0]
-            raise ConfigError(f"{key}: '+' adds a key this command would not read; set a key "
-                              f"it has with {key}=VALUE (--help lists them)")
+            raise ConfigError(f"{key}: unknown key; '+' adds a key this command would not read "
+                              "(--help lists the keys it has)")
         elif "=" not in a and not a.startswith("~"):
             if verbs:
                 raise ConfigError(f"{a!r}: unknown verb; allowed: {', '.join(verbs)}")
@@ -339,16 +339,16 @@ def exit_on_version(prog: str, argv: list[str]) -> None:
         sys.exit(0)
 
 
-def compose_config(overrides: list[str]) -> Any:
-    """The config ``python -m nas.search`` would see with ``overrides`` (for experiments
-    and tests; ``${hydra:...}`` keys such as the default study name stay unresolved)."""
+def compose_config(overrides: list[str], config_name: str = "config") -> Any:
+    """The config a command would see with ``overrides`` (``config``: ``nas.search``;
+    ``train``, ``latency``), for experiments and tests; ``${hydra:...}`` keys such as the
+    default study name stay unresolved."""
     from hydra import compose, initialize_config_dir
 
-    from nas.paths import CONF_DIR
-
-    register_schema()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="search"):
-        return compose(config_name="config", overrides=list(overrides))
+    register_schema("search" if config_name == "config" else config_name)
+    job = {"config": "search"}.get(config_name, config_name)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=job):
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def undecodable(argv: Sequence[str], config_name: str) -> Path | None:

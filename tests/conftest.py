@@ -34,6 +34,15 @@ def one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def hydra_schemas():
+    """The typed schemas the commands store before composing (``nas.hydra_cli``): tests
+    that compose ``conf/`` with Hydra's compose API need them too."""
+    from nas.hydra_cli import register_schema
+    for command in ("search", "train", "latency"):
+        register_schema(command)
+
+
 @pytest.fixture
 def micro_space() -> SearchSpace:
     return SearchSpace.from_dict(MICRO)

@@ -70,6 +70,12 @@ def test_dashboard_shows_each_trials_latency_constraint_and_feasibility(dashboar
             feasible.add(t["number"])
         assert (t["number"] in feasible) == (latency_ms <= budget)
     assert 0 < len(feasible) < len(trials)  # the budget splits the study
+    # The dashboard's "best trials" (it ranks without constraints) are all within budget,
+    # the baseline over budget included: its loss is not its value.
+    best = {t["number"] for t in _get(f"{base}/api/studies/{study_id}")["best_trials"]}
+    assert best and best <= feasible
+    baseline = [t for t in trials if {"key": "baseline", "value": "True"} in t["user_attrs"]]
+    assert len(baseline) == 1 and baseline[0]["number"] not in feasible  # the case that matters
 
 
 def test_dashboard_names_the_objectives_of_the_list(three_objective_study):

@@ -112,7 +112,7 @@ def command(module: str, d: Path, args: list[str]) -> list[str]:
 
 
 TRAIN = [  # (id, arguments, words the error line must hold)
-    ("unknown-key", ["colour=red"], ["colour: unknown key", "allowed: search_space"]),
+    ("unknown-key", ["colour=red"], ["colour: unknown key", "allowed: out_dir", "search_space"]),
     ("unknown-train-key", ["train.stepz=3"], ["train.stepz: unknown key", "steps"]),
     ("added-key", ["+colour=red"], ["colour: unknown key"]),
     ("unknown-flag", ["--fast"], ["--fast: unknown option"]),
@@ -148,7 +148,7 @@ TABLE = "latency.table={d}/tables/fake.csv"
 LATENCY = [
     ("unknown-verb", ["measure"], ["'measure'", "unknown verb", "build, predict, validate"]),
     ("unknown-verb-key", ["verb=measure"], ["verb: 'measure'"]),
-    ("unknown-key", ["colour=red"], ["colour: unknown key", "allowed: hardware"]),
+    ("unknown-key", ["colour=red"], ["colour: unknown key", "allowed: verb", "hardware"]),
     ("unknown-latency-key", ["latency.repeat=3"], ["latency.repeat: unknown key", "repeats"]),
     ("added-key", ["+latency.repeat=3"], ["latency.repeat: unknown key"]),
     ("unknown-flag", ["--fast"], ["--fast: unknown option"]),

@@ -67,9 +67,12 @@ def test_over_budget_trials_are_never_scored(tmp_path, tiny_space, tiny_table, t
     assert over and within
     for t in over:
         assert t.values[1] > budget
-        if t.user_attrs.get("baseline"):
-            continue  # the reference is placed on the plot whatever its latency
-        assert t.user_attrs["scored"] is False and math.isinf(t.values[0])
+        assert math.isinf(t.values[0])  # over budget: never a "best" trial, whoever ranks them
+        if t.user_attrs.get("baseline"):  # the reference is scored, for the plot and the summary
+            assert t.user_attrs["reference_val_loss"] == pytest.approx(
+                scorer.cache[t.user_attrs["arch_id"]])
+            continue
+        assert t.user_attrs["scored"] is False
         assert t.user_attrs["arch_id"] not in scorer.cache
     for t in within:
         assert t.user_attrs["scored"] is True

@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 from nas.errors import ConfigError
 
 LOSS = "val_loss"
+# The user attribute holding the loss of the baseline over budget (its value is +inf).
+REFERENCE_LOSS = "reference_val_loss"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from nas.errors import ConfigError, clip, shown
 from nas.space import ArchConfig
-from nas.search.objectives import DEFAULT, LOSS, REGISTRY, of_study
+from nas.search.objectives import DEFAULT, LOSS, REFERENCE_LOSS, REGISTRY, of_study
 
 # After "number", "state" and the study's objectives.
 COLUMNS = ["feasible", "scored", "pareto", "baseline", "arch_id", "arch", "params", "n_layer",
@@ -83,6 +83,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         arch_id = str(t.user_attrs.get("arch_id", ""))
         values = dict(zip(names, t.values or [math.nan] * len(names)))
         scored = bool(t.user_attrs.get("scored", t.state == TrialState.COMPLETE))
+        if scored and REFERENCE_LOSS in t.user_attrs:  # the baseline over budget
+            values[LOSS] = float(t.user_attrs[REFERENCE_LOSS])
         if not (scored and math.isfinite(values[LOSS])):
             values[LOSS] = math.nan
         on_front = t.number in front and arch_id not in seen_on_front

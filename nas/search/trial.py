@@ -11,7 +11,9 @@ invisible to NSGA-II, which ranks infeasible trials by how far over budget they 
 (constrained domination) only when they are COMPLETE. ``+inf`` is the honest value:
 the loss was never measured, and it is worse than any measured one. ``study.best_trials``,
 the exports, the plots and the hypervolume all skip infeasible trials; the trial also
-says ``scored: false``.
+says ``scored: false``. The baseline over budget is scored but keeps ``+inf`` as its
+value too (its loss is the user attribute ``reference_val_loss``): optuna-dashboard
+draws its "best trials" without looking at constraints.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import optuna
 
 from nas.signals import interruptible, raise_pending
 from nas.space import ArchConfig, SearchSpace, suggest
-from nas.search.objectives import DEFAULT, LOSS, REGISTRY
+from nas.search.objectives import DEFAULT, LOSS, REFERENCE_LOSS, REGISTRY
 from nas.search.study import set_constraints
 from nas.search.workers import WORKER_ATTR, worker_id
 
@@ -86,7 +88,14 @@ class TrialObjective:
         if scored:
             t0 = time.perf_counter()
             with interruptible():  # scoring is the long part, and writes nothing: cut it at once
-                values[LOSS] = float(self.scorer(arch))
+                loss = float(self.scorer(arch))
             self.seconds["score"] += time.perf_counter() - t0
             self.n_scored += 1
+            if all(v <= 0 for v in over.values()):
+                values[LOSS] = loss
+            else:
+                # The reference over budget: its loss is kept for the plots and the summary,
+                # not as the trial's value, so that a tool blind to constraints (the
+                # dashboard's "best trials") never ranks it above the feasible ones.
+                trial.set_user_attr(REFERENCE_LOSS, loss)
         return tuple(values[n] for n in self.objectives)
