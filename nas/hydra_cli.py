@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING
 
 from nas.errors import MESSAGE_MAX, ConfigError, clip
@@ -293,6 +294,67 @@ def launch(prog: str, config_name: str, task: Callable[[Any], Any], verbs: Seque
         line = error_line(e, undecodable=lambda: undecodable(argv, config_name))
         print(f"error: {clip(line, MESSAGE_MAX)}", file=sys.stderr)
         sys.exit(2)
+
+
+class CheckFirst(Callback):
+    """A command's checks, run before Hydra makes the run folder and writes its record
+    there, so that a refused command leaves every file as it was (``hydra.callbacks`` of
+    the command's primary config).
+
+    Args:
+        check: the dotted name of ``check(config) -> checked``; the task takes what it
+            returned with :meth:`take`.
+        sweep_job: the dotted name of ``check(config)`` for each job of a sweep (``-m``),
+            all run before the first job starts; None: a sweep's jobs check themselves.
+    """
+
+    _checked: Any = None
+
+    def __init__(self, check: str, sweep_job: str | None = None):
+        self.check, self.sweep_job = check, sweep_job
+
+    @classmethod
+    def take(cls) -> Any:
+        """What the check returned (None when it did not run: a sweep's job, the compose API)."""
+        checked, cls._checked = cls._checked, None
+        return checked
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.utils import get_method
+
+        from nas.errors import exit_on_user_error
+
+        HydraConfig.instance().set_config(config)  # resolves ${hydra:...} (a study's name)
+        check = exit_on_user_error(get_method(self.check))  # a mistake: one line, exit 2
+        try:
+            CheckFirst._checked = check(config)
+        except Exception:  # noqa: BLE001 - not a user's mistake: the task checks again and says
+            CheckFirst._checked = None
+
+    def on_multirun_start(self, config: Any, config_name: str | None = None, **kwargs: Any) -> None:
+        if self.sweep_job is None:
+            return
+        from hydra import compose
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.utils import get_method
+
+        from nas.errors import exit_on_user_error
+
+        check = get_method(self.sweep_job)
+
+        @exit_on_user_error
+        def each_job() -> None:
+            for job in sweep_jobs(list(config.hydra.overrides.task)):
+                try:  # the sweep's jobs are composed again here, before the first one runs
+                    cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
+                except Exception as e:  # noqa: BLE001 - a job that does not compose is a mistake
+                    raise ConfigError(error_line(e)) from None
+                HydraConfig.instance().set_config(cfg)
+                check(cfg)
+            HydraConfig.instance().set_config(config)
+
+        each_job()
 
 
 MULTIRUN = ("-m", "--multirun")

@@ -151,6 +151,9 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
                           "architectures no correction was fitted on")
     out = cfg.validate.out or f"experiments/latency_{table.stem.replace('-', '_')}"
     arch = cfg.predict.arch
+    if verb == "predict" and not arch:
+        raise ConfigError("predict.arch: give the architecture YAML to predict, e.g. "
+                          "predict.arch=outputs/best.yaml")
     new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
                   else target.new_tokens or seq_len - (workload.prompt_len or 0) + 1)
     check_out = OmegaConf.select(cfg, "check.out")
@@ -198,9 +201,7 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
         print(f"built {table.describe()}")
         return table
     if c.verb == "predict":
-        if c.predict_arch is None:
-            raise ConfigError("predict.arch: give the architecture YAML to predict, e.g. "
-                              "predict.arch=outputs/best.yaml")
+        assert c.predict_arch is not None  # parse refuses predict without it
         arch = ArchConfig.from_yaml(c.predict_arch)
         table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                                   seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
@@ -249,9 +250,16 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
                     requests=c.validate_requests, new_tokens=c.new_tokens)
 
 
+def check_first(cfg: DictConfig) -> Command:
+    """The command, checked before Hydra makes its run folder (``nas.hydra_cli.CheckFirst``)."""
+    return parse(cfg, sys.argv[1:])
+
+
 @exit_on_user_error
 def _main(cfg: DictConfig) -> None:
-    c = parse(cfg, sys.argv[1:])
+    from nas.hydra_cli import CheckFirst
+
+    c = CheckFirst.take() or parse(cfg, sys.argv[1:])
     got = run(c, OmegaConf.to_yaml(cfg, resolve=True))
     if c.verb == "check" and not got["holds"]:
         sys.exit(1)  # the table does not hold here (2 is a user mistake)

@@ -8,7 +8,7 @@ At the end the Pareto front is exported (CSV, YAML configs, the winner for the
 budget) and plotted, into ``outputs/<study_name>/``.
 
 Hydra stays at the edge: it composes the config once (``nas.hydra_cli.launch``);
-:class:`CheckFirst` checks it (``nas.search.setup.check``, the typed objects of
+``check_first`` checks it (``nas.search.setup.check``, the typed objects of
 ``nas.search.config``) before Hydra makes the run folder, and nothing under
 ``run_study`` sees a raw ``cfg``. ``nas.search.summary`` prints the
 summary at the end.
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
-from hydra.experimental.callback import Callback
 from optuna.trial import TrialState
 from tqdm import tqdm
 
@@ -35,6 +34,7 @@ from nas.search.study_settings import search_settings
 from nas.search.samplers import SamplerConfig, build_sampler
 from nas.search.config import SearchConfig
 from nas.search.summary import SearchResult, summary
+from nas.hydra_cli import CheckFirst
 from nas.search.setup import Checked, build, check
 from nas.search.config import typed
 from nas.space import ArchConfig, SearchSpace, genome_of
@@ -161,7 +161,7 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
         cfg: the composed config.
         hardware_name: the ``hardware`` group's choice.
         out_dir: where the results go.
-        checked: ``check(cfg, hardware_name)``, when it ran already (:class:`CheckFirst`).
+        checked: ``check(cfg, hardware_name)``, when it ran already (``nas.hydra_cli.CheckFirst``).
     """
     from omegaconf import OmegaConf
 
@@ -192,48 +192,20 @@ def run_from_config(cfg: Any, hardware_name: str, out_dir: Path,
     return result
 
 
-class CheckFirst(Callback):
-    """Every check of a search, before Hydra makes the run folder and writes its record
-    there: a refused command leaves every file as it was (``conf/config.yaml``:
-    ``hydra.callbacks``). A sweep's jobs are each checked before the first one starts."""
+def check_first(config: Any) -> Checked:
+    """Every check of a search (``nas.hydra_cli.CheckFirst`` runs it before Hydra makes the
+    run folder and writes its record there: a refused command leaves every file as it was)."""
+    hardware = config.hydra.runtime.choices.get("hardware", "?")
+    with damaged_storage_is_refused(str(config.search.storage), "search.storage"):
+        checked = check(config, hardware)  # the study's name first: it names the folder
+    check_folder(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+    return checked
 
-    checked: Checked | None = None
 
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        HydraConfig.instance().set_config(config)  # resolves ${hydra:...} (the study name)
-        hardware = config.hydra.runtime.choices.get("hardware", "?")
-
-        @exit_on_user_error
-        def refuse_early() -> Checked:
-            with damaged_storage_is_refused(str(config.search.storage), "search.storage"):
-                checked = check(config, hardware)  # the study's name first: it names the folder
-            check_folder(Path(str(config.hydra.run.dir)), "hydra.run.dir")
-            return checked
-
-        CheckFirst.checked = refuse_early()
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from hydra import compose
-        from hydra.core.hydra_config import HydraConfig
-
-        from nas.hydra_cli import error_line, sweep_jobs
-
-        @exit_on_user_error
-        def refuse_early() -> None:
-            for job in sweep_jobs(list(config.hydra.overrides.task)):
-                try:
-                    cfg = compose(config_name="config", overrides=job, return_hydra_config=True)
-                except Exception as e:  # noqa: BLE001 - a job that does not compose is a mistake
-                    raise ConfigError(error_line(e)) from None
-                HydraConfig.instance().set_config(cfg)
-                typed(SearchConfig, cfg.search, "search")
-                check_folder(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir),
-                             "hydra.sweep.dir")
-            HydraConfig.instance().set_config(config)
-
-        refuse_early()
+def check_sweep_job(config: Any) -> None:
+    """What a sweep's job is checked for before the first job starts: its settings and folder."""
+    typed(SearchConfig, config.search, "search")
+    check_folder(Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir), "hydra.sweep.dir")
 
 
 def _task(cfg: Any) -> None:
@@ -242,7 +214,7 @@ def _task(cfg: Any) -> None:
     # Optuna logs a failed trial (Ctrl-C, a bad table) with its traceback; we report it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     hc = HydraConfig.get()
-    checked, CheckFirst.checked = CheckFirst.checked, None  # None in a sweep's job
+    checked = CheckFirst.take()  # None in a sweep's job
     with stop_cleanly("completed trials are saved; re-run the same command to resume"):
         exit_on_user_error(run_from_config)(cfg, hc.runtime.choices.get("hardware", "?"),
                                             Path(hc.runtime.output_dir), checked)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,12 +31,26 @@ from nas.supernet.train import load_supernet, train_supernet
 log = logging.getLogger(__name__)
 
 
-@exit_on_user_error
-def _main(cfg: Any) -> Path:
+@dataclass(frozen=True)
+class Job:
+    """One ``nas-train`` command, checked (:func:`check_first`)."""
+
+    space: SearchSpace
+    train: TrainConfig
+    corpus: Any                   # nas.supernet.data.Corpus
+    out_dir: Path
+    resume: Path | None
+    arch: ArchConfig | None       # trained alone when given
+    init_from: str | None         # the supernet.pt a model trained alone starts from
+
+
+def check_first(cfg: Any) -> Job:
+    """Every check of the command, before Hydra makes its run folder and before any
+    training (``nas.hydra_cli.CheckFirst``, ``conf/train.yaml``)."""
     from omegaconf import OmegaConf
 
-    t0 = time.perf_counter()
-    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+           for k, v in cfg.items() if k != "hydra"}  # Hydra's node: not ours, not all resolvable yet
     if not isinstance(raw["search_space"], Mapping):
         raise ConfigError(f"search_space: {raw['search_space']!r} is not a search space; its "
                           "YAML file must be a mapping (n_layer, d_model, n_head, d_ff, precision)")
@@ -53,27 +68,41 @@ def _main(cfg: Any) -> Path:
     if raw.get("arch") and distributed.launched_size() > 1:
         raise ConfigError("arch: a model trained alone runs in one process; start it with "
                           "python -m nas.supernet, not torchrun")
-    if raw.get("arch"):  # one architecture (an exported winner, say) trained alone
-        arch = ArchConfig.from_yaml(raw["arch"])
-        try:
-            space.check(arch, resolve_device(tcfg.device))
-        except ConfigError as e:
-            raise ConfigError(f"arch: {raw['arch']}: {e}; pick search_space=<the space it "
-                              "belongs to>") from None
-        corpus = load_corpus(tcfg.data, block_size=arch.block_size, vocab_size=arch.vocab_size)
-        supernet = None
-        if init == "supernet":
-            ckpt = (raw.get("supernet") or {}).get("checkpoint")
-            if not ckpt:
-                raise ConfigError("supernet.checkpoint: init=supernet needs the supernet.pt to "
-                                  "inherit from; pass supernet.checkpoint=PATH")
-            supernet = load_supernet(ckpt, corpus=corpus)
+    if not raw.get("arch"):
+        return Job(space, tcfg, corpus, out_dir, resume, None, None)
+    arch = ArchConfig.from_yaml(raw["arch"])
+    try:
+        space.check(arch, resolve_device(tcfg.device))
+    except ConfigError as e:
+        raise ConfigError(f"arch: {raw['arch']}: {e}; pick search_space=<the space it "
+                          "belongs to>") from None
+    corpus = load_corpus(tcfg.data, block_size=arch.block_size, vocab_size=arch.vocab_size)
+    ckpt = None
+    if init == "supernet":
+        ckpt = (raw.get("supernet") or {}).get("checkpoint")
+        if not ckpt:
+            raise ConfigError("supernet.checkpoint: init=supernet needs the supernet.pt to "
+                              "inherit from; pass supernet.checkpoint=PATH")
+    check_trainable(arch.n_params, resolve_device(tcfg.device), f"arch: {raw['arch']}")
+    return Job(space, tcfg, corpus, out_dir, resume, arch, ckpt)
+
+
+@exit_on_user_error
+def _main(cfg: Any) -> Path:
+    from omegaconf import OmegaConf
+
+    from nas.hydra_cli import CheckFirst
+
+    t0 = time.perf_counter()
+    job = CheckFirst.take() or check_first(cfg)
+    space, tcfg, corpus, out_dir, arch = job.space, job.train, job.corpus, job.out_dir, job.arch
+    if arch is not None:  # one architecture (an exported winner, say) trained alone
+        supernet = None if job.init_from is None else load_supernet(job.init_from, corpus=corpus)
         name = "finetuned" if supernet is not None else "standalone"
         path = out_dir / f"{name}-{arch.arch_id}.pt"
         log.info(f"training {arch.describe()} alone on {resolve_device(tcfg.device)}"
               f"{' from the supernet' if supernet is not None else ''}: "
               f"{tcfg.steps} steps, batch {tcfg.batch_size}")
-        check_trainable(arch.n_params, resolve_device(tcfg.device), f"arch: {raw['arch']}")
         with exclusive(lock_path(path), "out_dir", f"the weights {path}"):  # one run per file
             res = train_standalone(arch, corpus, tcfg, progress=True, n_batches=tcfg.eval_batches,
                                    batch_size=EVAL_BATCH_SIZE, save_to=path, init=supernet)
@@ -93,7 +122,7 @@ def _main(cfg: Any) -> Path:
                   if world.size > 1 else "")
             log.info(f"training the supernet of '{space.name}' on {device}{on}: {tcfg.steps} "
                      f"steps, batch {tcfg.batch_size}, sandwich of {2 + tcfg.n_random}")
-        path = train_supernet(space, corpus, tcfg, out_dir, resume=resume, world=world)
+        path = train_supernet(space, corpus, tcfg, out_dir, resume=job.resume, world=world)
     finally:
         distributed.stop()
     if not world.main:
