@@ -238,13 +238,21 @@ HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--re
                "--package", "-p", "--run", "-r", "--multirun", "-m", "--shell-completion", "-sc",
                "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                "--experimental-rerun", "--info", "-i")
+TAKES_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+               "--config-dir", "-cd", "--experimental-rerun", "--info", "-i",
+               "--shell-completion", "-sc")
 
 
 def check_words(argv: Sequence[str], verbs: Sequence[str] = ()) -> None:
     """Refuse a word Hydra would misread: an unknown flag, a bare word that is no verb, a
     ``+key=value`` that adds a key nothing reads."""
+    after_flag = False
     for a in argv:
+        if after_flag:  # the value of --cfg, --info, --config-dir...: Hydra's to check
+            after_flag = False
+            continue
         if a.startswith("-"):
+            after_flag = "=" not in a and a in TAKES_VALUE
             if a.split("=", 1)[0] not in HYDRA_FLAGS:
                 raise ConfigError(f"{a}: unknown option; give key=value overrides, or one of "
                                   "Hydra's flags (--help, --cfg job, -m ...)")
