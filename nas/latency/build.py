@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,9 +33,23 @@ from nas.latency.table import LatencyTable
 from nas.environment import git_revision
 from nas.space import SearchSpace
 
+
 def best_pass(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The pass with the lowest median: the one other processes disturbed least."""
     return min(rows, key=lambda r: float(r["median_ms"]))
+
+
+@dataclass
+class _Plan:
+    """What a build has (read from its files, checked) and what it still measures."""
+
+    done: dict[BlockKey, dict[str, Any]]                 # table rows by block
+    per_pass: dict[tuple[BlockKey, int], dict[str, Any]]
+    calib_done: dict[tuple[str, int], dict[str, Any]]    # calibration timings by (arch, pass)
+    todo: list[tuple[int, BlockKey]]                     # (pass, block), pass-major
+    ready: list[BlockKey]                                # every pass in, the row not written
+    calib: dict[str, list[Any]]                          # calibration models by precision
+    calib_todo: list[tuple[int, Any]]                    # (pass, model)
 
 
 def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer: TimerSettings,
@@ -65,9 +80,6 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             before any file is changed.
     """
     import torch
-    from tqdm import tqdm
-
-    from nas.latency.blocks import time_block, time_model
 
     csv = Path(path)
     if workload.device == "cuda" and not torch.cuda.is_available():
@@ -90,7 +102,31 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
         "load_average_start": fingerprint.load_average(),
         "calibration": {},
     }
-    P = timer.passes
+    plan = _plan(csv, space, workload, timer.passes, calibration_n, calibration_seed, meta, log)
+    if plan is None:
+        return _load(csv, space, workload, calibration_n)
+    total = len(plan.todo) + len(plan.calib_todo)
+    per = timer.repeats * timer.window_ms / 1e3 * 1.4
+    log(f"{csv}: {len(plan.todo)} block and {len(plan.calib_todo)} calibration-model measurements "
+        f"({timer.passes} pass(es)) on {workload.device} ({threads} CPU thread(s)), about "
+        f"{total * per / 60:.1f} min")
+    t0 = time.perf_counter()
+    ms = _measure(csv, space, workload, timer, graph_calls, plan, progress)
+    _fit_corrections(csv, space, workload, timer.passes, plan, ms, calibration_seed, meta,
+                     progress, log)
+    meta["complete"] = True
+    meta["n_rows"] = len(plan.done)
+    meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta["build_seconds_last_run"] = round(time.perf_counter() - t0, 1)
+    meta["load_average_end"] = fingerprint.load_average()
+    write_meta(json_path(csv), meta)
+    return _load(csv, space, workload, calibration_n)
+
+
+def _plan(csv: Path, space: SearchSpace, workload: Workload, P: int, calibration_n: int,
+          calibration_seed: int, meta: dict[str, Any], log: Callable[[str], None]) -> _Plan | None:
+    """Read and check what earlier runs measured, then mark the table unfinished while it
+    grows; None when a finished table has nothing to add (its files are left alone)."""
     calib_csv = calibration_path(csv)
     # Everything is read and checked before anything is written: a refusal leaves the
     # files as they were.
@@ -109,9 +145,7 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
              for p in workload.precisions} if calibration_n > 0 else {}
     calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
                   if (a.arch_id, i) not in calib_done]
-    total = len(todo) + len(calib_todo)
-    appends = bool(total or ready or old.partial)
-    if not appends and old.complete:
+    if not (todo or calib_todo or ready or old.partial) and old.complete:
         # Studies record the table's hash: a build with nothing to add must not refit
         # the correction from the rounded CSV values or restamp the JSON.
         wanted = differences(old.meta, meta, calibration_n, calibration_seed)
@@ -122,8 +156,7 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
                 f"it would no longer resume): repeat its command ({old.meta.get('command')}) or "
                 "set latency.table to another file")
         log(f"{csv}: complete, nothing to measure; its files are left as they were")
-        return _load(csv, space, workload, calibration_n)
-
+        return None
     if old.meta is not None and (done or per_pass or calib_done):
         check_timer(csv, old.meta, meta)  # only here: a build that adds nothing may differ
     if done or per_pass:
@@ -134,11 +167,20 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     for f in old.partial:
         cut_partial_line(f)
         log(f"{f}: dropped a half-written last line (interrupted build)")
-    if appends:  # marked unfinished while its files grow
-        write_meta(json_path(csv), meta)
+    write_meta(json_path(csv), meta)  # marked unfinished while its files grow
+    return _Plan(done, per_pass, calib_done, todo, ready, calib, calib_todo)
 
+
+def _measure(csv: Path, space: SearchSpace, workload: Workload, timer: TimerSettings,
+             graph_calls: int, plan: _Plan, progress: bool) -> dict[BlockKey, float]:
+    """Time what the plan has left, appending every row as it comes; the blocks' medians."""
+    from tqdm import tqdm
+
+    from nas.latency.blocks import time_block, time_model
+
+    P, done, per_pass = timer.passes, plan.done, plan.per_pass
     writer = RowWriter(csv, COLUMNS)
-    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 and todo else None
+    pwriter = RowWriter(passes_path(csv), PASS_COLUMNS) if P > 1 and plan.todo else None
 
     def finish(key: BlockKey) -> None:
         """Write the table row of ``key`` once all its passes are in."""
@@ -147,19 +189,13 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             done[key] = best_pass(have)
             writer.append(done[key])
 
-    for key in ready:
+    for key in plan.ready:
         finish(key)
-    per = timer.repeats * timer.window_ms / 1e3 * 1.4
-    log(f"{csv}: {len(todo)} block and {len(calib_todo)} calibration-model measurements "
-        f"({P} pass(es)) on {workload.device} ({threads} CPU thread(s)), about "
-        f"{total * per / 60:.1f} min")
-
-    t0 = time.perf_counter()
-    if workload.device == "cuda" and total:
+    if workload.device == "cuda" and (plan.todo or plan.calib_todo):
         warm_gpu()
-    with tqdm(total=total, desc="latency build", unit="meas", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for i, key in todo:
+    with tqdm(total=len(plan.todo) + len(plan.calib_todo), desc="latency build", unit="meas",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for i, key in plan.todo:
             bar.set_postfix_str(f"pass {i + 1}/{P} {key.describe()}")
             t = time_block(key, space, workload, timer, graph_calls)
             row = {"kind": key.kind, "d_model": key.d_model, "n_head": key.n_head,
@@ -175,10 +211,9 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
                 per_pass[(key, i)] = row
                 finish(key)
             bar.update()
-        if calib_todo:
-            cwriter = RowWriter(calib_csv, CALIB_COLUMNS)
         ms = {k: float(r["median_ms"]) for k, r in done.items()}
-        for i, arch in calib_todo:
+        cwriter = RowWriter(calibration_path(csv), CALIB_COLUMNS) if plan.calib_todo else None
+        for i, arch in plan.calib_todo:
             bar.set_postfix_str(f"pass {i + 1}/{P} {arch.describe()}")
             t = time_model(arch, workload, timer)
             row = {"arch_id": arch.arch_id, "arch": _arch_json(arch), "precision": arch.precision,
@@ -187,43 +222,46 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
                    "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
                    "repeats": t.repeats, "inner": t.inner}
             cwriter.append(row)
-            calib_done[(arch.arch_id, i)] = row
+            plan.calib_done[(arch.arch_id, i)] = row
             bar.update()
+    return ms
 
-    for p, archs in calib.items():
-        rows = [best_pass([calib_done[(a.arch_id, i)] for i in range(P)]) for a in archs]
-        # Re-sum from the table, in case rows were re-measured since these models were timed.
-        raw = [sum(ms[k] for k in arch_blocks(a)) for a in archs]
-        try:
-            cal = fit(raw, [a.n_layer for a in archs], [r["median_ms"] for r in rows],
-                      calibration_seed)
-        except ValueError as e:
-            raise ConfigError(f"{calib_csv}: {p}: {e}; measure more repeats or delete it to "
-                              "re-measure") from None
-        meta["calibration"][p] = cal.to_dict()
+
+def _fit_corrections(csv: Path, space: SearchSpace, workload: Workload, P: int, plan: _Plan,
+                     ms: dict[BlockKey, float], seed: int, meta: dict[str, Any],
+                     progress: bool, log: Callable[[str], None]) -> None:
+    """Fit each precision's correction (and, for decode, the memory model and the L2
+    working-set term) into ``meta``."""
+    def fit_all(extra: Callable[[list[Any]], dict[str, Any]] = lambda archs: {}) -> dict[str, Any]:
+        fits = {}
+        for p, archs in plan.calib.items():
+            rows = [best_pass([plan.calib_done[(a.arch_id, i)] for i in range(P)]) for a in archs]
+            # Re-summed from the table, in case rows were re-measured since these models were timed.
+            raw = [sum(ms[k] for k in arch_blocks(a)) for a in archs]
+            try:
+                fits[p] = fit(raw, [a.n_layer for a in archs], [r["median_ms"] for r in rows],
+                              seed, **extra(archs))
+            except ValueError as e:
+                raise ConfigError(f"{calibration_path(csv)}: {p}: {e}; measure more repeats or "
+                                  "delete it to re-measure") from None
+            meta["calibration"][p] = fits[p].to_dict()
+        return fits
+
+    for p, cal in fit_all().items():
         log(f"{csv}: {p}: fitted {cal.a:.4f} * sum + {cal.b * 1e3:+.2f} us/layer "
             f"{cal.c * 1e3:+.2f} us on {cal.n} models (seed {cal.seed}): in-sample RMSE "
             f"{cal.rmse_pct:.2f}% (plain sum {cal.raw_rmse_pct:.2f}%)")
-    if workload.phase == "decode" and calib:
-        meta["memory"] = _fit_memory(csv, space, workload, calib, calibration_seed, progress, log)
-        l2 = meta["fingerprint"].get("l2_cache_bytes")
-        if l2:
-            memory = MemoryModel.from_meta(meta["memory"], str(json_path(csv)))
-            for p, archs in calib.items():
-                rows = [best_pass([calib_done[(a.arch_id, i)] for i in range(P)]) for a in archs]
-                raw = [sum(ms[k] for k in arch_blocks(a)) for a in archs]
-                cal = fit(raw, [a.n_layer for a in archs], [r["median_ms"] for r in rows],
-                          calibration_seed, [memory.fixed_bytes(a) for a in archs], l2)
-                meta["calibration"][p] = cal.to_dict()
-                log(f"{csv}: {p}: with the L2 working-set term: d={cal.d:.4f}, leave-one-out "
-                    f"RMSE {cal.loo_rmse_pct:.2f}% (plain {cal.plain_loo_rmse_pct:.2f}%)")
-    meta["complete"] = True
-    meta["n_rows"] = len(done)
-    meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    meta["build_seconds_last_run"] = round(time.perf_counter() - t0, 1)
-    meta["load_average_end"] = fingerprint.load_average()
-    write_meta(json_path(csv), meta)
-    return _load(csv, space, workload, calibration_n)
+    if workload.phase != "decode" or not plan.calib:
+        return
+    meta["memory"] = _fit_memory(csv, space, workload, plan.calib, seed, progress, log)
+    l2 = meta["fingerprint"].get("l2_cache_bytes")
+    if l2:
+        memory = MemoryModel.from_meta(meta["memory"], str(json_path(csv)))
+        working_set = lambda archs: {"working_set_bytes": [memory.fixed_bytes(a) for a in archs],  # noqa: E731
+                                     "l2_bytes": l2}
+        for p, cal in fit_all(working_set).items():
+            log(f"{csv}: {p}: with the L2 working-set term: d={cal.d:.4f}, leave-one-out "
+                f"RMSE {cal.loo_rmse_pct:.2f}% (plain {cal.plain_loo_rmse_pct:.2f}%)")
 
 
 def _fit_memory(csv: Path, space: SearchSpace, workload: Workload, calib: dict[str, list[Any]],

@@ -48,10 +48,8 @@ def check(table: LatencyTable, space: SearchSpace, *, n: int = 20, seed: int = 3
         error, Spearman's rho, the machine, and ``holds``.
     """
     import torch
-    from tqdm import tqdm
 
     from nas.errors import ConfigError
-    from nas.latency.blocks import time_model
 
     if table.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{table.path}: a cuda table, but torch sees no GPU here; check it on "
@@ -75,6 +73,24 @@ def check(table: LatencyTable, space: SearchSpace, *, n: int = 20, seed: int = 3
         warm_gpu(1.0)
     log(f"check: {len(archs)} random architectures of '{space.name}' against "
         f"{table.describe()}")
+    runs = _time_archs(archs, workload, timer, progress)
+    summary = _summary(table, space, workload, timer, seed, archs, runs, here, other)
+    summary["baseline_floor"] = baseline_floor(space, workload, timer)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+    for line in report_lines(summary):
+        log(line)
+    return summary
+
+
+def _time_archs(archs: list[Any], workload: Workload, timer: TimerSettings,
+                progress: bool) -> dict[str, list[float]]:
+    """Each architecture's median in every pass, by ``arch_id``."""
+    from tqdm import tqdm
+
+    from nas.latency.blocks import time_model
+
     runs: dict[str, list[float]] = {a.arch_id: [] for a in archs}
     with tqdm(total=len(archs) * timer.passes, desc="latency check", unit="model",
               disable=not progress, dynamic_ncols=True) as bar:
@@ -83,6 +99,14 @@ def check(table: LatencyTable, space: SearchSpace, *, n: int = 20, seed: int = 3
                 bar.set_postfix_str(f"pass {i + 1}/{timer.passes} {a.describe()}")
                 runs[a.arch_id].append(time_model(a, workload, timer).median_ms)
                 bar.update()
+    return runs
+
+
+def _summary(table: LatencyTable, space: SearchSpace, workload: Workload, timer: TimerSettings,
+             seed: int, archs: list[Any], runs: dict[str, list[float]], here: dict[str, Any],
+             other: list[str]) -> dict[str, Any]:
+    """Predicted against measured (the fastest pass of each), overall and per precision."""
+    precs = table.precisions
     pred = {a.arch_id: table.predict_ms(a) for a in archs}
     meas = {a.arch_id: min(runs[a.arch_id]) for a in archs}
     per = {}
@@ -111,12 +135,6 @@ def check(table: LatencyTable, space: SearchSpace, *, n: int = 20, seed: int = 3
                   for a in archs],
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    summary["baseline_floor"] = baseline_floor(space, workload, timer)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2) + "\n")
-    for line in report_lines(summary):
-        log(line)
     return summary
 
 

@@ -79,25 +79,9 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
         ConfigError: another machine than the table's, a seed that fitted a correction,
             or a precision or space the table does not cover.
     """
-    import torch
     from tqdm import tqdm
 
-    from nas.latency.blocks import time_model
-
-    here = fingerprint.collect(table.device, table.threads)
-    wrong = fingerprint.mismatches(table.fingerprint, here)
-    if wrong:
-        raise ConfigError(f"{table.path}: measured on another machine ({'; '.join(wrong)}); "
-                          "validate where it was built, or build a table on this machine")
-    for note in fingerprint.version_notes(table.fingerprint, here):
-        log(f"{table.path}: note: software differs from the build: {note}")
-    if table.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{table.path}: a cuda table, but torch sees no GPU here")
-    table.check_covers(space, precisions)
-    for p in precisions:
-        if table.calibration[p].seed == seed:
-            raise ConfigError(f"validate.seed: {seed} is the seed that fitted the {p} calibration "
-                              f"of {table.path.name}; pick another one")
+    _refuse(table, space, precisions, seed, log)
     threads = set_cpu_threads(table.threads)
     # Time the models the way the blocks were timed: same clock, same number of passes.
     timer = dataclasses.replace(timer, cpu_clock=table.cpu_clock, passes=table.passes)
@@ -117,52 +101,11 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
         f"{table.describe()}")
 
     load_start = fingerprint.load_average()
-    rows: list[dict[str, Any]] = []
-    noise: list[dict[str, Any]] = []
-    P = timer.passes
     order = [(p, a) for p in precisions for a in archs[p]]
     with tqdm(total=total, desc="latency validate", unit="model", disable=not progress,
               dynamic_ncols=True) as bar:
-        # Pass-major, as the table was built: each model's passes are far apart in time.
-        runs: dict[str, list[Any]] = {a.arch_id: [] for _, a in order}
-        for i in range(P):
-            for p, a in order:
-                bar.set_postfix_str(f"pass {i + 1}/{P} {a.describe()}")
-                runs[a.arch_id].append(time_model(a, workload, timer))
-                bar.update()
-        for p, a in order:
-            ts = runs[a.arch_id]
-            t = min(ts, key=lambda x: x.median_ms)  # the least disturbed pass, as in the build
-            meds = np.array([x.median_ms for x in ts])
-            pred, raw = table.predict_ms(a), table.raw_sum_ms(a)
-            rows.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
-                         "n_layer": a.n_layer, "d_model": a.d_model,
-                         "predicted_ms": pred, "plain_sum_ms": raw,
-                         "measured_ms": t.median_ms, "measured_p10_ms": t.p10_ms,
-                         "measured_p90_ms": t.p90_ms, "measured_wall_ms": t.wall_median_ms,
-                         "pass_medians_ms": ";".join(f"{x:.5g}" for x in meds),
-                         "pass_range_pct": 100 * float(np.ptp(meds) / meds.min()),
-                         "error_pct": 100 * (pred / t.median_ms - 1),
-                         "plain_sum_error_pct": 100 * (raw / t.median_ms - 1)})
-        for p in precisions:
-            # Noise: the smallest, a middle and the largest model (by prediction), re-measured.
-            by_pred = sorted(archs[p], key=table.predict_ms)
-            picks = [by_pred[i] for i in np.linspace(0, len(by_pred) - 1, noise_models).round()
-                     .astype(int)] if noise_models > 0 else []
-            for a in picks:
-                ts = []
-                for _ in range(noise_repeats):
-                    bar.set_postfix_str(f"noise {a.describe()}")
-                    ts.append(time_model(a, workload, timer))
-                    bar.update()
-                med = np.array([x.median_ms for x in ts])
-                noise.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
-                              "medians_ms": [round(float(x), 5) for x in med],
-                              "range_pct": float(100 * np.ptp(med) / np.median(med)),
-                              "cv_pct": float(100 * med.std(ddof=1) / med.mean())
-                              if med.size > 1 else 0.0,
-                              "window_spread_pct": float(100 * np.median(
-                                  [x.spread for x in ts]))})
+        rows = _time_archs(table, order, workload, timer, bar)
+        noise = _noise(table, archs, workload, timer, noise_models, noise_repeats, bar)
         extra = _serving(table, prefill, [a for _, a in order], requests, new_tokens, timer, out,
                          bar) if serving or requests else {}
     df = pd.DataFrame(rows)
@@ -178,6 +121,94 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
     what = "context" if table.phase == "decode" else "seq"
     plot(df, out / "scatter.png", title=f"{table.path.name}: {space.name}, {table.phase}, batch "
          f"{table.batch_size}, {what} {table.seq_len}, {table.mode}")
+    _log_summary(summary, log)
+    log(f"validate: report in {out}")
+    return summary
+
+
+def _refuse(table: LatencyTable, space: SearchSpace, precisions: Sequence[str], seed: int,
+            log: Callable[[str], None]) -> None:
+    """Refuse a table of another machine, a GPU table without a GPU, what the table does
+    not cover, and a seed that fitted a correction."""
+    import torch
+
+    here = fingerprint.collect(table.device, table.threads)
+    wrong = fingerprint.mismatches(table.fingerprint, here)
+    if wrong:
+        raise ConfigError(f"{table.path}: measured on another machine ({'; '.join(wrong)}); "
+                          "validate where it was built, or build a table on this machine")
+    for note in fingerprint.version_notes(table.fingerprint, here):
+        log(f"{table.path}: note: software differs from the build: {note}")
+    if table.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{table.path}: a cuda table, but torch sees no GPU here")
+    table.check_covers(space, precisions)
+    for p in precisions:
+        if table.calibration[p].seed == seed:
+            raise ConfigError(f"validate.seed: {seed} is the seed that fitted the {p} calibration "
+                              f"of {table.path.name}; pick another one")
+
+
+def _time_archs(table: LatencyTable, order: list[tuple[str, Any]], workload: Workload,
+                timer: TimerSettings, bar: Any) -> list[dict[str, Any]]:
+    """Every architecture timed in every pass; a report row each (predicted, measured)."""
+    from nas.latency.blocks import time_model
+
+    P = timer.passes
+    # Pass-major, as the table was built: each model's passes are far apart in time.
+    runs: dict[str, list[Any]] = {a.arch_id: [] for _, a in order}
+    for i in range(P):
+        for p, a in order:
+            bar.set_postfix_str(f"pass {i + 1}/{P} {a.describe()}")
+            runs[a.arch_id].append(time_model(a, workload, timer))
+            bar.update()
+    rows = []
+    for p, a in order:
+        ts = runs[a.arch_id]
+        t = min(ts, key=lambda x: x.median_ms)  # the least disturbed pass, as in the build
+        meds = np.array([x.median_ms for x in ts])
+        pred, raw = table.predict_ms(a), table.raw_sum_ms(a)
+        rows.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
+                     "n_layer": a.n_layer, "d_model": a.d_model,
+                     "predicted_ms": pred, "plain_sum_ms": raw,
+                     "measured_ms": t.median_ms, "measured_p10_ms": t.p10_ms,
+                     "measured_p90_ms": t.p90_ms, "measured_wall_ms": t.wall_median_ms,
+                     "pass_medians_ms": ";".join(f"{x:.5g}" for x in meds),
+                     "pass_range_pct": 100 * float(np.ptp(meds) / meds.min()),
+                     "error_pct": 100 * (pred / t.median_ms - 1),
+                     "plain_sum_error_pct": 100 * (raw / t.median_ms - 1)})
+    return rows
+
+
+def _noise(table: LatencyTable, archs: dict[str, list[Any]], workload: Workload,
+           timer: TimerSettings, noise_models: int, noise_repeats: int,
+           bar: Any) -> list[dict[str, Any]]:
+    """The smallest, a middle and the largest model of each precision (by prediction),
+    re-measured ``noise_repeats`` times: how far measurement noise alone goes."""
+    from nas.latency.blocks import time_model
+
+    noise = []
+    for p, candidates in archs.items():
+        by_pred = sorted(candidates, key=table.predict_ms)
+        picks = [by_pred[i] for i in np.linspace(0, len(by_pred) - 1, noise_models).round()
+                 .astype(int)] if noise_models > 0 else []
+        for a in picks:
+            ts = []
+            for _ in range(noise_repeats):
+                bar.set_postfix_str(f"noise {a.describe()}")
+                ts.append(time_model(a, workload, timer))
+                bar.update()
+            med = np.array([x.median_ms for x in ts])
+            noise.append({"precision": p, "arch_id": a.arch_id, "arch": a.describe(),
+                          "medians_ms": [round(float(x), 5) for x in med],
+                          "range_pct": float(100 * np.ptp(med) / np.median(med)),
+                          "cv_pct": float(100 * med.std(ddof=1) / med.mean())
+                          if med.size > 1 else 0.0,
+                          "window_spread_pct": float(100 * np.median([x.spread for x in ts]))})
+    return noise
+
+
+def _log_summary(summary: dict[str, Any], log: Callable[[str], None]) -> None:
+    """One line per precision (and per memory and request report): the goal met or missed."""
     for p, s in summary["precisions"].items():
         log(f"validate {p}: within 10% {100 * s['within_10']:.0f}%, within 5% "
             f"{100 * s['within_5']:.0f}%, RMSE {s['rmse_ms']:.4f} ms ({s['rmse_pct']:.1f}%), "
@@ -188,8 +219,6 @@ def validate(table: LatencyTable, space: SearchSpace, precisions: Sequence[str],
                 f"{s['max_abs_err_pct']:.1f}% -> goal {'met' if s['goal_met'] else 'MISSED'}")
     if summary["baseline_floor"]:
         log(f"validate: {floor_line(summary['baseline_floor'])}")
-    log(f"validate: report in {out}")
-    return summary
 
 
 def _serving(table: LatencyTable, prefill: LatencyTable | None, archs: list[Any],

@@ -13,11 +13,23 @@ adding an entry here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 
 from nas.errors import ConfigError
 
 LOSS = "val_loss"
+
+
+class Predictor(Protocol):
+    """What a search asks of a latency table (``nas.latency.LatencyTable``, or any model of
+    the hardware): the predicted latency of an architecture, in milliseconds."""
+
+    def predict_ms(self, arch: Any) -> float: ...
+
+
+# What a search predicts from: the prefill table alone, or the tables of every objective by
+# kind (:func:`load_tables`: ``"prefill"``, ``"serving"``).
+Tables = Union[Predictor, Mapping[str, Any]]
 # The user attribute holding the loss of the baseline over budget (its value is +inf).
 REFERENCE_LOSS = "reference_val_loss"
 

@@ -29,12 +29,11 @@ from nas.search.budget import Surplus, TrialBudget
 from nas.errors import ConfigError, exit_on_user_error
 from nas.signals import held, stop_cleanly
 from nas.search.trial import TrialObjective
-from nas.search.objectives import LOSS
+from nas.search.objectives import LOSS, Tables
 from nas.search.study_settings import search_settings
 from nas.search.samplers import SamplerConfig, build_sampler
 from nas.search.config import SearchConfig
 from nas.search.summary import SearchResult, summary
-from nas.hydra_cli import CheckFirst
 from nas.search.setup import Checked, build, check
 from nas.search.config import typed
 from nas.space import ArchConfig, SearchSpace, genome_of
@@ -85,7 +84,7 @@ def _arch_id(space: SearchSpace, genome: Mapping[str, Any]) -> str | None:
         return None
 
 
-def run_study(space: SearchSpace, latency: Any, scorer: Callable[[ArchConfig], float],
+def run_study(space: SearchSpace, latency: Tables, scorer: Callable[[ArchConfig], float],
               cfg: SearchConfig, sampler: SamplerConfig, *, device: str,
               study_attrs: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None,
               storage: Any = None) -> SearchResult:
@@ -210,6 +209,8 @@ def check_sweep_job(config: Any) -> None:
 
 def _task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
+
+    from nas.hydra_cli import CheckFirst
 
     # Optuna logs a failed trial (Ctrl-C, a bad table) with its traceback; we report it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -17,9 +17,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from optuna.storages import BaseStorage
+
+if TYPE_CHECKING:
+    from nas.latency import LatencyTable
 
 from nas.errors import ConfigError
 from nas.paths import resolve
@@ -28,7 +31,7 @@ from nas.search.samplers import SamplerConfig
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
 from nas.search.config import typed  # noqa: F401 (imported from here)
 from nas.space import ArchConfig, SearchSpace
-from nas.search.objectives import REGISTRY, load_tables, table_files
+from nas.search.objectives import REGISTRY, Predictor, load_tables, table_files
 from nas.search.study_settings import search_settings
 from nas.search.study import check_compatible, find_study
 from nas.search.workers import folder_lock, open_worker_storage
@@ -43,7 +46,7 @@ class Prepared:
     hardware: HardwareConfig
     hardware_name: str
     space: SearchSpace
-    table: Any                                  # nas.latency.LatencyTable
+    table: LatencyTable
     tables: Mapping[str, Any]                   # by kind: nas.search.objectives.load_tables
     scorer: Callable[[ArchConfig], float]       # nas.supernet.score.AccuracyScorer
     storage: BaseStorage
@@ -67,7 +70,7 @@ def check_gpu(device: str) -> None:
                           f"cpu, auto, cuda, cuda:0 to cuda:{n - 1}")
 
 
-def fastest_arch(space: SearchSpace, latency: Any, device: str,
+def fastest_arch(space: SearchSpace, latency: Predictor, device: str,
                  predict: Callable[[ArchConfig], float] | None = None) -> tuple[ArchConfig, float]:
     """The fastest architecture of ``space`` under the latency table (or lowest ``predict``).
 
@@ -179,7 +182,7 @@ class Checked:
     score: ScoreConfig
     train: Any                                  # nas.supernet.recipe.TrainConfig
     space: SearchSpace
-    table: Any                                  # nas.latency.LatencyTable
+    table: LatencyTable
     tables: Mapping[str, Any]
     attrs: dict[str, Any]
     storage: BaseStorage | None                 # opened when it exists already

@@ -158,32 +158,12 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{run.tokens_per_s:,.0f}")
             bar.update(run.step - bar.n)
             if do_eval:
-                model.eval()
-                seen: dict[str, float] = {}  # the baseline may be the largest: evaluate it once
-                for name, arch in val_archs.items():
-                    if arch.arch_id not in seen:
-                        seen[arch.arch_id] = evaluate(model, val_batches, arch)
-                    row[f"val_{name}"] = seen[arch.arch_id]
-                model.train()
-                for name in val_archs:
-                    _stop_if_not_finite(row[f"val_{name}"], f"validation loss of {name}", run.step, cfg)
-                # Validation is a result: stdout; the bar is on stderr.
-                line = f"step {run.step}: loss {loss:.4f}, " + ", ".join(
-                    f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs)
-                bar.write(line, file=sys.stdout)
-                if world.main:  # the job log keeps them, once
-                    log.debug("%s, %.0f tokens/s", line, run.tokens_per_s)
+                _validate(model, val_batches, val_archs, row, loss, cfg, bar, world)
                 run.history.append(row)
                 if save is not None:
                     save()
-                if track is not None:
-                    if row[f"val_{track}"] < run.best_val:
-                        run.best_val, run.best_step = row[f"val_{track}"], run.step
-                        run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    elif cfg.patience and run.step - run.best_step >= cfg.patience * cfg.eval_every:
-                        bar.write(f"stopping early at step {run.step}: no better validation since "
-                                  f"step {run.best_step}", file=sys.stdout)
-                        break
+                if track is not None and _stop_early(run, row[f"val_{track}"], cfg, bar):
+                    break
             else:
                 run.history.append(row)
             t0 = time.perf_counter()  # evaluation and saving are not training time
@@ -191,3 +171,36 @@ def fit(run: Run, corpus: Corpus, cfg: TrainConfig, device: str,
         bar.close()
     model.eval()
 
+
+def _validate(model: Any, val_batches: Any, val_archs: Mapping[str, ArchConfig],
+              row: dict[str, Any], loss: float, cfg: TrainConfig, bar: Any, world: World) -> None:
+    """Each named network's validation loss into ``row``; the line shown and logged."""
+    model.eval()
+    seen: dict[str, float] = {}  # the baseline may be the largest: evaluate it once
+    for name, arch in val_archs.items():
+        if arch.arch_id not in seen:
+            seen[arch.arch_id] = evaluate(model, val_batches, arch)
+        row[f"val_{name}"] = seen[arch.arch_id]
+    model.train()
+    for name in val_archs:
+        _stop_if_not_finite(row[f"val_{name}"], f"validation loss of {name}", row["step"], cfg)
+    # Validation is a result: stdout; the bar is on stderr.
+    line = f"step {row['step']}: loss {loss:.4f}, " + ", ".join(
+        f"val {name} {row[f'val_{name}']:.4f}" for name in val_archs)
+    bar.write(line, file=sys.stdout)
+    if world.main:  # the job log keeps them, once
+        log.debug("%s, %.0f tokens/s", line, row["tokens_per_s"])
+
+
+def _stop_early(run: Run, val: float, cfg: TrainConfig, bar: Any) -> bool:
+    """Keep the weights of a new best validation; True once ``cfg.patience`` validations
+    in a row have not improved on it."""
+    if val < run.best_val:
+        run.best_val, run.best_step = val, run.step
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        return False
+    if cfg.patience and run.step - run.best_step >= cfg.patience * cfg.eval_every:
+        bar.write(f"stopping early at step {run.step}: no better validation since "
+                  f"step {run.best_step}", file=sys.stdout)
+        return True
+    return False
