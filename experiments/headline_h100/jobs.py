@@ -121,8 +121,10 @@ def trial_rows(study: Any, score: str, latency: str) -> list[dict[str, Any]]:
         if "arch" not in t.user_attrs:
             continue
         scored = bool(t.user_attrs.get("scored", True))
+        # The baseline over budget is scored, its value +inf: its score is kept beside.
+        value = t.user_attrs.get("reference_val_loss", t.values[0])
         rows.append({"number": t.number, "arch": t.user_attrs["arch"],
-                     score: t.values[0] if scored else None, latency: t.values[1],
+                     score: value if scored else None, latency: t.values[1],
                      "feasible": all(v <= 0 for v in t.constraints.values()),
                      "pareto": t.number in front})
     return rows

@@ -145,7 +145,8 @@ def _plan(csv: Path, space: SearchSpace, workload: Workload, P: int, calibration
              for p in workload.precisions} if calibration_n > 0 else {}
     calib_todo = [(i, a) for i in range(P) for archs in calib.values() for a in archs
                   if (a.arch_id, i) not in calib_done]
-    if not (todo or calib_todo or ready or old.partial) and old.complete:
+    appends = bool(todo or calib_todo or ready or old.partial)
+    if not appends and old.complete:
         # Studies record the table's hash: a build with nothing to add must not refit
         # the correction from the rounded CSV values or restamp the JSON.
         wanted = differences(old.meta, meta, calibration_n, calibration_seed)
@@ -167,7 +168,8 @@ def _plan(csv: Path, space: SearchSpace, workload: Workload, P: int, calibration
     for f in old.partial:
         cut_partial_line(f)
         log(f"{f}: dropped a half-written last line (interrupted build)")
-    write_meta(json_path(csv), meta)  # marked unfinished while its files grow
+    if appends:  # marked unfinished while its files grow
+        write_meta(json_path(csv), meta)
     return _Plan(done, per_pass, calib_done, todo, ready, calib, calib_todo)
 
 
