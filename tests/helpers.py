@@ -62,7 +62,8 @@ def search_in_process(space, table, scorer, url: str, name: str, n_trials: int,
                       budgets: dict[str, float] | None = None, serving=None):
     """``nas.search.run.run_study`` as the command calls it, without Hydra."""
     from nas.search.samplers import SamplerConfig
-    from nas.search.run import SearchConfig, run_study
+    from nas.search.config import SearchConfig
+    from nas.search.run import run_study
 
     cfg = SearchConfig(n_trials=n_trials, study_name=name, storage=url, latency_budget_ms=budget_ms,
                        seed=seed, progress=False, objectives=objectives, budgets=budgets or {})

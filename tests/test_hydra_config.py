@@ -9,7 +9,7 @@ from nas.hydra_cli import compose_config, error_line, register_schema
 from nas.paths import CONF_DIR, DATA_ROOT
 from nas.search.samplers import SamplerConfig, make_sampler
 from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
-from nas.search.setup import typed as _typed
+from nas.search.config import typed as _typed
 from nas.space import SearchSpace
 
 

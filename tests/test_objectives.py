@@ -18,7 +18,8 @@ from nas.search.config import SearchConfig
 from nas.search.export import main as export_main
 from nas.search.plot import main as plot_main
 from nas.search.results import pareto_frame, trials_frame
-from nas.search.study import check_compatible, named_constraints, open_storage, open_study
+from nas.search.storage import open_storage
+from nas.search.study import check_compatible, named_constraints, open_study
 from nas.space import ArchConfig
 from helpers import FAST_SCORE, ROOT, run_cli, search_cmd
 

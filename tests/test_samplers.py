@@ -7,7 +7,8 @@ from optuna.storages import InMemoryStorage
 
 from nas.errors import ConfigError
 from nas.search.samplers import NoRepeatSampler, SamplerConfig, build_sampler, make_sampler
-from nas.search.run import SearchConfig, run_study
+from nas.search.config import SearchConfig
+from nas.search.run import run_study
 
 
 

@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 from nas.search import workers as workers_mod
 from nas.errors import ConfigError
 from nas.search.objectives import DEFAULT as METRICS
-from nas.search.study import check_compatible, count_complete, open_storage, open_study
+from nas.search.storage import open_storage
+from nas.search.study import check_compatible, count_complete, open_study
 from nas.search.workers import WORKER_ATTR, enqueue_once, fail_dead_trials
 
 ATTRS = {"space": {"name": "tiny"}, "device": "cpu", "latency_budget_ms": 2.0}

@@ -88,7 +88,8 @@ def _score(job: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def _search(job: dict[str, Any], work: Path) -> dict[str, Any]:
-    from nas.search.study import find_study, open_storage
+    from nas.search.storage import open_storage
+    from nas.search.study import find_study
     ckpt = supernet_dir(work, {"name": job["supernet"]}) / "supernet.pt"
     run_dir = work / f"search-{job['name']}"
     storage = f"sqlite:///{work / ('nas-' + job['name'] + '.db')}"  # one file each: created at once

@@ -57,7 +57,8 @@ from nas.search.plot import COLORS, plot_fronts  # noqa: E402
 from nas.search.results import hypervolume, hypervolume_history, trials_frame  # noqa: E402
 from nas.search.run import run_study  # noqa: E402
 from nas.search.samplers import SamplerConfig  # noqa: E402
-from nas.search.setup import prepare, typed  # noqa: E402
+from nas.search.config import typed  # noqa: E402
+from nas.search.setup import prepare  # noqa: E402
 
 from report import readme  # noqa: E402  (beside this file)
 

@@ -29,7 +29,8 @@ from nas.outputs import check_folder, folder_name, no_link, write_atomic
 from nas.search.objectives import LOSS, REGISTRY, check_budgets, describe_budgets, of_study
 from nas.search.results import check_search_study, choose_winner, objectives_of, pareto_frame, trials_frame
 from nas.space import ArchConfig
-from nas.search.study import damaged_storage_is_refused, find_study, open_storage, study_names
+from nas.search.storage import damaged_storage_is_refused, open_storage
+from nas.search.study import find_study, study_names
 
 DEFAULT_STORAGE = "sqlite:///outputs/nas.db"
 PARETO_DIR = "pareto"

@@ -23,7 +23,7 @@ from nas.errors import ConfigError, OneLineParser, clip, disk_full, exit_on_user
 from nas.outputs import check_folder, folder_name, no_link, write_atomic
 from nas.search.objectives import LOSS, REGISTRY
 from nas.search.results import choose_winner, front_2d, objectives_of, pareto_frame, trials_frame
-from nas.search.study import damaged_storage_is_refused
+from nas.search.storage import damaged_storage_is_refused
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 MARKERS = ["o", "s", "^", "D", "v", "P"]

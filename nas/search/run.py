@@ -37,7 +37,8 @@ from nas.search.summary import SearchResult, summary
 from nas.search.setup import Checked, build, check
 from nas.search.config import typed
 from nas.space import ArchConfig, SearchSpace, genome_of
-from nas.search.study import count_complete, damaged_storage_is_refused, open_study
+from nas.search.storage import damaged_storage_is_refused
+from nas.search.study import count_complete, open_study
 from nas.search.workers import enqueue_once, fail_dead_trials, folder_lock, open_worker_storage
 from nas.outputs import check_folder, write_atomic
 

@@ -28,8 +28,7 @@ from nas.errors import ConfigError
 from nas.paths import resolve
 from nas.latency.local import Resolved, other_machine
 from nas.search.samplers import SamplerConfig
-from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig
-from nas.search.config import typed  # noqa: F401 (imported from here)
+from nas.search.config import HardwareConfig, ScoreConfig, SearchConfig, SupernetConfig, typed
 from nas.space import ArchConfig, SearchSpace
 from nas.search.objectives import REGISTRY, Predictor, load_tables, table_files
 from nas.search.study_settings import search_settings

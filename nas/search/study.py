@@ -17,8 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError, clip, shown
 from nas.search import objectives as objs
+from nas.search.storage import fast_sqlite
 from nas.search.study_settings import SETTINGS, refuse_changed_settings
-from nas.search.storage import damaged_storage_is_refused, fast_sqlite, open_storage  # noqa: F401 (imported from here)
 # The system attribute a sampler's ``constraints_func`` writes (a list, one value per
 # constraint): Optuna's samplers and optuna-dashboard 0.21 both read it. Optuna 5's
 # ``set_constraint`` writes "constraints:<key>", which the dashboard does not read.
