@@ -251,8 +251,25 @@ def run(c: Command, cfg_yaml: str = "") -> Any:
 
 
 def check_first(cfg: DictConfig) -> Command:
-    """The command, checked before Hydra makes its run folder (``nas.hydra_cli.CheckFirst``)."""
-    return parse(cfg, sys.argv[1:])
+    """The command and the files it reads and writes, checked before Hydra makes its run
+    folder (``nas.hydra_cli.CheckFirst``): a refused command leaves nothing behind."""
+    from nas.latency.table import LatencyTable
+
+    c = parse(cfg, sys.argv[1:])
+    w = c.workload
+    if c.verb == "build":
+        check_file(c.table, "latency.table")
+    elif c.verb == "predict":
+        ArchConfig.from_yaml(c.predict_arch)
+        if not c.local:  # a local target's table may be this machine's: run() finds it
+            LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
+                              seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
+                              phase=w.phase)
+    elif c.verb == "check" and c.check_out is not None:
+        check_file(c.check_out, "check.out")
+    elif c.verb == "validate":
+        check_folder(c.validate_out, "validate.out")
+    return c
 
 
 @exit_on_user_error
