@@ -285,7 +285,9 @@ def launch(prog: str, config_name: str, task: Callable[[Any], Any], verbs: Seque
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     register_schema(config_name if config_name != "config" else "search")
-    # Hydra raises its composition errors rather than printing them over several lines.
+    # Hydra raises its composition errors rather than printing them over several lines;
+    # a user who set HYDRA_FULL_ERROR=1 gets the whole traceback, as with Hydra alone.
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     started = []
 
@@ -297,7 +299,7 @@ def launch(prog: str, config_name: str, task: Callable[[Any], Any], verbs: Seque
     try:
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(run)()
     except Exception as e:  # noqa: BLE001 - before the task, any failure is a user mistake
-        if started:
+        if started or full:
             raise
         line = error_line(e, undecodable=lambda: undecodable(argv, config_name))
         print(f"error: {clip(line, MESSAGE_MAX)}", file=sys.stderr)
