@@ -101,6 +101,48 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     if not cfg.hardware.get("table"):
         raise ConfigError("hardware.table: the target names no table")
     target = Target.from_dict(_hardware_name(), OmegaConf.to_container(cfg.hardware, resolve=True))
+    workload, table, seq_given = _workload(cfg, space, target, device)
+    timer = _timer(cfg, workload)
+    cal_n = _int(cfg, "calibration.n")
+    if 0 < cal_n < 4:
+        raise ConfigError(f"calibration.n: {cal_n}; use 0 (no correction) or at least 4")
+    cal_seed, val_seed = _int(cfg, "calibration.seed"), _int(cfg, "validate.seed")
+    if verb == "validate" and cal_seed == val_seed:
+        raise ConfigError(f"validate.seed: {val_seed} equals calibration.seed; validation needs "
+                          "architectures no correction was fitted on")
+    out = cfg.validate.out or f"experiments/latency_{table.stem.replace('-', '_')}"
+    arch = cfg.predict.arch
+    if verb == "predict" and not arch:
+        raise ConfigError("predict.arch: give the architecture YAML to predict, e.g. "
+                          "predict.arch=outputs/best.yaml")
+    new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
+                  else target.new_tokens or workload.seq_len - (workload.prompt_len or 0) + 1)
+    check_out = OmegaConf.select(cfg, "check.out")
+    # Its file's table, to tell one named with hardware.table=... from the target's own
+    # (None: a target composed from elsewhere, whatever it names is its own).
+    own = own_table(target.name)
+    default_table = Path(own) if own else None
+    return Command(
+        verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
+        timer=timer, graph_calls=_int(cfg, "latency.graph_calls", 1),
+        progress=bool(cfg.latency.progress), calibration_n=cal_n, calibration_seed=cal_seed,
+        validate_n=_int(cfg, "validate.n", 2), validate_seed=val_seed,
+        validate_precisions=_precisions(cfg, "validate.precisions"), validate_out=Path(str(out)),
+        noise_models=_int(cfg, "validate.noise_models"),
+        noise_repeats=_int(cfg, "validate.noise_repeats", 1),
+        predict_arch=Path(str(arch)) if arch else None,
+        command="python -m nas.latency " + " ".join(shlex.quote(a) for a in argv),
+        target=target, validate_requests=_int(cfg, "validate.requests"), new_tokens=new_tokens,
+        check_n=_int(cfg, "check.n", 1), check_seed=_int(cfg, "check.seed"),
+        check_out=Path(str(check_out)) if check_out else None,
+        local=bool(cfg.hardware.get("local", False)) and not cfg.latency.table,
+        default_table=default_table)
+
+
+def _workload(cfg: DictConfig, space: SearchSpace, target: Target,
+              device: str) -> tuple[Workload, Path, bool]:
+    """What is measured (the target's workload unless ``latency.*`` says otherwise), the
+    table it goes to, and whether ``latency.seq_len`` was given."""
     phase = _choice(cfg, "latency.phase", PHASES)
     given = {k: OmegaConf.select(cfg, f"latency.{k}") is not None
              for k in ("mode", "batch_size", "seq_len", "prompt_len")}
@@ -132,6 +174,12 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
                             _int(cfg, "latency.threads", 1), phase, prompt)
     except ConfigError as e:
         raise ConfigError(f"latency.{e}") from None
+    return workload, table, seq_given
+
+
+def _timer(cfg: DictConfig, workload: Workload) -> TimerSettings:
+    """How each measurement is timed (``latency.*``)."""
+    device = workload.device
     clock = _choice(cfg, "latency.cpu_clock", CPU_CLOCKS)
     if device == "cpu" and clock == "thread" and workload.threads != 1:
         raise ConfigError(f"latency.cpu_clock: 'thread' times one thread, but latency.threads is "
@@ -139,84 +187,65 @@ def parse(cfg: DictConfig, argv: list[str]) -> Command:
     window = OmegaConf.select(cfg, "latency.window_ms")
     if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
         raise ConfigError(f"latency.window_ms: {window!r} must be a positive number")
-    timer = TimerSettings(repeats=_int(cfg, "latency.repeats", 1), warmup=_int(cfg, "latency.warmup"),
-                          window_ms=float(window), cpu_clock=clock,
-                          passes=_int(cfg, "latency.passes", 1))
-    cal_n = _int(cfg, "calibration.n")
-    if 0 < cal_n < 4:
-        raise ConfigError(f"calibration.n: {cal_n}; use 0 (no correction) or at least 4")
-    cal_seed, val_seed = _int(cfg, "calibration.seed"), _int(cfg, "validate.seed")
-    if verb == "validate" and cal_seed == val_seed:
-        raise ConfigError(f"validate.seed: {val_seed} equals calibration.seed; validation needs "
-                          "architectures no correction was fitted on")
-    out = cfg.validate.out or f"experiments/latency_{table.stem.replace('-', '_')}"
-    arch = cfg.predict.arch
-    if verb == "predict" and not arch:
-        raise ConfigError("predict.arch: give the architecture YAML to predict, e.g. "
-                          "predict.arch=outputs/best.yaml")
-    new_tokens = (_int(cfg, "validate.new_tokens", 1) if cfg.validate.new_tokens is not None
-                  else target.new_tokens or seq_len - (workload.prompt_len or 0) + 1)
-    check_out = OmegaConf.select(cfg, "check.out")
-    # Its file's table, to tell one named with hardware.table=... from the target's own
-    # (None: a target composed from elsewhere, whatever it names is its own).
-    own = own_table(target.name)
-    default_table = Path(own) if own else None
-    return Command(
-        verb=verb, space=space, table=table, workload=workload, seq_len_given=seq_given,
-        timer=timer, graph_calls=_int(cfg, "latency.graph_calls", 1),
-        progress=bool(cfg.latency.progress), calibration_n=cal_n, calibration_seed=cal_seed,
-        validate_n=_int(cfg, "validate.n", 2), validate_seed=val_seed,
-        validate_precisions=_precisions(cfg, "validate.precisions"), validate_out=Path(str(out)),
-        noise_models=_int(cfg, "validate.noise_models"),
-        noise_repeats=_int(cfg, "validate.noise_repeats", 1),
-        predict_arch=Path(str(arch)) if arch else None,
-        command="python -m nas.latency " + " ".join(shlex.quote(a) for a in argv),
-        target=target, validate_requests=_int(cfg, "validate.requests"), new_tokens=new_tokens,
-        check_n=_int(cfg, "check.n", 1), check_seed=_int(cfg, "check.seed"),
-        check_out=Path(str(check_out)) if check_out else None,
-        local=bool(cfg.hardware.get("local", False)) and not cfg.latency.table,
-        default_table=default_table)
+    return TimerSettings(repeats=_int(cfg, "latency.repeats", 1), warmup=_int(cfg, "latency.warmup"),
+                         window_ms=float(window), cpu_clock=clock,
+                         passes=_int(cfg, "latency.passes", 1))
 
 
 def run(c: Command, cfg_yaml: str = "") -> Any:
     """Carry out one command."""
+    if c.verb == "build":
+        return _build(c)
+    import dataclasses
+
+    from nas.latency.local import local_table
+
+    got = local_table(c.table, local=c.local, default=c.default_table, space=c.space)
+    c = dataclasses.replace(c, table=got.path)
+    if c.verb == "predict":
+        return _predict(c, got.note)
+    return _check_or_validate(c, got.note, cfg_yaml)
+
+
+def _build(c: Command) -> Any:
+    from nas.latency.build import build_table
+
+    check_file(c.table, "latency.table")  # before measuring, not when the first row is ready
+    # Two builds of one table would both append every row: one at a time.
+    with exclusive(lock_path(c.table), "latency.table", f"the table {c.table}"):
+        table = build_table(c.table, c.space, c.workload, c.timer, calibration_n=c.calibration_n,
+                            calibration_seed=c.calibration_seed, command=c.command,
+                            graph_calls=c.graph_calls, progress=c.progress)
+    print(f"built {table.describe()}")
+    return table
+
+
+def _predict(c: Command, note: str | None) -> float:
     from nas.latency.table import LatencyTable
 
     w = c.workload
-    note = None
-    if c.verb != "build":
-        import dataclasses
+    assert c.predict_arch is not None  # parse refuses predict without it
+    arch = ArchConfig.from_yaml(c.predict_arch)
+    table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
+                              seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
+                              phase=w.phase)
+    ms = table.predict_ms(arch)
+    if note:  # once it answers: a refused command says only why
+        print(note, file=sys.stderr)
+    how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
+    per = " per output token" if table.phase == "decode" else ""
+    print(f"{ms:.4f} ms{per}{how}  {arch.describe()}  [{table.describe()}]")
+    if table.memory is not None:
+        print(f"{table.memory.peak_bytes(arch) / 2**20:.3f} MiB peak memory of a request "
+              f"(batch {table.memory.batch_size}, prompt {table.memory.prompt_len}, context "
+              f"{table.memory.context})")
+    return ms
 
-        from nas.latency.local import local_table
-        got = local_table(c.table, local=c.local, default=c.default_table, space=c.space)
-        c, note = dataclasses.replace(c, table=got.path), got.note
-    if c.verb == "build":
-        from nas.latency.build import build_table
-        check_file(c.table, "latency.table")  # before measuring, not when the first row is ready
-        # Two builds of one table would both append every row: one at a time.
-        with exclusive(lock_path(c.table), "latency.table", f"the table {c.table}"):
-            table = build_table(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
-                                calibration_seed=c.calibration_seed, command=c.command,
-                                graph_calls=c.graph_calls, progress=c.progress)
-        print(f"built {table.describe()}")
-        return table
-    if c.verb == "predict":
-        assert c.predict_arch is not None  # parse refuses predict without it
-        arch = ArchConfig.from_yaml(c.predict_arch)
-        table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
-                                  seq_len=w.seq_len if c.seq_len_given else None, mode=w.mode,
-                                  phase=w.phase)
-        ms = table.predict_ms(arch)
-        if note:  # once it answers: a refused command says only why
-            print(note, file=sys.stderr)
-        how = "" if arch.precision in table.calibration else " (plain sum: table has no calibration)"
-        per = " per output token" if table.phase == "decode" else ""
-        print(f"{ms:.4f} ms{per}{how}  {arch.describe()}  [{table.describe()}]")
-        if table.memory is not None:
-            print(f"{table.memory.peak_bytes(arch) / 2**20:.3f} MiB peak memory of a request "
-                  f"(batch {table.memory.batch_size}, prompt {table.memory.prompt_len}, context "
-                  f"{table.memory.context})")
-        return ms
+
+def _check_or_validate(c: Command, note: str | None, cfg_yaml: str) -> Any:
+    from nas.latency.table import LatencyTable
+
+    w = c.workload
     table = LatencyTable.load(c.table, device=w.device, batch_size=w.batch_size,
                               seq_len=w.seq_len, mode=w.mode, phase=w.phase)
     table.check_covers(c.space, c.validate_precisions or table.precisions)
