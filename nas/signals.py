@@ -37,14 +37,17 @@ def _handler(signum: int, frame: object) -> None:
     if _state["signum"] is not None:
         return  # already stopping: a second Ctrl-C must not interrupt the cleanup
     _state["signum"] = signum
+    # Also kept for the next safe point (:func:`raise_pending`): an exception raised here
+    # while the interpreter runs a garbage collector's callback is printed and dropped.
+    _state["pending"] = True
     if _state["held"]:
-        _state["pending"] = True
         return
     raise Stopped(signum)
 
 
 def raise_pending() -> None:
-    """Raise a signal that arrived inside a :func:`held` block (a safe point for it)."""
+    """Raise a signal that arrived inside a :func:`held` block, or whose exception was
+    lost (a safe point for it; long loops that write nothing call it as they go)."""
     if _state["pending"]:
         _state["pending"] = False
         raise Stopped(_state["signum"])

@@ -52,3 +52,30 @@ def test_a_signal_pending_at_the_end_of_a_held_block_is_raised_there():
             with held():
                 os.kill(os.getpid(), signal.SIGTERM)
             pytest.fail("the pending signal was not raised")
+
+
+def test_a_stop_lost_in_a_garbage_collector_callback_is_raised_at_the_next_safe_point(monkeypatch):
+    import sys
+    import weakref
+
+    from nas.signals import raise_pending
+
+    class Thing:
+        pass
+
+    def on_collected(_ref):
+        signal.raise_signal(signal.SIGTERM)  # its Stopped is raised inside this callback,
+        for _ in range(1000):                # where the interpreter prints and drops it
+            pass
+
+    lost = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: lost.append(u.exc_type))
+    with handling():
+        thing = Thing()
+        ref = weakref.ref(thing, on_collected)
+        del thing
+        assert ref() is None
+        assert lost == [Stopped]  # the exception was lost...
+        with pytest.raises(Stopped) as e:
+            raise_pending()  # ...and the stop is not
+    assert e.value.signum == signal.SIGTERM

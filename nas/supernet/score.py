@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from nas.supernet.data import Corpus, fixed_batches
 from nas.model import GPT, build_model
+from nas.signals import raise_pending
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 TEST_BATCHES = 16  # x 32 windows: 512 windows spread over the whole test split
@@ -36,6 +37,7 @@ def evaluate(model: nn.Module, batches: Batches, arch: Any = None) -> float:
     device = next(model.parameters(), torch.empty(0)).device
     total, n = 0.0, 0
     for x, y in batches:
+        raise_pending()  # a stop whose exception was lost ends the scoring here
         x, y = x.to(device), y.to(device)
         logits = model(x) if arch is None else model(x, arch)  # (B, T, vocab)
         # fp32 loss whatever the model's precision: bf16 logits would round the loss itself.
