@@ -9,9 +9,12 @@ searches on one host, and are checked where an :class:`~nas.space.ArchConfig` or
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import ConfigError, shown
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig, SearchSpace
 
 # Per dimension, then in total. 1e10 parameters are 37 GiB of fp32 weights, and four
 # times that with AdamW's state: more than one H200 holds while training.
@@ -31,7 +34,7 @@ def _check_dim(key: str, value: Any, where: str) -> None:
                           f"{DIM_MAX[key]:,}); give a smaller {key}")
 
 
-def check_arch(arch: Any) -> None:
+def check_arch(arch: ArchConfig) -> None:
     """Refuse an ``ArchConfig`` of a dimension or parameter count past the bounds.
 
     Raises:
@@ -48,7 +51,7 @@ def check_arch(arch: Any) -> None:
                           "a smaller d_model, d_ff or n_layer")
 
 
-def check_space(space: Any) -> None:
+def check_space(space: SearchSpace) -> None:
     """Refuse a ``SearchSpace`` whose name cannot be a folder name, or whose largest
     architecture (the supernet) is past the bounds.
 

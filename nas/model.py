@@ -24,11 +24,14 @@ the step can be captured once as a CUDA graph and replayed for every token.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig, SearchSpace
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -210,7 +213,7 @@ class GPT(nn.Module):
     sub-network ``arch`` on leading slices of these weights.
     """
 
-    def __init__(self, arch: Any, dropout: float = 0.0):
+    def __init__(self, arch: ArchConfig, dropout: float = 0.0):
         super().__init__()
         self.arch = arch
         self.embed = Embedding(arch.vocab_size, arch.block_size, arch.d_model, dropout)
@@ -235,7 +238,7 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, arch: Any = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, arch: ArchConfig = None) -> torch.Tensor:
         """Token ids ``(B, T)`` -> logits ``(B, T, vocab)``."""
         if arch is None:
             x = self.embed(idx)
@@ -290,7 +293,7 @@ class GPT(nn.Module):
 class Supernet(GPT):
     """Weight-sharing supernet: the GPT of ``space.largest()``; ``forward(idx, arch)``."""
 
-    def __init__(self, space: Any, dropout: float = 0.0):
+    def __init__(self, space: SearchSpace, dropout: float = 0.0):
         super().__init__(space.largest(), dropout)
         self.space = space
 
@@ -316,7 +319,7 @@ def apply_precision(model: nn.Module, precision: str) -> nn.Module:
     return model.to(DTYPES[precision])
 
 
-def build_model(arch: Any, supernet: GPT | None = None, device: str | torch.device = "cpu",
+def build_model(arch: ArchConfig, supernet: GPT | None = None, device: str | torch.device = "cpu",
                 dropout: float = 0.0) -> nn.Module:
     """A standalone model of ``arch`` in ``arch.precision``, in eval mode.
 

@@ -2,15 +2,18 @@
 (``prefill.py``) or the decode ones (``decode.py``), eager or as CUDA graphs."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nas.latency.decode import STEPS, make_decode_block, make_decode_step
 from nas.latency.measure import TimerSettings, Timing, time_callable, time_graph
 from nas.latency.prefill import make_block, make_model
 from nas.latency.spec import GRAPH_MODES, BlockKey, Workload
 
+if TYPE_CHECKING:
+    from nas.space import ArchConfig, SearchSpace
 
-def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettings,
+
+def time_block(key: BlockKey, space: SearchSpace, workload: Workload, timer: TimerSettings,
                graph_calls: int = 10) -> Timing:
     """Measure one block of ``space`` for ``workload``.
 
@@ -39,7 +42,7 @@ def time_block(key: BlockKey, space: Any, workload: Workload, timer: TimerSettin
     return time_callable(fn, "cpu" if key.precision == "int8" else workload.device, timer)
 
 
-def time_model(arch: Any, workload: Workload, timer: TimerSettings, seed: int = 0) -> Timing:
+def time_model(arch: ArchConfig, workload: Workload, timer: TimerSettings, seed: int = 0) -> Timing:
     """Measure ``arch`` end to end as a standalone model: a forward pass over the prompt
     (prefill), or one generation step (decode).
 

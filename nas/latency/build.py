@@ -17,7 +17,7 @@ import datetime as _dt
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nas.errors import ConfigError
 from nas.latency import fingerprint
@@ -32,6 +32,9 @@ from nas.latency.spec import BlockKey, Workload, arch_blocks, sample_archs, spac
 from nas.latency.table import LatencyTable
 from nas.environment import git_revision
 from nas.space import SearchSpace
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
 
 
 def best_pass(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -301,7 +304,7 @@ def _load(csv: Path, space: SearchSpace, workload: Workload, calibration_n: int)
                              require_calibration=calibration_n > 0, phase=workload.phase)
 
 
-def _arch_json(arch: Any) -> str:
+def _arch_json(arch: ArchConfig) -> str:
     import json
     return json.dumps(arch.to_dict(), sort_keys=True)
 

@@ -18,13 +18,16 @@ So each call of a timed block uses the next of ``copies`` independent instances
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from nas.latency.prefill import fused_block, make_block, standalone
 from nas.latency.spec import BlockKey
 from nas.model import DTYPES, GPT, Attention, KVCache, apply_precision
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
 
 STEPS = 8  # generation steps per timed call
 
@@ -41,7 +44,7 @@ def step(model: GPT, cache: KVCache, idx: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def make_decode_step(arch: Any, *, batch_size: int, context: int, device: str,
+def make_decode_step(arch: ArchConfig, *, batch_size: int, context: int, device: str,
                      seed: int = 0, fused: bool = False,
                      serve: Callable[[Any], Any] | None = None) -> Callable[[], Any]:
     """``STEPS`` generation steps of ``arch``'s standalone model at ``context``.

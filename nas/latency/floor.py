@@ -9,14 +9,17 @@ held to, printed beside the baseline's measured decode time in every validation 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.latency.measure import TimerSettings, time_callable
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig, SearchSpace
 
 ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
 
-def step_bytes(arch: Any, batch_size: int, context: int) -> int:
+def step_bytes(arch: ArchConfig, batch_size: int, context: int) -> int:
     """Bytes one decode step of ``arch`` must read: weights once, the whole KV cache."""
     w = ELEMENT_BYTES[arch.precision]
     kv = 4 if arch.precision == "int8" else w  # int8 models keep fp32 activations
@@ -35,7 +38,7 @@ def bandwidth_gbps(gib: float = 4.0) -> float:
     return 2 * src.numel() * src.element_size() / (t.median_ms / 1e3) / 1e9
 
 
-def baseline_floor(space: Any, workload: Any, timer: TimerSettings) -> dict[str, Any] | None:
+def baseline_floor(space: SearchSpace, workload: Any, timer: TimerSettings) -> dict[str, Any] | None:
     """The space's baseline decode step measured in ``workload`` beside its floor.
 
     Returns None unless the workload is a decode on a GPU and the space has a baseline.

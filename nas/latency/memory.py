@@ -25,23 +25,26 @@ from its weights (Python objects, and on a CPU the bookkeeping of int8 packing).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from nas.errors import ConfigError
 from nas.latency.spec import BlockKey, arch_blocks
 
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
+
 ACT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}  # int8 quantises weights only
 MB = 2**20
 
 
-def cache_bytes(arch: Any, batch_size: int, context: int) -> int:
+def cache_bytes(arch: ArchConfig, batch_size: int, context: int) -> int:
     """Bytes of the keys and values of a static cache of ``context`` positions."""
     return batch_size * context * arch.kv_bytes_per_token(ACT_BYTES[arch.precision])
 
 
-def activation_bytes(arch: Any, batch_size: int, prompt_len: int) -> int:
+def activation_bytes(arch: ArchConfig, batch_size: int, prompt_len: int) -> int:
     """The largest set of activations alive at once during the prefill of the prompt."""
     n, d, s = batch_size * prompt_len, arch.d_model, ACT_BYTES[arch.precision]
     peaks = [2 * n * d + prompt_len * d,  # token and position embeddings, their sum
@@ -171,7 +174,7 @@ class MemoryModel:
             raise ConfigError(f"{where}: 'memory' section is malformed ({e}); rebuild the "
                               "table") from None
 
-    def fixed_bytes(self, arch: Any) -> int:
+    def fixed_bytes(self, arch: ArchConfig) -> int:
         """Measured block weights plus the KV cache of ``arch``."""
         try:
             weights = sum(self.blocks[k] for k in arch_blocks(arch))
@@ -180,7 +183,7 @@ class MemoryModel:
                               f"{e.args[0].describe()} ({arch.describe()})") from None
         return weights + cache_bytes(arch, self.batch_size, self.context)
 
-    def peak_bytes(self, arch: Any) -> float:
+    def peak_bytes(self, arch: ArchConfig) -> float:
         """Predicted peak bytes of one request of ``arch`` (see the module's docstring)."""
         f = self.fits.get(arch.precision)
         if f is None:

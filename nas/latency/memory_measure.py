@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -31,6 +31,9 @@ from nas.latency.prefill import module_of, standalone
 from nas.latency.decode import step
 from nas.latency.spec import BlockKey, Workload, arch_blocks, space_blocks
 from nas.model import Embedding, Head, apply_precision
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig, SearchSpace
 
 
 class _MallInfo2(ctypes.Structure):
@@ -79,7 +82,7 @@ def _held(on: str) -> int:
     return heap_in_use()
 
 
-def block_weight_bytes(key: BlockKey, space: Any, device: str, repeats: int = 3) -> int:
+def block_weight_bytes(key: BlockKey, space: SearchSpace, device: str, repeats: int = 3) -> int:
     """Bytes the module of block ``key`` holds on ``device`` in its precision.
 
     The least of ``repeats`` builds: a first build of a shape can leave one-time
@@ -125,7 +128,7 @@ def _request(model: Any, batch_size: int, prompt_len: int, context: int, on: str
 _warm: set[tuple[str, str]] = set()
 
 
-def measure_peak(arch: Any, *, batch_size: int, prompt_len: int, context: int, device: str,
+def measure_peak(arch: ArchConfig, *, batch_size: int, prompt_len: int, context: int, device: str,
                  seed: int = 0, repeats: int = 2, fused: bool = False) -> dict[str, int]:
     """Peak bytes of serving one request of ``arch`` (see the module's docstring).
 
@@ -178,7 +181,7 @@ MEMORY_COLUMNS = ("arch_id", "arch", "precision", "n_layer", "weights_bytes",
                   "block_weights_bytes", "cache_bytes", "activation_bytes", "peak_bytes")
 
 
-def calibrate_memory(space: Any, workload: Workload, archs: dict[str, list[Any]], seed: int,
+def calibrate_memory(space: SearchSpace, workload: Workload, archs: dict[str, list[Any]], seed: int,
                      progress: Callable[[str], None] = lambda s: None
                      ) -> tuple[memory.MemoryModel, list[dict[str, Any]]]:
     """Measure every block's weights and the peaks of ``archs``; fit each precision.

@@ -23,7 +23,7 @@ missing) rather than guess.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nas.errors import ConfigError
 from nas.latency.memory import MB
@@ -32,6 +32,9 @@ from nas.latency.table import LatencyTable
 from nas.latency.target import Target
 from nas.paths import resolve
 from nas.space import SearchSpace
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
 
 
 @dataclass
@@ -107,11 +110,11 @@ class CostModel:
                               f"(build one with python -m nas.latency build latency.phase={phase})")
         return table
 
-    def prefill_ms(self, arch: Any) -> float:
+    def prefill_ms(self, arch: ArchConfig) -> float:
         """A forward pass over the prefill table's ``seq_len`` tokens, in milliseconds."""
         return self._need("prefill").predict_ms(arch)
 
-    def ttft_ms(self, arch: Any, prompt_len: int | None = None) -> float:
+    def ttft_ms(self, arch: ArchConfig, prompt_len: int | None = None) -> float:
         """Time to first token of a prompt of ``prompt_len`` tokens (default: the table's)."""
         table = self._need("prefill")
         if prompt_len is not None and prompt_len != table.seq_len:
@@ -121,11 +124,11 @@ class CostModel:
                               f"{prompt_len}; build a prefill table for them with: {cmd}")
         return table.predict_ms(arch)
 
-    def decode_ms(self, arch: Any) -> float:
+    def decode_ms(self, arch: ArchConfig) -> float:
         """Time per output token at the decode table's context, in milliseconds."""
         return self._need("decode").predict_ms(arch)
 
-    def request_ms(self, arch: Any, prompt_len: int | None = None,
+    def request_ms(self, arch: ArchConfig, prompt_len: int | None = None,
                    new_tokens: int | None = None) -> float:
         """A request of ``prompt_len`` tokens generating ``new_tokens``, in milliseconds.
 
@@ -142,7 +145,7 @@ class CostModel:
                               f"{P + N - 1}; this decode table's context is {dec.seq_len}")
         return self.ttft_ms(arch, P) + (N - 1) * dec.predict_ms(arch)
 
-    def peak_memory_mb(self, arch: Any) -> float:
+    def peak_memory_mb(self, arch: ArchConfig) -> float:
         """Peak memory of one request at the decode table's workload, in MiB."""
         dec = self._need("decode")
         if dec.memory is None:
@@ -150,7 +153,7 @@ class CostModel:
                               "of nas.latency build latency.phase=decode")
         return dec.memory.peak_bytes(arch) / MB
 
-    def costs(self, arch: Any) -> dict[str, float]:
+    def costs(self, arch: ArchConfig) -> dict[str, float]:
         """Every cost this model can predict for ``arch``, by name."""
         out: dict[str, float] = {}
         if self.prefill is not None:

@@ -8,13 +8,16 @@ sequence, and a generation step instead of a forward pass (``decode.py``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from nas import fused as fz
 from nas.latency.spec import KINDS, BlockKey
 from nas.model import DTYPES, Attention, Embedding, FeedForward, Head, apply_precision, build_model
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
 
 
 def make_block(key: BlockKey, *, vocab_size: int, block_size: int, head_dim: int,
@@ -100,7 +103,7 @@ def module_of(key: BlockKey, vocab_size: int, block_size: int, head_dim: int) ->
     return mod
 
 
-def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
+def make_model(arch: ArchConfig, *, batch_size: int, seq_len: int, device: str,
                seed: int = 0, fused: bool = False) -> Callable[[], Any]:
     """The standalone model of ``arch`` (``nas.model.build_model``), bound to token ids.
 
@@ -127,7 +130,7 @@ def make_model(arch: Any, *, batch_size: int, seq_len: int, device: str,
     return run
 
 
-def standalone(arch: Any, device: str, seed: int = 0, fused: bool = False) -> tuple[Any, str]:
+def standalone(arch: ArchConfig, device: str, seed: int = 0, fused: bool = False) -> tuple[Any, str]:
     """``build_model(arch)`` seeded, and where it runs (int8 stays on the CPU); with
     ``fused``, served by the fused runtime (``nas.fused.FusedGPT``)."""
     on = "cpu" if arch.precision == "int8" else device

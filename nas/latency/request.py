@@ -10,7 +10,7 @@ table (``predict.py``); no table is built from them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -19,8 +19,11 @@ from nas.latency.decode import step
 from nas.latency.measure import TimerSettings, Timing, cuda_graph, time_callable
 from nas.latency.spec import GRAPH_MODES
 
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
 
-def make_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int,
+
+def make_request(arch: ArchConfig, *, batch_size: int, prompt_len: int, new_tokens: int,
                  context: int, device: str, mode: str = "eager",
                  seed: int = 0) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """One request of ``arch``'s standalone model, and its prefill alone.
@@ -68,7 +71,7 @@ def make_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int
     return request, first
 
 
-def time_request(arch: Any, *, batch_size: int, prompt_len: int, new_tokens: int,
+def time_request(arch: ArchConfig, *, batch_size: int, prompt_len: int, new_tokens: int,
                  context: int, device: str, mode: str, timer: TimerSettings,
                  seed: int = 0) -> tuple[Timing, Timing]:
     """Measured time of one request and of its prefill alone (the time to first token).

@@ -13,9 +13,12 @@ adding an entry here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
 
 from nas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nas.space import ArchConfig, SearchSpace
 
 LOSS = "val_loss"
 
@@ -24,7 +27,7 @@ class Predictor(Protocol):
     """What a search asks of a latency table (``nas.latency.LatencyTable``, or any model of
     the hardware): the predicted latency of an architecture, in milliseconds."""
 
-    def predict_ms(self, arch: Any) -> float: ...
+    def predict_ms(self, arch: ArchConfig) -> float: ...
 
 
 # What a search predicts from: the prefill table alone, or the tables of every objective by
@@ -150,7 +153,7 @@ def of_study(study: Any) -> tuple[str, ...] | None:
         return None
 
 
-def load_tables(names: Sequence[str], hardware: Any, hardware_name: str, space: Any,
+def load_tables(names: Sequence[str], hardware: Any, hardware_name: str, space: SearchSpace,
                 prefill: Any) -> dict[str, Any]:
     """The tables the objectives ``names`` are predicted from, by kind.
 

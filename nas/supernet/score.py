@@ -7,7 +7,7 @@ here: the experiments import this on machines that have neither.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
@@ -17,12 +17,15 @@ from nas.supernet.data import Corpus, fixed_batches
 from nas.model import GPT, build_model
 from nas.signals import raise_pending
 
+if TYPE_CHECKING:
+    from nas.space import ArchConfig
+
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 TEST_BATCHES = 16  # x 32 windows: 512 windows spread over the whole test split
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches, arch: Any = None) -> float:
+def evaluate(model: nn.Module, batches: Batches, arch: ArchConfig = None) -> float:
     """Mean next-character cross-entropy of ``model`` over ``batches``.
 
     Args:
@@ -47,7 +50,7 @@ def evaluate(model: nn.Module, batches: Batches, arch: Any = None) -> float:
     return total / n
 
 
-def split_loss(model: nn.Module, corpus: Corpus, split: str, arch: Any = None,
+def split_loss(model: nn.Module, corpus: Corpus, split: str, arch: ArchConfig = None,
                device: str | torch.device = "cpu", n_batches: int = TEST_BATCHES,
                batch_size: int = 32) -> float:
     """Loss of ``arch`` (``model`` itself when None) on fixed windows of one split.
@@ -110,7 +113,7 @@ class AccuracyScorer:
         """Calls answered from the cache."""
         return self.n_calls - self.n_evaluated
 
-    def __call__(self, arch: Any) -> float:
+    def __call__(self, arch: ArchConfig) -> float:
         """Validation loss of ``arch`` (lower is better)."""
         self.n_calls += 1
         key = arch.arch_id
