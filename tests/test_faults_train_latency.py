@@ -92,15 +92,12 @@ def _absurd(line: str, value: str = "1e308") -> str:
     return ",".join(cells)
 
 
-def snapshot(d: Path, run_folder: bool = True) -> dict[str, str]:
-    """Every file and folder under ``d`` with its hash; Hydra's run folder too unless
-    ``run_folder`` is false (a command's checks run before Hydra makes it; a table's own
-    files are read and checked by the build, in the run)."""
+def snapshot(d: Path) -> dict[str, str]:
+    """Every file and folder under ``d`` with its hash, Hydra's run folder included: a
+    command's checks run before Hydra makes it."""
     out = {}
     for p in sorted(d.rglob("*")):
         rel = p.relative_to(d).as_posix()
-        if not run_folder and rel.split("/")[0] == "hydra":
-            continue
         out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
     return out
 
@@ -232,7 +229,7 @@ def test_a_resumed_build_with_other_timer_settings_is_refused(tmp_path):
     meta.update(complete=False, fingerprint=fingerprint.collect("cpu", 1))
     meta["timer"].update(max_inner=2000, passes=1)
     json_path(path).write_text(json.dumps(meta))
-    before = snapshot(tmp_path, run_folder=False)
+    before = snapshot(tmp_path)
     r = subprocess.run(command("nas.latency", tmp_path, [
         "build", f"latency.table={path}", "search_space=lat_micro", "latency.seq_len=16",
         "latency.precisions=[fp32,int8]", "latency.repeats=3", "latency.window_ms=2.0",
@@ -243,7 +240,7 @@ def test_a_resumed_build_with_other_timer_settings_is_refused(tmp_path):
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert "other timer settings" in lines[0] and "repeats 5 (now 3)" in lines[0]
     assert "window_ms 1.0 (now 2.0)" in lines[0] and "warmup" not in lines[0]
-    assert snapshot(tmp_path, run_folder=False) == before
+    assert snapshot(tmp_path) == before  # refused before Hydra's run folder, too
 
 
 def _start(module: str, d: Path, args: list[str]) -> subprocess.Popen:

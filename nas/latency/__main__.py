@@ -287,7 +287,11 @@ def check_first(cfg: DictConfig) -> Command:
     c = parse(cfg, sys.argv[1:])
     w = c.workload
     if c.verb == "build":
+        from nas.latency.build import check_build
+
         check_file(c.table, "latency.table")
+        check_build(c.table, c.space, w, c.timer, calibration_n=c.calibration_n,
+                    calibration_seed=c.calibration_seed, graph_calls=c.graph_calls)
     elif c.verb == "predict":
         ArchConfig.from_yaml(c.predict_arch)
         if not c.local:  # a local target's table may be this machine's: run() finds it

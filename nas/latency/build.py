@@ -82,29 +82,8 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
             not write, or existing rows from another machine or workload; in every case
             before any file is changed.
     """
-    import torch
-
     csv = Path(path)
-    if workload.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda asked but torch sees no GPU here; use hardware=cpu "
-                          "(or build on the GPU machine)")
-    threads = set_cpu_threads(workload.threads)
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "table": csv.name,
-        "complete": False,
-        "workload": workload.to_dict(),
-        "space": space.to_dict(),
-        "timer": {**timer.to_dict(), "graph_calls": graph_calls,
-                  "method": "median over windows of back-to-back calls (CUDA events on cuda, "
-                            "the cpu_clock on cpu); of several passes, the lowest median"},
-        "fingerprint": fingerprint.collect(workload.device, threads),
-        "command": command,
-        "git_revision": git_revision(),
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": fingerprint.load_average(),
-        "calibration": {},
-    }
+    meta, threads = _start(csv, space, workload, timer, graph_calls, command)
     plan = _plan(csv, space, workload, timer.passes, calibration_n, calibration_seed, meta, log)
     if plan is None:
         return _load(csv, space, workload, calibration_n)
@@ -126,10 +105,52 @@ def build_table(path: str | Path, space: SearchSpace, workload: Workload, timer:
     return _load(csv, space, workload, calibration_n)
 
 
+def check_build(path: str | Path, space: SearchSpace, workload: Workload, timer: TimerSettings,
+                *, calibration_n: int = 30, calibration_seed: int = 1000,
+                graph_calls: int = 10) -> None:
+    """Refuse what :func:`build_table` would refuse before measuring (no GPU, a file there
+    that a build did not write, rows of another machine, workload or timer, a finished
+    table asked for other settings), writing nothing: a command checks it first."""
+    csv = Path(path)
+    meta, _ = _start(csv, space, workload, timer, graph_calls, "")
+    _plan(csv, space, workload, timer.passes, calibration_n, calibration_seed, meta,
+          lambda line: None, dry=True)
+
+
+def _start(csv: Path, space: SearchSpace, workload: Workload, timer: TimerSettings,
+           graph_calls: int, command: str) -> tuple[dict[str, Any], int]:
+    """The JSON of a build starting now (with this machine's fingerprint), and its threads."""
+    import torch
+
+    if workload.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda asked but torch sees no GPU here; use hardware=cpu "
+                          "(or build on the GPU machine)")
+    threads = set_cpu_threads(workload.threads)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "table": csv.name,
+        "complete": False,
+        "workload": workload.to_dict(),
+        "space": space.to_dict(),
+        "timer": {**timer.to_dict(), "graph_calls": graph_calls,
+                  "method": "median over windows of back-to-back calls (CUDA events on cuda, "
+                            "the cpu_clock on cpu); of several passes, the lowest median"},
+        "fingerprint": fingerprint.collect(workload.device, threads),
+        "command": command,
+        "git_revision": git_revision(),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_start": fingerprint.load_average(),
+        "calibration": {},
+    }
+    return meta, threads
+
+
 def _plan(csv: Path, space: SearchSpace, workload: Workload, P: int, calibration_n: int,
-          calibration_seed: int, meta: dict[str, Any], log: Callable[[str], None]) -> _Plan | None:
-    """Read and check what earlier runs measured, then mark the table unfinished while it
-    grows; None when a finished table has nothing to add (its files are left alone)."""
+          calibration_seed: int, meta: dict[str, Any], log: Callable[[str], None],
+          dry: bool = False) -> _Plan | None:
+    """Read and check what earlier runs measured, then (unless ``dry``) mark the table
+    unfinished while it grows; None when a finished table has nothing to add (its files
+    are left alone)."""
     calib_csv = calibration_path(csv)
     # Everything is read and checked before anything is written: a refusal leaves the
     # files as they were.
@@ -163,6 +184,8 @@ def _plan(csv: Path, space: SearchSpace, workload: Workload, P: int, calibration
         return None
     if old.meta is not None and (done or per_pass or calib_done):
         check_timer(csv, old.meta, meta)  # only here: a build that adds nothing may differ
+    if dry:
+        return None
     if done or per_pass:
         log(f"{csv}: resuming, {len(done)} rows and {len(per_pass)} passes already measured")
     for note in (fingerprint.version_notes(old.meta["fingerprint"], meta["fingerprint"])
