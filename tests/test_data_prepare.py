@@ -349,3 +349,22 @@ def test_the_search_trains_and_scores_its_supernet_on_a_prepared_corpus(prepared
     corpus = load_corpus(cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
     loss = AccuracyScorer(load_supernet(ckpt, space, corpus=corpus), corpus, n_batches=1)(space.smallest())
     assert 0 < loss < 2 * np.log(VOCAB)
+
+
+def test_the_search_trains_a_new_supernet_for_another_corpus_at_the_same_path(tmp_path):
+    """The supernet cache follows the corpus's contents, not its path."""
+    from conftest import MICRO, TEXT
+    from nas.search.setup import cached_supernet
+    from nas.space import SearchSpace
+    from nas.supernet.recipe import TrainConfig
+
+    text = tmp_path / "corpus.txt"
+    space = SearchSpace.from_dict(MICRO)
+    cfg = TrainConfig(steps=1, batch_size=2, eval_every=0, eval_batches=1, device="cpu",
+                      data=str(text))
+    text.write_text(TEXT * 20)
+    first = cached_supernet(space, cfg, tmp_path / "cache", progress=False)
+    assert cached_supernet(space, cfg, tmp_path / "cache", progress=False) == first  # reused
+    text.write_text(TEXT.lower() * 20)  # another text at the same path
+    second = cached_supernet(space, cfg, tmp_path / "cache", progress=False)
+    assert second.parent != first.parent and second.is_file()

@@ -123,8 +123,8 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
                     progress: bool = True) -> Path:
     """A supernet trained with ``train_cfg``: trained once, then reused.
 
-    The cache folder is keyed by the space and every training setting that changes the
-    weights, so a re-run reuses it and an interrupted training continues from its last
+    The cache folder is keyed by the space, the corpus's contents (its sha256) and every
+    training setting that changes the weights, so a re-run reuses it and an interrupted training continues from its last
     checkpoint (``nas.supernet.train.train_supernet`` resumes into the same folder). Workers
     starting together take turns: the first trains, the others find its checkpoint.
     """
@@ -134,8 +134,9 @@ def cached_supernet(space: SearchSpace, train_cfg: Any, cache_dir: Path,
     settings = {k: v for k, v in train_cfg.to_dict().items()
                 if k not in ("device", "log_every", "eval_every")}
     corpus = load_corpus(train_cfg.data, block_size=space.block_size, vocab_size=space.vocab_size)
-    blob = json.dumps({"space": space.to_dict(), "train": settings, "split": list(corpus.split)},
-                      sort_keys=True)
+    # The corpus by its contents: one prepared or replaced at the same path is another.
+    blob = json.dumps({"space": space.to_dict(), "train": settings, "split": list(corpus.split),
+                       "corpus": corpus.sha256}, sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     folder = cache_dir / f"{space.name}-{key}"
     with folder_lock(folder):  # workers started together: one trains, the others reuse it

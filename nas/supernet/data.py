@@ -34,6 +34,10 @@ class Corpus(Protocol):
     path: str
 
     @property
+    def sha256(self) -> str:
+        """The corpus's identity: its text file's sha256, or a prepared corpus's."""
+
+    @property
     def vocab_size(self) -> int: ...
 
     @property
