@@ -99,7 +99,7 @@ def test_study_name_follows_space_and_hardware():
 
 @pytest.mark.parametrize("override, expected", [
     ("search.seed=abc", "search.seed: 'abc' is not allowed; it must be an integer"),
-    ("hardware=nope", "hardware: unknown option 'nope'; available: cpu, h100, h100-graph, h200-fused"),
+    ("hardware=nope", "hardware: unknown option 'nope'; available: cpu, h100, h100-fused, h100-graph, h200-fused"),
     ("search.progress=perhaps", "search.progress: 'perhaps' is not allowed; it must be true or false"),
 ])
 def test_composition_errors_read_as_one_line(override, expected):
