@@ -367,9 +367,6 @@ class CheckFirst(Callback):
         each_job()
 
 
-MULTIRUN = ("-m", "--multirun")
-
-
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The override lists of a ``-m`` sweep's jobs, as Hydra's basic sweeper expands them
     (the product of the discrete sweeps; the last override of a key wins)."""

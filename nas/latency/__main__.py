@@ -309,7 +309,7 @@ def check_first(cfg: DictConfig) -> Command:
 def _main(cfg: DictConfig) -> None:
     from nas.hydra_cli import CheckFirst
 
-    c = CheckFirst.take() or parse(cfg, sys.argv[1:])
+    c = CheckFirst.take() or check_first(cfg)
     got = run(c, OmegaConf.to_yaml(cfg, resolve=True))
     if c.verb == "check" and not got["holds"]:
         sys.exit(1)  # the table does not hold here (2 is a user mistake)
